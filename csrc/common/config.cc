@@ -1,0 +1,260 @@
+#include "common/config.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/logging.h"
+
+extern char** environ;
+
+namespace cohort::config {
+namespace {
+
+const std::vector<Variable>& BuildRegistry() {
+  static const std::vector<Variable> registry = {
+      {"COHORT_LOG_LEVEL", Type::kChoice, "WARN",
+       "Least severe log level printed to stderr.",
+       {"ERROR", "WARN", "INFO", "DEBUG", "TRACE"}},
+      {"COHORT_TIMEOUT", Type::kDuration, "300s",
+       "Longest any collective, connection or bootstrap wait may take before it fails."},
+      {"COHORT_ALGO", Type::kString, "",
+       "Forces one collective algorithm by name (see `cohort-bench algos`); empty lets the tuner "
+       "choose."},
+      {"COHORT_CHUNK_BYTES", Type::kBytes, "512K",
+       "Pipeline segment size: large transfers are split into segments of this size so sending "
+       "overlaps reducing.",
+       {}, 4096, int64_t{1} << 30},
+      {"COHORT_EAGER_BYTES", Type::kBytes, "256K",
+       "Messages up to this size that arrive before their receive is posted are buffered; "
+       "larger ones wait in the socket.",
+       {}, 0, int64_t{1} << 30},
+      {"COHORT_SOCKET_BUFFER", Type::kBytes, "0",
+       "SO_SNDBUF/SO_RCVBUF for transport sockets; 0 keeps the kernel's autotuning.",
+       {}, 0, int64_t{1} << 30},
+      {"COHORT_SOCKET_IFNAME", Type::kString, "",
+       "Network interface whose IPv4 address the TCP transport listens on and publishes; empty: "
+       "the address used to reach the bootstrap store, else all interfaces."},
+      {"COHORT_SPIN_US", Type::kInt, "50",
+       "Microseconds a waiting thread polls before it sleeps in the kernel.", {}, 0, 1'000'000},
+      {"COHORT_HOST_ID", Type::kString, "",
+       "Name of this host in topology and error messages; empty: the hostname."},
+      {"COHORT_JOB_ID", Type::kString, "default",
+       "Identifier of the job; every connection's handshake carries it."},
+      {"COHORT_JOB_TOKEN", Type::kString, "",
+       "Shared secret of the job; store and transport handshakes prove knowledge of it."},
+      {"COHORT_STORE_ADDR", Type::kString, "",
+       "host:port of the cohort store server the ranks bootstrap through."},
+      {"COHORT_STORE_MAX_KEY_BYTES", Type::kBytes, "4K",
+       "Largest key the store server accepts.", {}, 1, int64_t{1} << 20},
+      {"COHORT_STORE_MAX_VALUE_BYTES", Type::kBytes, "64M",
+       "Largest value the store server accepts.", {}, 1, int64_t{1} << 31},
+  };
+  return registry;
+}
+
+absl::Status BadValue(const Variable& variable, const std::string& value) {
+  return absl::InvalidArgumentError(absl::StrCat(variable.name, "=\"", value, "\" is not valid: ",
+                                                 variable.name, " accepts ", Accepted(variable),
+                                                 ". Fix or unset it."));
+}
+
+// The raw text of a variable: environment first, then the default.
+std::string RawValue(const Variable& variable) {
+  const char* value = std::getenv(variable.name);
+  return value != nullptr ? std::string(value) : std::string(variable.default_value);
+}
+
+absl::Status CheckValue(const Variable& variable, const std::string& value) {
+  switch (variable.type) {
+    case Type::kString:
+      return absl::OkStatus();
+    case Type::kInt: {
+      int64_t parsed;
+      if (!absl::SimpleAtoi(value, &parsed) || parsed < variable.min || parsed > variable.max) {
+        return BadValue(variable, value);
+      }
+      return absl::OkStatus();
+    }
+    case Type::kBool: {
+      std::string lower = absl::AsciiStrToLower(value);
+      if (lower == "1" || lower == "0" || lower == "true" || lower == "false" || lower == "yes" ||
+          lower == "no" || lower == "on" || lower == "off") {
+        return absl::OkStatus();
+      }
+      return BadValue(variable, value);
+    }
+    case Type::kDuration:
+      if (!ParseDuration(value).ok()) return BadValue(variable, value);
+      return absl::OkStatus();
+    case Type::kBytes: {
+      auto parsed = ParseBytes(value);
+      if (!parsed.ok() || *parsed < variable.min || *parsed > variable.max) {
+        return BadValue(variable, value);
+      }
+      return absl::OkStatus();
+    }
+    case Type::kChoice:
+      for (const std::string& choice : variable.choices) {
+        if (absl::EqualsIgnoreCase(choice, value)) return absl::OkStatus();
+      }
+      return BadValue(variable, value);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CheckedRaw(const std::string& name, Type expected) {
+  const Variable* variable = Find(name);
+  if (variable == nullptr) {
+    return absl::InternalError(absl::StrCat("config variable ", name, " is not registered"));
+  }
+  if (variable->type != expected && !(expected == Type::kString)) {
+    return absl::InternalError(absl::StrCat("config variable ", name, " read with the wrong type"));
+  }
+  std::string value = RawValue(*variable);
+  absl::Status status = CheckValue(*variable, value);
+  if (!status.ok()) return status;
+  return value;
+}
+
+}  // namespace
+
+const std::vector<Variable>& Registry() { return BuildRegistry(); }
+
+const Variable* Find(const std::string& name) {
+  for (const Variable& variable : Registry()) {
+    if (name == variable.name) return &variable;
+  }
+  return nullptr;
+}
+
+std::string Accepted(const Variable& variable) {
+  switch (variable.type) {
+    case Type::kString:
+      return "any text";
+    case Type::kInt:
+      return absl::StrCat("an integer from ", variable.min, " to ", variable.max);
+    case Type::kBool:
+      return "1/0, true/false, yes/no or on/off";
+    case Type::kDuration:
+      return "a duration such as 300, 300s, 5m or 250ms (plain numbers are seconds)";
+    case Type::kBytes:
+      return absl::StrCat("a size in bytes such as 65536, 64K, 1M or 2G, from ", variable.min,
+                          " to ", variable.max);
+    case Type::kChoice:
+      return absl::StrCat("one of ", absl::StrJoin(variable.choices, ", "));
+  }
+  return "";
+}
+
+absl::Status ValidateEnvironment() {
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    std::string_view text(*entry);
+    if (!absl::StartsWith(text, "COHORT_")) continue;
+    size_t equals = text.find('=');
+    std::string name(text.substr(0, equals));
+    std::string value(equals == std::string_view::npos ? "" : text.substr(equals + 1));
+    const Variable* variable = Find(name);
+    if (variable == nullptr) {
+      // Tests and tools set their own COHORT_TEST_* / COHORT_BENCH_* variables.
+      if (!absl::StartsWith(name, "COHORT_TEST_") && !absl::StartsWith(name, "COHORT_BENCH_")) {
+        COHORT_LOG(WARN) << "unknown environment variable " << name
+                         << " ignored; docs/config.md lists the ones cohort reads";
+      }
+      continue;
+    }
+    absl::Status status = CheckValue(*variable, value);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> GetString(const std::string& name) {
+  return CheckedRaw(name, Type::kString);
+}
+
+absl::StatusOr<int64_t> GetInt(const std::string& name) {
+  auto raw = CheckedRaw(name, Type::kInt);
+  if (!raw.ok()) return raw.status();
+  int64_t value = 0;
+  (void)absl::SimpleAtoi(*raw, &value);
+  return value;
+}
+
+absl::StatusOr<bool> GetBool(const std::string& name) {
+  auto raw = CheckedRaw(name, Type::kBool);
+  if (!raw.ok()) return raw.status();
+  std::string lower = absl::AsciiStrToLower(*raw);
+  return lower == "1" || lower == "true" || lower == "yes" || lower == "on";
+}
+
+absl::StatusOr<absl::Duration> GetDuration(const std::string& name) {
+  auto raw = CheckedRaw(name, Type::kDuration);
+  if (!raw.ok()) return raw.status();
+  return ParseDuration(*raw);
+}
+
+absl::StatusOr<int64_t> GetBytes(const std::string& name) {
+  auto raw = CheckedRaw(name, Type::kBytes);
+  if (!raw.ok()) return raw.status();
+  return ParseBytes(*raw);
+}
+
+absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
+  std::string_view body = absl::StripAsciiWhitespace(text);
+  int64_t multiplier = 1;
+  if (!body.empty()) {
+    char suffix = absl::ascii_toupper(body.back());
+    int shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : suffix == 'G' ? 30 : suffix == 'T' ? 40 : 0;
+    if (shift != 0) {
+      multiplier = int64_t{1} << shift;
+      body.remove_suffix(1);
+    } else if (suffix == 'B') {
+      body.remove_suffix(1);
+    }
+  }
+  int64_t value;
+  if (body.empty() || !absl::SimpleAtoi(body, &value) || value < 0 ||
+      value > INT64_MAX / multiplier) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not a size (expected e.g. 65536, 64K, 1M, 2G)"));
+  }
+  return value * multiplier;
+}
+
+absl::StatusOr<absl::Duration> ParseDuration(const std::string& text) {
+  std::string_view body = absl::StripAsciiWhitespace(text);
+  double seconds;
+  if (absl::SimpleAtod(body, &seconds) && seconds >= 0) {
+    return absl::Seconds(seconds);
+  }
+  absl::Duration duration;
+  if (absl::ParseDuration(body, &duration) && duration >= absl::ZeroDuration()) {
+    return duration;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("\"", text, "\" is not a duration (expected e.g. 300, 300s, 5m, 250ms)"));
+}
+
+std::string Markdown() {
+  std::string out =
+      "# Configuration\n\n"
+      "<!-- Generated by `cohort-config --markdown` from csrc/common/config.cc; do not edit. -->\n\n"
+      "Every `COHORT_*` environment variable cohort reads. A value that is not accepted stops the\n"
+      "program at start with a message naming the variable, the value and what is accepted.\n\n"
+      "| Variable | Default | Accepts | Meaning |\n"
+      "|---|---|---|---|\n";
+  for (const Variable& variable : Registry()) {
+    std::string default_text =
+        std::strlen(variable.default_value) == 0 ? "(unset)" : variable.default_value;
+    absl::StrAppend(&out, "| `", variable.name, "` | `", default_text, "` | ", Accepted(variable),
+                    " | ", variable.doc, " |\n");
+  }
+  return out;
+}
+
+}  // namespace cohort::config
