@@ -1,0 +1,37 @@
+// CPU reduce kernels: one table of (data type, reduce op) -> vectorized loop. fp16 and bf16
+// are computed in fp32 and rounded once per element. Used by every reducing algorithm.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "collectives/types.h"
+
+namespace cohort {
+
+// out[i] = op(a[i], b[i]) for i < count. `out` may be the same pointer as `a` or `b`.
+// For ReduceOp::kAvg this is the sum; callers finish with ScaleForAverage.
+using ReduceFn = void (*)(void* out, const void* a, const void* b, size_t count);
+
+// out[i] = op(inputs[0][i], ..., inputs[n-1][i]); fp16/bf16 accumulate in fp32 and round once.
+// `out` may be one of the inputs.
+using ReduceManyFn = void (*)(void* out, const void* const* inputs, int num_inputs, size_t count);
+
+// OK when (type, op) is supported, else InvalidArgument naming the pair and what is accepted.
+absl::Status CheckReduceSupported(DataType type, ReduceOp op);
+
+// The kernel for (type, op); nullptr when unsupported (check with CheckReduceSupported first).
+ReduceFn GetReduceFn(DataType type, ReduceOp op);
+ReduceManyFn GetReduceManyFn(DataType type, ReduceOp op);
+
+// data[i] = data[i] / divisor, finishing an average (integers divide with truncation).
+void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor);
+
+// Conversions used by the kernels and by tests' references.
+float HalfToFloat(uint16_t bits);
+uint16_t FloatToHalf(float value);  // round to nearest even
+float BFloat16ToFloat(uint16_t bits);
+uint16_t FloatToBFloat16(float value);  // round to nearest even
+
+}  // namespace cohort
