@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -153,11 +155,11 @@ std::string Accepted(const Variable& variable) {
 
 absl::Status ValidateEnvironment() {
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
-    std::string_view text(*entry);
+    absl::string_view text(*entry);
     if (!absl::StartsWith(text, "COHORT_")) continue;
     size_t equals = text.find('=');
     std::string name(text.substr(0, equals));
-    std::string value(equals == std::string_view::npos ? "" : text.substr(equals + 1));
+    std::string value(equals == absl::string_view::npos ? "" : text.substr(equals + 1));
     const Variable* variable = Find(name);
     if (variable == nullptr) {
       // Tests and tools set their own COHORT_TEST_* / COHORT_BENCH_* variables.
@@ -205,7 +207,7 @@ absl::StatusOr<int64_t> GetBytes(const std::string& name) {
 }
 
 absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
-  std::string_view body = absl::StripAsciiWhitespace(text);
+  absl::string_view body = absl::StripAsciiWhitespace(text);
   int64_t multiplier = 1;
   if (!body.empty()) {
     char suffix = absl::ascii_toupper(body.back());
@@ -227,7 +229,7 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
 }
 
 absl::StatusOr<absl::Duration> ParseDuration(const std::string& text) {
-  std::string_view body = absl::StripAsciiWhitespace(text);
+  absl::string_view body = absl::StripAsciiWhitespace(text);
   double seconds;
   if (absl::SimpleAtod(body, &seconds) && seconds >= 0) {
     return absl::Seconds(seconds);

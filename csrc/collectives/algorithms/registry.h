@@ -1,0 +1,65 @@
+// The algorithm registry: each entry has a name, the ops it serves, its constraints, an
+// alpha-beta cost function and a run function. The tuner takes the cheapest entry that
+// supports an operation; COHORT_ALGO (or an op's options) forces one by name.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "collectives/op_args.h"
+#include "collectives/op_context.h"
+
+namespace cohort {
+
+// Alpha-beta model of one link class: time = latency + bytes / bandwidth, and the local
+// reduction's throughput.
+struct LinkModel {
+  double latency_seconds = 25e-6;
+  double bytes_per_second = 2e9;
+  double reduce_bytes_per_second = 6e9;
+};
+
+struct Algorithm {
+  std::string name;
+  std::vector<OpType> ops;
+  // Whether it can run this op on this world size (e.g. some need a power of two).
+  std::function<bool(const OpArgs& args, int world_size)> supports;
+  // Predicted seconds for this op.
+  std::function<double(const OpArgs& args, int world_size, const LinkModel& link)> cost;
+  std::function<absl::Status(OpContext& context)> run;
+
+  bool Serves(OpType op) const;
+};
+
+// Every registered algorithm.
+const std::vector<Algorithm>& Algorithms();
+
+// The names, for messages and `cohort-bench algos`.
+std::vector<std::string> AlgorithmNames();
+
+// OK when `forced` is empty or names a registered algorithm; else an error naming COHORT_ALGO's
+// value and the names accepted.
+absl::Status ValidateAlgorithmName(const std::string& forced);
+
+// The algorithm to run: `forced` when it serves the op and supports it, else the cheapest.
+absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, int world_size,
+                                                 const std::string& forced,
+                                                 const LinkModel& link);
+
+// Payload bytes of an op's per-rank buffer, for cost functions.
+size_t OpBytes(const OpArgs& args, int world_size);
+
+// The algorithm families register themselves here (one function per file).
+void RegisterRingAlgorithms(std::vector<Algorithm>& registry);
+void RegisterRecursiveDoublingAlgorithms(std::vector<Algorithm>& registry);
+void RegisterTreeAlgorithms(std::vector<Algorithm>& registry);
+void RegisterDirectAlgorithms(std::vector<Algorithm>& registry);
+
+// Element offsets of per-rank blocks: args.displacements when given, else prefix sums of
+// `counts` (or of the equal count).
+std::vector<size_t> BlockCounts(const OpArgs& args, int world_size);
+std::vector<size_t> BlockOffsets(const std::vector<size_t>& counts);
+
+}  // namespace cohort

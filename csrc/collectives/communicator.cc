@@ -1,0 +1,198 @@
+#include "collectives/communicator.h"
+
+#include "absl/strings/str_cat.h"
+#include "collectives/algorithms/registry.h"
+#include "collectives/engine.h"
+#include "collectives/transport/tcp/context.h"
+#include "common/config.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace cohort {
+
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bootstrap, int rank,
+                                                                   int size, CommOptions options) {
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot create a communicator with rank ", rank, " and size ", size,
+        "; the rank must be from 0 to size - 1"));
+  }
+  COHORT_RETURN_IF_ERROR(config::ValidateEnvironment());
+  EngineConfig config;
+  if (options.timeout == absl::ZeroDuration()) {
+    COHORT_ASSIGN_OR_RETURN(options.timeout, config::GetDuration("COHORT_TIMEOUT"));
+  }
+  config.timeout = options.timeout;
+  if (options.algorithm.empty()) {
+    COHORT_ASSIGN_OR_RETURN(options.algorithm, config::GetString("COHORT_ALGO"));
+  }
+  COHORT_RETURN_IF_ERROR(ValidateAlgorithmName(options.algorithm));
+  config.algorithm = options.algorithm == "auto" ? "" : options.algorithm;
+  COHORT_ASSIGN_OR_RETURN(int64_t segment, config::GetBytes("COHORT_CHUNK_BYTES"));
+  config.settings.segment_bytes = static_cast<size_t>(segment);
+  COHORT_ASSIGN_OR_RETURN(int64_t spin, config::GetInt("COHORT_SPIN_US"));
+  config.settings.spin_microseconds = static_cast<int>(spin);
+
+  tcp::TcpOptions tcp_options;
+  tcp_options.prefix = options.name;
+  tcp_options.timeout = options.timeout;
+  COHORT_ASSIGN_OR_RETURN(int64_t eager, config::GetBytes("COHORT_EAGER_BYTES"));
+  tcp_options.eager_bytes = static_cast<size_t>(eager);
+  COHORT_ASSIGN_OR_RETURN(tcp_options.socket_buffer_bytes, config::GetBytes("COHORT_SOCKET_BUFFER"));
+  auto transport = tcp::TcpTransport::Create(bootstrap, rank, size, tcp_options);
+  if (!transport.ok()) {
+    return absl::Status(transport.status().code(),
+                        absl::StrCat("creating communicator \"", options.name, "\" (rank ", rank,
+                                     " of ", size, ") failed: ", transport.status().message()));
+  }
+  logging::SetRank(rank);
+  auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
+  engine->Start();
+  return std::unique_ptr<Communicator>(new Communicator(std::move(engine)));
+}
+
+Communicator::Communicator(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {}
+
+Communicator::~Communicator() { engine_->Shutdown(); }
+
+int Communicator::rank() const { return engine_->transport().rank(); }
+int Communicator::size() const { return engine_->transport().size(); }
+const std::string& Communicator::host(int rank) const {
+  return engine_->transport().PeerHost(rank);
+}
+
+void Communicator::Abort(const absl::Status& reason) { engine_->Abort(reason); }
+
+std::string Communicator::ChosenAlgorithm(const OpArgs& args) const {
+  return engine_->SelectName(args);
+}
+
+std::shared_ptr<Work> Communicator::Submit(OpArgs args, const CommonOptions& common) {
+  return engine_->Submit(std::move(args), common.algorithm, common.timeout);
+}
+
+std::shared_ptr<Work> Communicator::Allreduce(const AllreduceOptions& options) {
+  OpArgs args;
+  args.op = OpType::kAllreduce;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.dtype = options.dtype;
+  args.reduce_op = options.op;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Broadcast(const BroadcastOptions& options) {
+  OpArgs args;
+  args.op = OpType::kBroadcast;
+  args.input = options.input != nullptr ? options.input : options.output;
+  args.output = options.output;
+  args.count = options.count;
+  args.dtype = options.dtype;
+  args.root = options.root;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Reduce(const ReduceOptions& options) {
+  OpArgs args;
+  args.op = OpType::kReduce;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.dtype = options.dtype;
+  args.reduce_op = options.op;
+  args.root = options.root;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Allgather(const AllgatherOptions& options) {
+  OpArgs args;
+  args.op = OpType::kAllgather;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.counts = options.counts;
+  args.dtype = options.dtype;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::ReduceScatter(const ReduceScatterOptions& options) {
+  OpArgs args;
+  args.op = OpType::kReduceScatter;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.counts = options.counts;
+  args.dtype = options.dtype;
+  args.reduce_op = options.op;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Alltoall(const AlltoallOptions& options) {
+  OpArgs args;
+  args.op = OpType::kAlltoall;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.counts = options.send_counts;
+  args.recv_counts = options.recv_counts;
+  args.displacements = options.send_offsets;
+  args.recv_displacements = options.recv_offsets;
+  args.dtype = options.dtype;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Gather(const GatherOptions& options) {
+  OpArgs args;
+  args.op = OpType::kGather;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.counts = options.counts;
+  args.dtype = options.dtype;
+  args.root = options.root;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Scatter(const ScatterOptions& options) {
+  OpArgs args;
+  args.op = OpType::kScatter;
+  args.input = options.input;
+  args.output = options.output;
+  args.count = options.count;
+  args.counts = options.counts;
+  args.dtype = options.dtype;
+  args.root = options.root;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Barrier(const BarrierOptions& options) {
+  OpArgs args;
+  args.op = OpType::kBarrier;
+  args.dtype = DataType::kUInt8;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Send(const SendOptions& options) {
+  OpArgs args;
+  args.op = OpType::kSend;
+  args.input = options.data;
+  args.count = options.count;
+  args.dtype = options.dtype;
+  args.root = options.peer;
+  args.tag = options.tag;
+  return Submit(std::move(args), options);
+}
+
+std::shared_ptr<Work> Communicator::Recv(const RecvOptions& options) {
+  OpArgs args;
+  args.op = OpType::kRecv;
+  args.output = options.data;
+  args.count = options.count;
+  args.dtype = options.dtype;
+  args.root = options.peer;
+  args.tag = options.tag;
+  return Submit(std::move(args), options);
+}
+
+}  // namespace cohort

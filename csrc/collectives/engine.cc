@@ -1,0 +1,368 @@
+#include "collectives/engine.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "collectives/reduce.h"
+#include "common/logging.h"
+
+namespace cohort {
+namespace {
+
+bool IsPointToPoint(OpType op) { return op == OpType::kSend || op == OpType::kRecv; }
+
+size_t Sum(const std::vector<size_t>& values) {
+  return std::accumulate(values.begin(), values.end(), size_t{0});
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
+    : transport_(std::move(transport)),
+      config_(std::move(config)),
+      rank_(transport_->rank()),
+      size_(transport_->size()) {}
+
+Engine::~Engine() { Shutdown(); }
+
+void Engine::Start() {
+  thread_ = std::thread([this] { ProgressThread(); });
+}
+
+std::string Engine::Where() const {
+  return absl::StrCat("rank ", rank_, " (", transport_->PeerHost(rank_), ")");
+}
+
+const std::string& Engine::SelectName(const OpArgs& args) const {
+  static const std::string none = "none";
+  auto algorithm = SelectAlgorithm(args, size_, config_.algorithm, config_.link);
+  return algorithm.ok() ? (*algorithm)->name : none;
+}
+
+absl::Status Engine::Validate(const OpArgs& args) const {
+  const char* name = OpTypeName(args.op);
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " on ", Where(), ": ", what));
+  };
+  if (args.op == OpType::kAllreduce || args.op == OpType::kReduce ||
+      args.op == OpType::kReduceScatter) {
+    absl::Status supported = CheckReduceSupported(args.dtype, args.reduce_op);
+    if (!supported.ok()) return bad(std::string(supported.message()));
+  }
+  if (args.op == OpType::kBroadcast || args.op == OpType::kReduce || args.op == OpType::kGather ||
+      args.op == OpType::kScatter) {
+    if (args.root < 0 || args.root >= size_) {
+      return bad(absl::StrCat("root ", args.root, " is not a rank (world size ", size_, ")"));
+    }
+  }
+  if (IsPointToPoint(args.op)) {
+    bool any = args.op == OpType::kRecv && args.root == kAnySource;
+    if (!any && (args.root < 0 || args.root >= size_)) {
+      return bad(absl::StrCat("peer ", args.root, " is not a rank (world size ", size_, ")"));
+    }
+    if (args.root == rank_) return bad("sending to or receiving from oneself is not supported");
+  }
+  for (const auto* counts : {&args.counts, &args.recv_counts, &args.displacements,
+                             &args.recv_displacements}) {
+    if (!counts->empty() && counts->size() != static_cast<size_t>(size_)) {
+      return bad(absl::StrCat("per-rank counts or offsets have ", counts->size(),
+                              " entries; the world has ", size_, " ranks"));
+    }
+  }
+  if (args.op == OpType::kAlltoall && args.counts.empty() != args.recv_counts.empty()) {
+    return bad("give both send and receive splits, or neither");
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
+                                     absl::Duration timeout) {
+  auto operation = std::make_shared<Operation>();
+  operation->timeout = timeout == absl::ZeroDuration() ? config_.timeout : timeout;
+  absl::Status valid = Validate(args);
+  const Algorithm* algorithm = nullptr;
+  if (valid.ok() && !IsPointToPoint(args.op)) {
+    std::string forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
+    valid = ValidateAlgorithmName(forced);
+    if (valid.ok()) {
+      auto selected = SelectAlgorithm(args, size_, forced, config_.link);
+      if (selected.ok()) {
+        algorithm = *selected;
+      } else {
+        valid = selected.status();
+      }
+    }
+  }
+  Fingerprint& fingerprint = operation->fingerprint;
+  fingerprint.op = args.op;
+  fingerprint.dtype = args.dtype;
+  fingerprint.reduce_op = args.reduce_op;
+  fingerprint.root = (args.op == OpType::kBroadcast || args.op == OpType::kReduce ||
+                      args.op == OpType::kGather || args.op == OpType::kScatter)
+                         ? args.root
+                         : -1;
+  switch (args.op) {
+    case OpType::kAllgather:
+    case OpType::kReduceScatter:
+    case OpType::kGather:
+    case OpType::kScatter:
+      fingerprint.count = args.counts.empty() ? args.count * size_ : Sum(args.counts);
+      break;
+    case OpType::kAlltoall:
+      fingerprint.count = args.counts.empty() ? args.count : 0;  // splits differ per rank
+      break;
+    case OpType::kBarrier:
+      fingerprint.count = 0;
+      break;
+    default:
+      fingerprint.count = args.count;
+  }
+  operation->algorithm = algorithm;
+  operation->args = std::move(args);
+
+  std::shared_ptr<Work> work;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    uint64_t sequence = 0;
+    if (!IsPointToPoint(operation->args.op)) sequence = next_sequence_++;
+    fingerprint.sequence = sequence;
+    work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
+    operation->work = work;
+    if (!valid.ok()) {
+      // A bad argument fails this call only; the communicator stays usable.
+    } else if (!broken_.ok()) {
+      valid = absl::FailedPreconditionError(
+          absl::StrCat("this communicator failed earlier and cannot run ", fingerprint.Describe(),
+                       ": ", broken_.message(), ". Create a new communicator to continue"));
+    } else if (shut_down_) {
+      valid = absl::FailedPreconditionError("the communicator has been destroyed");
+    } else {
+      queue_.push_back(operation);
+      kick_ = true;
+    }
+  }
+  if (!valid.ok()) {
+    work->Complete(valid);
+    return work;
+  }
+  if (in_flight_count_.load(std::memory_order_relaxed) > 0) transport_->Wake();
+  return work;
+}
+
+void Engine::Abort(const absl::Status& reason) {
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    if (abort_reason_.ok()) {
+      abort_reason_ = reason.ok() ? absl::CancelledError("aborted by the user") : reason;
+    }
+    kick_ = true;
+  }
+  aborted_.store(true);
+  transport_->Wake();
+}
+
+std::shared_ptr<Engine::Operation> Engine::PopLocked() {
+  absl::MutexLock lock(&queue_mutex_);
+  if (queue_.empty()) return nullptr;
+  std::shared_ptr<Operation> operation = std::move(queue_.front());
+  queue_.pop_front();
+  return operation;
+}
+
+bool Engine::HelpUntil(const Work* work) {
+  if (!executing_.TryLock()) return false;
+  RunLocked(work);
+  executing_.Unlock();
+  AfterRelease();
+  return true;
+}
+
+void Engine::AfterRelease() {
+  absl::MutexLock lock(&queue_mutex_);
+  if (!queue_.empty() || in_flight_count_.load() > 0) kick_ = true;
+}
+
+void Engine::ProgressThread() {
+  pthread_setname_np(pthread_self(), "cohort-progress");
+  while (true) {
+    {
+      absl::MutexLock lock(&queue_mutex_);
+      queue_mutex_.Await(absl::Condition(
+          +[](Engine* engine) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return engine->kick_ || engine->stop_;
+          },
+          this));
+      if (stop_) return;
+      kick_ = false;
+    }
+    // Whoever holds the engine now will kick us again if work remains when it lets go.
+    if (!executing_.TryLock()) continue;
+    RunLocked(nullptr);
+    executing_.Unlock();
+    AfterRelease();
+  }
+}
+
+void Engine::RunLocked(const Work* until) {
+  while (true) {
+    if (until != nullptr && until->IsCompleted()) return;
+    if (aborted_.load()) {
+      absl::Status reason;
+      {
+        absl::MutexLock lock(&queue_mutex_);
+        reason = abort_reason_;
+      }
+      BreakLocked(absl::CancelledError(
+          absl::StrCat("communicator aborted on ", Where(), ": ", reason.message())));
+    }
+    std::shared_ptr<Operation> operation = PopLocked();
+    if (operation != nullptr) {
+      ExecuteLocked(std::move(operation));
+      CompleteFinishedTransfersLocked();
+      continue;
+    }
+    if (in_flight_.empty()) return;
+    {
+      absl::MutexLock lock(&queue_mutex_);
+      if (stop_) return;
+    }
+    // Only point-to-point transfers remain: drive them until something happens.
+    absl::Status status = transport_->Progress(until != nullptr ? 1 : 50);
+    if (!status.ok()) {
+      BreakLocked(status);
+    }
+    CompleteFinishedTransfersLocked();
+  }
+}
+
+void Engine::CompleteFinishedTransfersLocked() {
+  for (size_t index = 0; index < in_flight_.size();) {
+    Operation& operation = *in_flight_[index];
+    if (operation.request.complete) {
+      operation.work->set_source_rank(operation.request.peer);
+      operation.work->Complete(absl::OkStatus());
+      in_flight_[index] = std::move(in_flight_.back());
+      in_flight_.pop_back();
+      in_flight_count_.fetch_sub(1);
+    } else {
+      ++index;
+    }
+  }
+}
+
+void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
+  Operation& operation = *owner;
+  const OpArgs& args = operation.args;
+  if (aborted_.load()) {
+    operation.work->Complete(absl::CancelledError("the communicator was aborted"));
+    return;
+  }
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    if (!broken_.ok()) {
+      operation.work->Complete(absl::FailedPreconditionError(
+          absl::StrCat("this communicator failed earlier: ", broken_.message())));
+      return;
+    }
+  }
+  if (IsPointToPoint(args.op)) {
+    Request& request = operation.request;
+    request.peer = args.root;
+    request.header.kind = static_cast<uint8_t>(FrameKind::kPointToPoint);
+    request.header.tag = args.tag;
+    request.length = args.count * args.element_size();
+    if (args.op == OpType::kSend) {
+      request.data = static_cast<char*>(const_cast<void*>(args.input));
+      transport_->PostSend(&request);
+    } else {
+      request.data = static_cast<char*>(args.output);
+      transport_->PostRecv(&request);
+    }
+    in_flight_.push_back(std::move(owner));
+    in_flight_count_.fetch_add(1);
+    CompleteFinishedTransfersLocked();
+    return;
+  }
+  bool nothing_to_move = operation.fingerprint.count == 0 && args.op != OpType::kBarrier &&
+                         !(args.op == OpType::kAlltoall && !args.counts.empty());
+  if (nothing_to_move) {
+    operation.work->Complete(absl::OkStatus());
+    return;
+  }
+  absl::Status status = transport_->BeginCollective(operation.fingerprint);
+  if (status.ok()) {
+    Deadline deadline = Deadline::In(operation.timeout);
+    OpContext context(*transport_, operation.fingerprint, args, deadline, config_.settings,
+                      scratch_, aborted_);
+    if (logging::Enabled(logging::Level::DEBUG)) {
+      COHORT_LOG(DEBUG) << operation.fingerprint.Describe() << " #"
+                        << operation.fingerprint.sequence << " runs "
+                        << operation.algorithm->name;
+    }
+    status = operation.algorithm->run(context);
+    if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+      status = absl::DeadlineExceededError(
+          absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ",
+                       status.message()));
+    }
+  }
+  if (!status.ok()) {
+    absl::Status failure(status.code(),
+                         absl::StrCat(operation.fingerprint.Describe(), " #",
+                                      operation.fingerprint.sequence, " on ", Where(),
+                                      " failed: ", status.message()));
+    operation.work->Complete(failure);
+    BreakLocked(failure);
+    return;
+  }
+  operation.work->Complete(absl::OkStatus());
+}
+
+void Engine::BreakLocked(const absl::Status& status) {
+  std::deque<std::shared_ptr<Operation>> queued;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    if (broken_.ok()) broken_ = status;
+    queued.swap(queue_);
+  }
+  COHORT_LOG(ERROR) << status.message();
+  transport_->AbortPeers(std::string(status.message()));
+  absl::Status pending(status.code(), absl::StrCat("not run because the communicator failed: ",
+                                                   status.message()));
+  for (auto& operation : queued) operation->work->Complete(pending);
+  for (auto& operation : in_flight_) operation->work->Complete(pending);
+  in_flight_.clear();
+  in_flight_count_.store(0);
+}
+
+void Engine::Shutdown() {
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stop_ = true;
+  }
+  transport_->Wake();
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&executing_);
+  std::deque<std::shared_ptr<Operation>> queued;
+  bool broken;
+  {
+    absl::MutexLock queue_lock(&queue_mutex_);
+    queued.swap(queue_);
+    broken = !broken_.ok();
+  }
+  absl::Status destroyed = absl::CancelledError(
+      "the communicator was destroyed before this operation ran");
+  for (auto& operation : queued) operation->work->Complete(destroyed);
+  for (auto& operation : in_flight_) operation->work->Complete(destroyed);
+  in_flight_.clear();
+  in_flight_count_.store(0);
+  transport_->DropRequests();
+  if (!broken) transport_->SayGoodbye(Deadline::In(absl::Seconds(2)));
+}
+
+}  // namespace cohort

@@ -1,0 +1,105 @@
+#include "collectives/op_context.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+
+namespace cohort {
+
+OpContext::OpContext(Transport& transport, const Fingerprint& fingerprint, const OpArgs& args,
+                     Deadline deadline, const EngineSettings& settings,
+                     std::vector<char>& scratch, const std::atomic<bool>& aborted)
+    : transport_(transport),
+      fingerprint_(fingerprint),
+      args_(args),
+      deadline_(deadline),
+      settings_(settings),
+      scratch_(scratch),
+      aborted_(aborted),
+      rank_(transport.rank()),
+      size_(transport.size()) {
+  if (args.op == OpType::kAllreduce || args.op == OpType::kReduce ||
+      args.op == OpType::kReduceScatter) {
+    reduce_ = GetReduceFn(args.dtype, args.reduce_op);
+  }
+}
+
+size_t OpContext::segment_elements() const {
+  return std::max<size_t>(1, settings_.segment_bytes / std::max<size_t>(1, args_.element_size()));
+}
+
+Request* OpContext::Send(int peer, uint32_t tag, const void* data, size_t bytes) {
+  Request& request = requests_.emplace_back();
+  request.peer = peer;
+  request.header.kind = static_cast<uint8_t>(FrameKind::kCollective);
+  request.header.SetFingerprint(fingerprint_);
+  request.header.tag = tag;
+  request.data = static_cast<char*>(const_cast<void*>(data));
+  request.length = bytes;
+  transport_.PostSend(&request);
+  return &request;
+}
+
+Request* OpContext::Recv(int peer, uint32_t tag, void* data, size_t bytes) {
+  Request& request = requests_.emplace_back();
+  request.peer = peer;
+  request.header.kind = static_cast<uint8_t>(FrameKind::kCollective);
+  request.header.SetFingerprint(fingerprint_);
+  request.header.tag = tag;
+  request.data = static_cast<char*>(data);
+  request.length = bytes;
+  transport_.PostRecv(&request);
+  return &request;
+}
+
+absl::Status OpContext::TimeoutError(const Request* request) const {
+  std::string waiting =
+      request == nullptr
+          ? std::string("its peers")
+          : absl::StrCat(request->direction == Request::Direction::kRecv ? "data from "
+                                                                         : "sending to ",
+                         "rank ", request->peer, " (", transport_.PeerHost(request->peer), ")");
+  return absl::DeadlineExceededError(
+      absl::StrCat("timed out waiting for ", waiting,
+                   ". That rank may be stuck, slow or in a different operation; raise "
+                   "COHORT_TIMEOUT if the work is legitimately slow"));
+}
+
+absl::Status OpContext::Wait(Request* request) {
+  if (request == nullptr || request->complete) return absl::OkStatus();
+  int64_t spin_until = NowNanos() + int64_t{settings_.spin_microseconds} * 1000;
+  while (!request->complete) {
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    bool spinning = NowNanos() < spin_until;
+    absl::Status status = transport_.Progress(spinning ? 0 : deadline_.RemainingMillis(100));
+    if (!status.ok()) return status;
+    if (!request->complete && deadline_.Expired()) return TimeoutError(request);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpContext::WaitAll() {
+  for (Request& request : requests_) {
+    absl::Status status = Wait(&request);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+char* OpContext::Scratch(size_t bytes) {
+  size_t needed = bytes + 64;
+  if (scratch_.size() < needed) scratch_.resize(needed);
+  uintptr_t base = reinterpret_cast<uintptr_t>(scratch_.data());
+  return reinterpret_cast<char*>((base + 63) & ~uintptr_t{63});
+}
+
+void OpContext::FinishAverage(void* data, size_t elements) const {
+  if (args_.reduce_op == ReduceOp::kAvg && elements > 0) {
+    ScaleForAverage(data, args_.dtype, elements, size_);
+  }
+}
+
+}  // namespace cohort

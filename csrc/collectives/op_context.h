@@ -1,0 +1,75 @@
+// What an algorithm sees while it runs one collective: its rank and world, asynchronous sends
+// and receives to peers (tagged, carrying the collective's fingerprint), waits that drive the
+// transport, scratch memory, the reduce kernel and the pipeline segment size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "collectives/op_args.h"
+#include "collectives/reduce.h"
+#include "collectives/transport/transport.h"
+#include "common/clock.h"
+
+namespace cohort {
+
+struct EngineSettings {
+  size_t segment_bytes = 512 << 10;
+  int spin_microseconds = 50;
+};
+
+class OpContext {
+ public:
+  OpContext(Transport& transport, const Fingerprint& fingerprint, const OpArgs& args,
+            Deadline deadline, const EngineSettings& settings, std::vector<char>& scratch,
+            const std::atomic<bool>& aborted);
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const OpArgs& args() const { return args_; }
+  size_t segment_bytes() const { return settings_.segment_bytes; }
+  // Segment size rounded down to whole elements (at least one element).
+  size_t segment_elements() const;
+
+  // Post a send / receive of `bytes` at `data` to / from `peer` with `tag`. The buffers must
+  // stay untouched until the request completes.
+  Request* Send(int peer, uint32_t tag, const void* data, size_t bytes);
+  Request* Recv(int peer, uint32_t tag, void* data, size_t bytes);
+
+  // Drive the transport until the request completes; errors name the op and the peer waited
+  // for. Wait(nullptr) is OK.
+  absl::Status Wait(Request* request);
+  // Until every request posted in this operation completed.
+  absl::Status WaitAll();
+
+  // Scratch memory reused across operations; at least `bytes`, 64-byte aligned.
+  char* Scratch(size_t bytes);
+
+  ReduceFn reduce() const { return reduce_; }
+  void Reduce(void* out, const void* a, const void* b, size_t elements) const {
+    reduce_(out, a, b, elements);
+  }
+  // Divides by the world size when the op is avg.
+  void FinishAverage(void* data, size_t elements) const;
+
+ private:
+  absl::Status TimeoutError(const Request* request) const;
+
+  Transport& transport_;
+  const Fingerprint& fingerprint_;
+  const OpArgs& args_;
+  Deadline deadline_;
+  const EngineSettings& settings_;
+  std::vector<char>& scratch_;
+  const std::atomic<bool>& aborted_;
+  int rank_;
+  int size_;
+  ReduceFn reduce_ = nullptr;
+  std::deque<Request> requests_;  // a deque: pointers stay valid as it grows
+};
+
+}  // namespace cohort

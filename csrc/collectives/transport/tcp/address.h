@@ -1,0 +1,24 @@
+// How a rank's TCP listening address is chosen, published through the bootstrap and read back.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/bootstrap.h"
+
+namespace cohort::tcp {
+
+struct Address {
+  std::string host_name;  // for messages (COHORT_HOST_ID or hostname)
+  std::string ip;         // where peers connect
+  int port = 0;
+
+  std::string Serialize() const;  // "ip port host_name"
+  static absl::StatusOr<Address> Parse(const std::string& text);
+};
+
+// The IP this rank listens on: COHORT_SOCKET_IFNAME's address, else the address the bootstrap
+// reaches its server from, else loopback.
+absl::StatusOr<std::string> ChooseListenIp(Bootstrap& bootstrap);
+
+}  // namespace cohort::tcp

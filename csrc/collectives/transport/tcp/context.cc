@@ -1,0 +1,639 @@
+#include "collectives/transport/tcp/context.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "collectives/transport/tcp/address.h"
+#include "common/crypto.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace cohort::tcp {
+namespace {
+
+constexpr size_t kStagingBytes = 64 << 10;
+constexpr size_t kDirectReadMin = 4096;  // payload remainders at least this big skip staging
+constexpr int kMaxIov = 64;
+
+#pragma pack(push, 1)
+struct Hello {
+  uint32_t magic;
+  uint32_t version;
+  int32_t from;
+  int32_t to;
+  int32_t size;
+  char proof[32];
+};
+struct HelloReply {
+  uint32_t magic;
+  uint32_t status;  // 0 accepted, 1 bad proof, 2 bad rank or size
+};
+#pragma pack(pop)
+
+std::string Proof(const std::string& secret, const std::string& prefix, int from, int to) {
+  return crypto::HmacSha256(secret, absl::StrCat("cohort-tcp|", prefix, "|", from, "|", to));
+}
+
+}  // namespace
+
+TcpTransport::TcpTransport(int rank, int size, TcpOptions options)
+    : rank_(rank), size_(size), options_(std::move(options)), hosts_(size), peers_(size) {}
+
+TcpTransport::~TcpTransport() = default;
+
+absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(Bootstrap& bootstrap, int rank,
+                                                                   int size,
+                                                                   const TcpOptions& options) {
+  std::unique_ptr<TcpTransport> transport(new TcpTransport(rank, size, options));
+  COHORT_RETURN_IF_ERROR(transport->Connect(bootstrap));
+  return transport;
+}
+
+std::string TcpTransport::Name(int rank) const {
+  return absl::StrCat("rank ", rank, " (", hosts_[rank].empty() ? "?" : hosts_[rank], ")");
+}
+
+absl::Status TcpTransport::Connect(Bootstrap& bootstrap) {
+  Deadline deadline = Deadline::In(options_.timeout);
+  const std::string& prefix = options_.prefix;
+  hosts_[rank_] = logging::HostName();
+
+  COHORT_ASSIGN_OR_RETURN(std::string listen_ip, ChooseListenIp(bootstrap));
+  COHORT_ASSIGN_OR_RETURN(Fd listener, ListenTcp(listen_ip, 0));
+  COHORT_ASSIGN_OR_RETURN(int port, LocalPort(listener.get()));
+
+  std::string secret;
+  const std::string secret_key = absl::StrCat(prefix, "/tcp/secret");
+  if (rank_ == 0) {
+    secret = crypto::RandomHex(16);
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(secret_key, secret));
+  } else {
+    COHORT_ASSIGN_OR_RETURN(secret, bootstrap.Get(secret_key, deadline.Remaining()));
+  }
+  Address self{hosts_[rank_], listen_ip, port};
+  COHORT_RETURN_IF_ERROR(bootstrap.Set(absl::StrCat(prefix, "/tcp/addr/", rank_), self.Serialize()));
+
+  std::vector<Address> addresses(size_);
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    auto text = bootstrap.Get(absl::StrCat(prefix, "/tcp/addr/", peer), deadline.Remaining());
+    if (!text.ok()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank ", rank_, " waited for rank ", peer, " to publish its address in the bootstrap: ",
+          text.status().message(), ". Is rank ", peer, " running with the same world size?"));
+    }
+    COHORT_ASSIGN_OR_RETURN(addresses[peer], Address::Parse(*text));
+    hosts_[peer] = addresses[peer].host_name;
+  }
+
+  // Lower ranks are connected to, higher ranks connect to us: every pair exactly once.
+  for (int peer = 0; peer < rank_; ++peer) {
+    auto fd = ConnectTcp(addresses[peer].ip, addresses[peer].port, deadline);
+    if (!fd.ok()) {
+      return absl::UnavailableError(absl::StrCat("rank ", rank_, " could not connect to ",
+                                                 Name(peer), " at ", addresses[peer].ip, ":",
+                                                 addresses[peer].port, ": ", fd.status().message()));
+    }
+    Hello hello = {kWireMagic, kWireVersion, rank_, peer, size_, {}};
+    std::string proof = Proof(secret, prefix, rank_, peer);
+    std::memcpy(hello.proof, proof.data(), sizeof(hello.proof));
+    COHORT_RETURN_IF_ERROR(WriteFully(fd->get(), &hello, sizeof(hello), deadline, Name(peer)));
+    peers_[peer].fd = std::move(*fd);
+  }
+  int expected = size_ - rank_ - 1;
+  while (expected > 0) {
+    auto fd = AcceptTcp(listener.get(), deadline);
+    if (!fd.ok()) {
+      std::string missing;
+      for (int peer = rank_ + 1; peer < size_; ++peer) {
+        if (!peers_[peer].fd.valid()) absl::StrAppend(&missing, missing.empty() ? "" : ", ", peer);
+      }
+      return absl::DeadlineExceededError(absl::StrCat("rank ", rank_,
+                                                      " timed out waiting for connections from "
+                                                      "ranks ", missing, ": ", fd.status().message()));
+    }
+    Hello hello;
+    Deadline hello_deadline = deadline.Earlier(Deadline::In(absl::Seconds(10)));
+    if (!ReadFully(fd->get(), &hello, sizeof(hello), hello_deadline, "a connecting peer").ok()) {
+      COHORT_LOG(WARN) << "dropped a connection that sent no valid cohort handshake";
+      continue;
+    }
+    HelloReply reply = {kWireMagic, 0};
+    if (hello.magic != kWireMagic || hello.version != kWireVersion) {
+      COHORT_LOG(WARN) << "dropped a connection with wrong magic or protocol version "
+                       << hello.version << " (this rank speaks " << kWireVersion << ")";
+      continue;
+    }
+    if (hello.to != rank_ || hello.size != size_ || hello.from <= rank_ || hello.from >= size_ ||
+        peers_[hello.from].fd.valid()) {
+      reply.status = 2;
+    } else if (!crypto::ConstantTimeEquals(std::string(hello.proof, sizeof(hello.proof)),
+                                           Proof(secret, prefix, hello.from, rank_))) {
+      reply.status = 1;
+    }
+    (void)WriteFully(fd->get(), &reply, sizeof(reply), hello_deadline, "a connecting peer");
+    if (reply.status != 0) {
+      COHORT_LOG(WARN) << "refused a transport connection claiming rank " << hello.from
+                       << " of " << hello.size << ": "
+                       << (reply.status == 1 ? "wrong communicator secret" : "wrong rank or size");
+      continue;
+    }
+    peers_[hello.from].fd = std::move(*fd);
+    --expected;
+  }
+  for (int peer = 0; peer < rank_; ++peer) {
+    HelloReply reply;
+    COHORT_RETURN_IF_ERROR(
+        ReadFully(peers_[peer].fd.get(), &reply, sizeof(reply), deadline, Name(peer)));
+    if (reply.magic != kWireMagic || reply.status != 0) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          Name(peer), " refused the transport handshake from rank ", rank_, " (",
+          reply.status == 1 ? "wrong communicator secret" : "wrong rank or world size",
+          "); another job may be using the same store prefix"));
+    }
+  }
+
+  epoll_.Reset(epoll_create1(EPOLL_CLOEXEC));
+  wake_.Reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!epoll_.valid() || !wake_.valid()) {
+    return absl::InternalError(absl::StrCat("epoll/eventfd: ", std::strerror(errno)));
+  }
+  epoll_event wake_event = {};
+  wake_event.events = EPOLLIN;
+  wake_event.data.u32 = static_cast<uint32_t>(size_);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &wake_event);
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    Peer& state = peers_[peer];
+    state.rank = peer;
+    state.staging.resize(kStagingBytes);
+    COHORT_RETURN_IF_ERROR(SetNonBlocking(state.fd.get(), true));
+    COHORT_RETURN_IF_ERROR(SetNoDelay(state.fd.get()));
+    COHORT_RETURN_IF_ERROR(SetBufferSizes(state.fd.get(), options_.socket_buffer_bytes));
+    epoll_event event = {};
+    event.events = EPOLLIN | EPOLLRDHUP;
+    event.data.u32 = static_cast<uint32_t>(peer);
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, state.fd.get(), &event) != 0) {
+      return absl::InternalError(absl::StrCat("epoll_ctl: ", std::strerror(errno)));
+    }
+  }
+  COHORT_LOG(DEBUG) << "tcp transport connected: rank " << rank_ << " of " << size_ << " on "
+                    << listen_ip << ":" << port;
+  return absl::OkStatus();
+}
+
+void TcpTransport::Arm(Peer& peer) {
+  if (peer.closed) return;
+  bool want_read = peer.state != ReadState::kStalled;
+  bool want_write = !peer.sends.empty();
+  if (want_read == peer.readable_armed && want_write == peer.writable_armed) return;
+  epoll_event event = {};
+  event.events = EPOLLRDHUP | (want_read ? EPOLLIN : 0u) | (want_write ? EPOLLOUT : 0u);
+  event.data.u32 = static_cast<uint32_t>(peer.rank);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, peer.fd.get(), &event);
+  peer.readable_armed = want_read;
+  peer.writable_armed = want_write;
+}
+
+absl::Status TcpTransport::Fail(absl::Status status) {
+  if (failure_.ok()) failure_ = status;
+  return failure_;
+}
+
+absl::Status TcpTransport::PeerLost(Peer& peer, const std::string& why) {
+  bool expected_more = !peer.sends.empty() || !peer.posted.empty() ||
+                       peer.state != ReadState::kHeader || !any_source_.empty();
+  if (peer.goodbye_received && !expected_more) {
+    // A clean close after the peer's last operation: not an error.
+    epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, peer.fd.get(), nullptr);
+    peer.closed = true;
+    return absl::OkStatus();
+  }
+  if (peer.goodbye_received) {
+    return Fail(absl::FailedPreconditionError(
+        absl::StrCat(Name(peer.rank), " closed its communicator while rank ", rank_,
+                     " still expected data from it; every rank must issue the same operations "
+                     "before destroying the communicator")));
+  }
+  return Fail(absl::UnavailableError(
+      absl::StrCat("lost connection to ", Name(peer.rank), ": ", why,
+                   ". The process of rank ", peer.rank,
+                   " probably died or was killed; check its log and exit status")));
+}
+
+bool TcpTransport::Matches(const Request& request, const FrameHeader& header) const {
+  if (request.header.kind != header.kind || request.header.tag != header.tag) return false;
+  if (header.kind == static_cast<uint8_t>(FrameKind::kCollective)) {
+    return request.header.sequence == header.sequence;
+  }
+  return true;
+}
+
+absl::Status TcpTransport::CheckFingerprint(const Peer& peer, const FrameHeader& header) const {
+  if (header.kind != static_cast<uint8_t>(FrameKind::kCollective)) return absl::OkStatus();
+  if (header.sequence != current_.sequence) return absl::OkStatus();
+  Fingerprint theirs = header.fingerprint();
+  if (theirs.SameCall(current_)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "collective mismatch at operation #", current_.sequence, ": ", Name(peer.rank), " called ",
+      theirs.Describe(), " but rank ", rank_, " (", hosts_[rank_], ") called ",
+      current_.Describe(), ". Every rank must issue the same collectives in the same order "
+      "with the same sizes, types and roots"));
+}
+
+absl::Status TcpTransport::BeginCollective(const Fingerprint& fingerprint) {
+  current_ = fingerprint;
+  if (!failure_.ok()) return failure_;
+  for (const Peer& peer : peers_) {
+    if (peer.rank == rank_ || !peer.fd.valid()) continue;
+    for (const Early& early : peer.early) {
+      absl::Status status = CheckFingerprint(peer, early.header);
+      if (!status.ok()) return Fail(status);
+    }
+    if (peer.state != ReadState::kHeader) {
+      absl::Status status = CheckFingerprint(peer, peer.header);
+      if (!status.ok()) return Fail(status);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void TcpTransport::PostSend(Request* request) {
+  request->direction = Request::Direction::kSend;
+  request->header.length = request->length;
+  request->transferred = 0;
+  request->complete = false;
+  Peer& peer = peers_[request->peer];
+  peer.sends.push_back(request);
+  if (!failure_.ok()) return;
+  if (peer.sends.size() == 1) {
+    absl::Status status = FlushSends(peer);
+    if (!status.ok()) (void)Fail(status);
+  }
+}
+
+void TcpTransport::PostRecv(Request* request) {
+  request->direction = Request::Direction::kRecv;
+  request->transferred = 0;
+  request->complete = false;
+  int first = request->peer == kAnySource ? 0 : request->peer;
+  int last = request->peer == kAnySource ? size_ - 1 : request->peer;
+  for (int rank = first; rank <= last; ++rank) {
+    if (rank == rank_) continue;
+    Peer& peer = peers_[rank];
+    // An early frame, complete or still arriving.
+    for (auto it = peer.early.begin(); it != peer.early.end(); ++it) {
+      if (it->claimed_by != nullptr || !Matches(*request, it->header)) continue;
+      if (it->header.length != request->length) {
+        (void)Fail(absl::FailedPreconditionError(absl::StrCat(
+            Name(rank), " sent ", it->header.length, " bytes but rank ", rank_, " expected ",
+            request->length, " for ", current_.Describe(), "; sizes must agree on every rank")));
+        return;
+      }
+      request->peer = rank;
+      if (it->received == it->header.length) {
+        if (request->length > 0) std::memcpy(request->data, it->data.data(), request->length);
+        request->transferred = request->length;
+        request->complete = true;
+        peer.early.erase(it);
+      } else {
+        it->claimed_by = request;
+      }
+      return;
+    }
+    // A large frame waiting in the socket for exactly this receive.
+    if (peer.state == ReadState::kStalled && Matches(*request, peer.header)) {
+      if (peer.header.length != request->length) {
+        (void)Fail(absl::FailedPreconditionError(absl::StrCat(
+            Name(rank), " sent ", peer.header.length, " bytes but rank ", rank_, " expected ",
+            request->length, " for ", current_.Describe(), "; sizes must agree on every rank")));
+        return;
+      }
+      request->peer = rank;
+      peer.state = ReadState::kPayload;
+      peer.target = request->data;
+      peer.target_got = 0;
+      peer.target_request = request;
+      peer.target_early = nullptr;
+      Arm(peer);
+      absl::Status status = ReadPeer(peer);
+      if (!status.ok()) (void)Fail(status);
+      return;
+    }
+  }
+  if (request->peer == kAnySource) {
+    any_source_.push_back(request);
+  } else {
+    peers_[request->peer].posted.push_back(request);
+  }
+}
+
+absl::Status TcpTransport::OnHeader(Peer& peer) {
+  const FrameHeader& header = peer.header;
+  peer.target_request = nullptr;
+  peer.target_early = nullptr;
+  peer.target_got = 0;
+  FrameKind kind = static_cast<FrameKind>(header.kind);
+  if (kind == FrameKind::kAbort) {
+    if (header.length > (1 << 20)) return PeerLost(peer, "malformed abort frame");
+    peer.control.assign(header.length, '\0');
+    peer.target = peer.control.data();
+    peer.state = ReadState::kPayload;
+    return absl::OkStatus();
+  }
+  if (kind == FrameKind::kGoodbye) {
+    peer.goodbye_received = true;
+    peer.state = ReadState::kHeader;
+    return absl::OkStatus();
+  }
+  if (kind != FrameKind::kCollective && kind != FrameKind::kPointToPoint) {
+    return PeerLost(peer, absl::StrCat("unknown frame kind ", header.kind, " (corrupt stream)"));
+  }
+  if (kind == FrameKind::kCollective) {
+    if (header.sequence < current_.sequence) {
+      return Fail(absl::InternalError(absl::StrCat(
+          Name(peer.rank), " sent data for finished operation #", header.sequence,
+          " while rank ", rank_, " runs #", current_.sequence)));
+    }
+    COHORT_RETURN_IF_ERROR(CheckFingerprint(peer, header));
+  }
+  auto take = [&](std::deque<Request*>& queue) -> Request* {
+    for (auto it = queue.begin(); it != queue.end(); ++it) {
+      if (Matches(**it, header)) {
+        Request* request = *it;
+        queue.erase(it);
+        return request;
+      }
+    }
+    return nullptr;
+  };
+  Request* request = take(peer.posted);
+  if (request == nullptr && kind == FrameKind::kPointToPoint) request = take(any_source_);
+  if (request != nullptr) {
+    if (header.length != request->length) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          Name(peer.rank), " sent ", header.length, " bytes but rank ", rank_, " expected ",
+          request->length, kind == FrameKind::kCollective ? " for " : "",
+          kind == FrameKind::kCollective ? current_.Describe() : " for a point-to-point message",
+          "; sizes must agree on every rank")));
+    }
+    request->peer = peer.rank;
+    peer.target_request = request;
+    peer.target = request->data;
+    peer.state = ReadState::kPayload;
+    return absl::OkStatus();
+  }
+  if (header.length <= options_.eager_bytes) {
+    peer.early.push_back(Early{header, std::string(header.length, '\0'), 0, nullptr});
+    peer.target_early = &peer.early.back();
+    peer.target = peer.target_early->data.data();
+    peer.state = ReadState::kPayload;
+    return absl::OkStatus();
+  }
+  peer.state = ReadState::kStalled;  // read it when its receive is posted
+  Arm(peer);
+  return absl::OkStatus();
+}
+
+absl::Status TcpTransport::OnPayloadComplete(Peer& peer) {
+  peer.state = ReadState::kHeader;
+  FrameKind kind = static_cast<FrameKind>(peer.header.kind);
+  if (kind == FrameKind::kAbort) {
+    return Fail(absl::AbortedError(absl::StrCat(Name(peer.rank), " failed: ", peer.control)));
+  }
+  if (peer.target_request != nullptr) {
+    peer.target_request->transferred = peer.header.length;
+    peer.target_request->complete = true;
+    peer.target_request = nullptr;
+  } else if (peer.target_early != nullptr) {
+    Early* early = peer.target_early;
+    early->received = early->header.length;
+    if (early->claimed_by != nullptr) {
+      Request* request = early->claimed_by;
+      if (request->length > 0) std::memcpy(request->data, early->data.data(), request->length);
+      request->transferred = request->length;
+      request->complete = true;
+      for (auto it = peer.early.begin(); it != peer.early.end(); ++it) {
+        if (&*it == early) {
+          peer.early.erase(it);
+          break;
+        }
+      }
+    }
+    peer.target_early = nullptr;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TcpTransport::ReadPeer(Peer& peer) {
+  if (peer.closed) return absl::OkStatus();
+  bool drained = false;  // a short read means the socket is empty for now; epoll says when not
+  while (true) {
+    if (peer.state == ReadState::kStalled) return absl::OkStatus();
+    size_t staged = peer.staged_end - peer.staged_begin;
+    if (peer.state == ReadState::kPayload) {
+      size_t remaining = peer.header.length - peer.target_got;
+      if (staged > 0 && remaining > 0) {
+        size_t take = std::min(staged, remaining);
+        std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin, take);
+        peer.staged_begin += take;
+        peer.target_got += take;
+        remaining -= take;
+      }
+      if (remaining == 0) {
+        COHORT_RETURN_IF_ERROR(OnPayloadComplete(peer));
+        continue;
+      }
+      if (drained) return absl::OkStatus();
+      if (remaining >= kDirectReadMin) {
+        ssize_t got = ::recv(peer.fd.get(), peer.target + peer.target_got, remaining, 0);
+        if (got > 0) {
+          peer.target_got += static_cast<size_t>(got);
+          if (static_cast<size_t>(got) < remaining) return absl::OkStatus();
+          COHORT_RETURN_IF_ERROR(OnPayloadComplete(peer));
+          continue;
+        }
+        if (got == 0) return PeerLost(peer, "the peer closed the connection");
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return absl::OkStatus();
+        return PeerLost(peer, std::strerror(errno));
+      }
+    } else if (staged >= sizeof(FrameHeader)) {
+      std::memcpy(&peer.header, peer.staging.data() + peer.staged_begin, sizeof(FrameHeader));
+      peer.staged_begin += sizeof(FrameHeader);
+      COHORT_RETURN_IF_ERROR(OnHeader(peer));
+      continue;
+    }
+    if (drained) return absl::OkStatus();
+    // Refill the staging buffer, keeping a partial header at its front.
+    if (peer.staged_begin == peer.staged_end) {
+      peer.staged_begin = peer.staged_end = 0;
+    } else if (peer.staged_begin > 0) {
+      std::memmove(peer.staging.data(), peer.staging.data() + peer.staged_begin, staged);
+      peer.staged_begin = 0;
+      peer.staged_end = staged;
+    }
+    size_t room = peer.staging.size() - peer.staged_end;
+    ssize_t got = ::recv(peer.fd.get(), peer.staging.data() + peer.staged_end, room, 0);
+    if (got > 0) {
+      peer.staged_end += static_cast<size_t>(got);
+      drained = static_cast<size_t>(got) < room;
+      continue;
+    }
+    if (got == 0) return PeerLost(peer, "the peer closed the connection");
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return absl::OkStatus();
+    return PeerLost(peer, std::strerror(errno));
+  }
+}
+
+absl::Status TcpTransport::FlushSends(Peer& peer) {
+  while (!peer.sends.empty()) {
+    iovec iov[kMaxIov];
+    int count = 0;
+    size_t requested = 0;
+    for (Request* request : peer.sends) {
+      if (count + 2 > kMaxIov) break;
+      size_t offset = request->transferred;
+      if (offset < sizeof(FrameHeader)) {
+        iov[count++] = {reinterpret_cast<char*>(&request->header) + offset,
+                        sizeof(FrameHeader) - offset};
+        requested += sizeof(FrameHeader) - offset;
+        offset = 0;
+      } else {
+        offset -= sizeof(FrameHeader);
+      }
+      if (request->length > offset) {
+        iov[count++] = {request->data + offset, request->length - offset};
+        requested += request->length - offset;
+      }
+      if (requested >= kStagingBytes) break;  // enough for one system call
+    }
+    msghdr message = {};
+    message.msg_iov = iov;
+    message.msg_iovlen = static_cast<size_t>(count);
+    ssize_t wrote = ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (wrote < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+      return PeerLost(peer, std::strerror(errno));
+    }
+    size_t left = static_cast<size_t>(wrote);
+    while (left > 0) {
+      Request* request = peer.sends.front();
+      size_t total = sizeof(FrameHeader) + request->length;
+      size_t take = std::min(left, total - request->transferred);
+      request->transferred += take;
+      left -= take;
+      if (request->transferred == total) {
+        request->complete = true;
+        peer.sends.pop_front();
+      }
+    }
+    if (static_cast<size_t>(wrote) < requested) break;  // the socket buffer is full
+  }
+  Arm(peer);
+  return absl::OkStatus();
+}
+
+absl::Status TcpTransport::Progress(int timeout_ms) {
+  if (!failure_.ok()) return failure_;
+  epoll_event events[64];
+  int ready = epoll_wait(epoll_.get(), events, 64, timeout_ms);
+  if (ready < 0) {
+    if (errno == EINTR) return absl::OkStatus();
+    return Fail(absl::InternalError(absl::StrCat("epoll_wait: ", std::strerror(errno))));
+  }
+  for (int i = 0; i < ready; ++i) {
+    uint32_t index = events[i].data.u32;
+    if (index == static_cast<uint32_t>(size_)) {
+      uint64_t value;
+      ssize_t ignored = ::read(wake_.get(), &value, sizeof(value));
+      (void)ignored;
+      continue;
+    }
+    Peer& peer = peers_[index];
+    if (peer.closed) continue;
+    if (events[i].events & EPOLLOUT) {
+      absl::Status status = FlushSends(peer);
+      if (!status.ok()) return Fail(status);
+    }
+    if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      if (peer.state == ReadState::kStalled) {
+        // Only a hang-up can wake a stalled peer; the data stays in the socket.
+        if (events[i].events & (EPOLLHUP | EPOLLERR)) {
+          absl::Status status = PeerLost(peer, "the connection was reset");
+          if (!status.ok()) return status;
+        } else if (events[i].events & EPOLLRDHUP) {
+          // The stalled frame is still readable; a close is noticed when it is consumed.
+          // Disarm RDHUP to avoid a busy loop: the hang-up is sticky in the socket.
+          epoll_event event = {};
+          event.data.u32 = index;
+          epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, peer.fd.get(), &event);
+          peer.readable_armed = false;
+          peer.writable_armed = false;
+        }
+        continue;
+      }
+      absl::Status status = ReadPeer(peer);
+      if (!status.ok()) return Fail(status);
+    }
+  }
+  return failure_;
+}
+
+void TcpTransport::Wake() {
+  uint64_t one = 1;
+  ssize_t ignored = ::write(wake_.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+void TcpTransport::AbortPeers(const std::string& reason) {
+  std::string text = reason.substr(0, 4096);
+  FrameHeader header = {};
+  header.kind = static_cast<uint8_t>(FrameKind::kAbort);
+  header.length = text.size();
+  for (Peer& peer : peers_) {
+    if (peer.rank == rank_ || peer.closed || !peer.fd.valid()) continue;
+    // A half-written frame cannot be interrupted; its reader finds out from the close.
+    if (!peer.sends.empty() && peer.sends.front()->transferred > 0) continue;
+    iovec iov[2] = {{&header, sizeof(header)}, {text.data(), text.size()}};
+    msghdr message = {};
+    message.msg_iov = iov;
+    message.msg_iovlen = 2;
+    ssize_t ignored = ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)ignored;
+  }
+  DropRequests();
+}
+
+void TcpTransport::DropRequests() {
+  for (Peer& peer : peers_) {
+    peer.sends.clear();
+    peer.posted.clear();
+    for (Early& early : peer.early) early.claimed_by = nullptr;
+    if (peer.target_request != nullptr) {
+      // Keep the stream in sync: the rest of this payload is read and discarded.
+      peer.control.assign(peer.header.length, '\0');
+      std::memcpy(peer.control.data(), peer.target, peer.target_got);
+      peer.target = peer.control.data();
+      peer.target_request = nullptr;
+    }
+  }
+  any_source_.clear();
+}
+
+void TcpTransport::SayGoodbye(Deadline deadline) {
+  FrameHeader header = {};
+  header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
+  for (Peer& peer : peers_) {
+    if (peer.rank == rank_ || peer.closed || !peer.fd.valid() || !peer.sends.empty()) continue;
+    (void)WriteFully(peer.fd.get(), &header, sizeof(header), deadline, Name(peer.rank));
+  }
+}
+
+}  // namespace cohort::tcp

@@ -1,0 +1,29 @@
+#include "collectives/transport/wire.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace cohort {
+
+std::string Fingerprint::Describe() const {
+  std::string text = absl::StrCat(OpTypeName(op), "(", DataTypeName(dtype), " x ", count);
+  switch (op) {
+    case OpType::kAllreduce:
+    case OpType::kReduceScatter:
+      absl::StrAppend(&text, ", ", ReduceOpName(reduce_op));
+      break;
+    case OpType::kReduce:
+      absl::StrAppend(&text, ", ", ReduceOpName(reduce_op), ", root ", root);
+      break;
+    case OpType::kBroadcast:
+    case OpType::kGather:
+    case OpType::kScatter:
+      absl::StrAppend(&text, ", root ", root);
+      break;
+    default:
+      break;
+  }
+  absl::StrAppend(&text, ")");
+  return text;
+}
+
+}  // namespace cohort

@@ -1,0 +1,57 @@
+#include "collectives/work.h"
+
+#include "absl/strings/str_cat.h"
+#include "collectives/engine.h"
+
+namespace cohort {
+
+Work::Work(std::shared_ptr<Engine> engine, OpType op, uint64_t sequence)
+    : engine_(std::move(engine)), op_(op), sequence_(sequence) {}
+
+absl::Status Work::Wait(absl::Duration timeout) {
+  if (!IsCompleted() && timeout == absl::InfiniteDuration() && engine_ != nullptr) {
+    engine_->HelpUntil(this);
+  }
+  absl::MutexLock lock(&mutex_);
+  auto done = [this] { return done_.load(std::memory_order_acquire); };
+  if (timeout == absl::InfiniteDuration()) {
+    mutex_.Await(absl::Condition(&done));
+  } else if (!mutex_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(OpTypeName(op_), " #", sequence_, " did not finish within ",
+                     absl::FormatDuration(timeout), " of waiting; it is still running"));
+  }
+  return status_;
+}
+
+absl::Status Work::status() const {
+  absl::MutexLock lock(&mutex_);
+  return status_;
+}
+
+void Work::OnCompletion(std::function<void(const absl::Status&)> callback) {
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!done_.load(std::memory_order_acquire)) {
+      callbacks_.push_back(std::move(callback));
+      return;
+    }
+    status = status_;
+  }
+  callback(status);
+}
+
+void Work::Complete(absl::Status status) {
+  std::vector<std::function<void(const absl::Status&)>> callbacks;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (done_.load(std::memory_order_relaxed)) return;
+    status_ = std::move(status);
+    done_.store(true, std::memory_order_release);
+    callbacks.swap(callbacks_);
+  }
+  for (auto& callback : callbacks) callback(status_);
+}
+
+}  // namespace cohort

@@ -1,0 +1,58 @@
+// Work: the handle every asynchronous operation returns. Wait with a timeout, test, read the
+// final status, or register a callback (torch futures use it).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "collectives/types.h"
+
+namespace cohort {
+
+class Engine;
+
+class Work {
+ public:
+  Work(std::shared_ptr<Engine> engine, OpType op, uint64_t sequence);
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+
+  // Blocks until the operation finished or `timeout` passed. Returns the operation's status, or
+  // DeadlineExceeded when the wait timed out (the operation goes on; its own timeout is
+  // COHORT_TIMEOUT or the one in its options).
+  absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration());
+  bool IsCompleted() const { return done_.load(std::memory_order_acquire); }
+  // The final status; OK while the operation is still running.
+  absl::Status status() const;
+  // Runs `callback` once with the final status: now if already finished, else on completion
+  // (on the thread that completes the operation).
+  void OnCompletion(std::function<void(const absl::Status&)> callback);
+
+  OpType op() const { return op_; }
+  uint64_t sequence() const { return sequence_; }
+  // For a receive from any source: the rank the message came from.
+  int source_rank() const { return source_rank_.load(); }
+
+  // Called by the engine.
+  void Complete(absl::Status status);
+  void set_source_rank(int rank) { source_rank_.store(rank); }
+
+ private:
+  std::shared_ptr<Engine> engine_;
+  const OpType op_;
+  const uint64_t sequence_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> source_rank_{-1};
+  mutable absl::Mutex mutex_;
+  absl::Status status_ ABSL_GUARDED_BY(mutex_);
+  std::vector<std::function<void(const absl::Status&)>> callbacks_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace cohort
