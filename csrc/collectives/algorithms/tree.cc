@@ -84,7 +84,10 @@ absl::Status TreeReduce(OpContext& context) {
       context.FinishAverage(args.output, args.count);
       return absl::OkStatus();
     }
-    context.Send(links.parent, kTagTree, input, bytes);
+    for (size_t offset = 0; offset < args.count; offset += segment_elements) {
+      size_t elements = std::min(segment_elements, args.count - offset);
+      context.Send(links.parent, kTagTree, input + offset * element, elements * element);
+    }
     return context.WaitAll();
   }
   // Children's contributions land in scratch; the partial result goes to the output at the

@@ -1,0 +1,381 @@
+// Every collective x data type x reduce op x size x in/out-of-place, on 1 to 8 forked ranks,
+// checked element by element against a reference computed locally. Segments are shrunk to
+// 4 KiB so that multi-segment pipelines run on small buffers; a separate case moves 64 MiB.
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <tuple>
+
+#include "collectives/communicator.h"
+#include "collectives/transport/transport.h"
+#include "gtest/gtest.h"
+#include "support/data.h"
+#include "support/multiproc.h"
+
+namespace cohort {
+namespace {
+
+using testing::InputValue;
+using testing::Load;
+using testing::Reference;
+using testing::Tolerance;
+
+const std::vector<size_t> kSizes = {0, 1, 7, 1031, 12289};
+
+std::string Label(DataType type, ReduceOp op, size_t count, bool in_place) {
+  return std::string(DataTypeName(type)) + "/" + ReduceOpName(op) + "/" + std::to_string(count) +
+         (in_place ? "/in-place" : "/out-of-place");
+}
+
+// Compares `count` elements at `buffer` with `expected(index)`; reports the first mismatch.
+template <typename Expected>
+void ExpectElements(const char* what, const void* buffer, DataType type, size_t count,
+                    ReduceOp op, Expected expected, const std::string& label) {
+  for (size_t index = 0; index < count; ++index) {
+    double want = expected(index);
+    double got = Load(buffer, type, index);
+    if (std::fabs(got - want) > Tolerance(type, op, want)) {
+      ADD_FAILURE() << what << " " << label << ": element " << index << " is " << got
+                    << ", expected " << want;
+      return;
+    }
+  }
+}
+
+std::vector<size_t> VariableCounts(size_t count, int size) {
+  std::vector<size_t> counts(size);
+  for (int rank = 0; rank < size; ++rank) counts[rank] = (count * (rank + 1)) % (count + 3);
+  return counts;
+}
+
+struct Runner {
+  Communicator& comm;
+  std::string algorithm;
+  int rank() const { return comm.rank(); }
+  int size() const { return comm.size(); }
+
+  void Check(const std::shared_ptr<Work>& work, const std::string& label) {
+    absl::Status status = work->Wait();
+    ASSERT_TRUE(status.ok()) << label << ": " << status;
+  }
+
+  void Allreduce(DataType type, ReduceOp op, size_t count, bool in_place) {
+    std::string label = Label(type, op, count, in_place);
+    auto input = testing::MakeInput(type, op, rank(), count);
+    std::vector<char> output(input.size(), 0x5a);
+    AllreduceOptions options;
+    options.input = input.data();
+    options.output = in_place ? input.data() : output.data();
+    options.count = count;
+    options.dtype = type;
+    options.op = op;
+    options.algorithm = algorithm;
+    Check(comm.Allreduce(options), label);
+    ExpectElements("allreduce", options.output, type, count, op,
+                   [&](size_t i) { return Reference(type, op, size(), i); }, label);
+    if (!in_place) {
+      ExpectElements("allreduce input", input.data(), type, count, op,
+                     [&](size_t i) { return InputValue(type, op, rank(), i); }, label);
+    }
+  }
+
+  void Broadcast(DataType type, size_t count, bool in_place) {
+    for (int root : {0, size() - 1}) {
+      std::string label = Label(type, ReduceOp::kSum, count, in_place) + "/root" +
+                          std::to_string(root);
+      auto input = testing::MakeInput(type, ReduceOp::kSum, rank() == root ? 1000 : rank(), count);
+      std::vector<char> output(input.size(), 0);
+      BroadcastOptions options;
+      options.input = input.data();
+      options.output = in_place ? input.data() : output.data();
+      options.count = count;
+      options.dtype = type;
+      options.root = root;
+      Check(comm.Broadcast(options), label);
+      ExpectElements("broadcast", options.output, type, count, ReduceOp::kSum,
+                     [&](size_t i) { return InputValue(type, ReduceOp::kSum, 1000, i); }, label);
+    }
+  }
+
+  void Reduce(DataType type, ReduceOp op, size_t count, bool in_place) {
+    int root = static_cast<int>(count % size());
+    std::string label = Label(type, op, count, in_place) + "/root" + std::to_string(root);
+    auto input = testing::MakeInput(type, op, rank(), count);
+    std::vector<char> output(input.size(), 0);
+    ReduceOptions options;
+    options.input = input.data();
+    options.output = in_place ? input.data() : output.data();
+    options.count = count;
+    options.dtype = type;
+    options.op = op;
+    options.root = root;
+    Check(comm.Reduce(options), label);
+    if (rank() == root) {
+      ExpectElements("reduce", options.output, type, count, op,
+                     [&](size_t i) { return Reference(type, op, size(), i); }, label);
+    } else if (!in_place) {
+      ExpectElements("reduce non-root input", input.data(), type, count, op,
+                     [&](size_t i) { return InputValue(type, op, rank(), i); }, label);
+    }
+  }
+
+  void Allgather(DataType type, size_t count, bool in_place, bool variable) {
+    std::string label = Label(type, ReduceOp::kSum, count, in_place) + (variable ? "/v" : "");
+    std::vector<size_t> counts =
+        variable ? VariableCounts(count, size()) : std::vector<size_t>(size(), count);
+    std::vector<size_t> offsets(size(), 0);
+    for (int r = 1; r < size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+    size_t total = offsets[size() - 1] + counts[size() - 1];
+    size_t element = DataTypeSize(type);
+    std::vector<char> output(total * element + 1, 0);
+    auto mine = testing::MakeInput(type, ReduceOp::kSum, rank(), counts[rank()]);
+    const void* input = mine.data();
+    if (in_place) {
+      std::memcpy(output.data() + offsets[rank()] * element, mine.data(), counts[rank()] * element);
+      input = output.data() + offsets[rank()] * element;
+    }
+    AllgatherOptions options;
+    options.input = input;
+    options.output = output.data();
+    options.count = count;
+    if (variable) options.counts = counts;
+    options.dtype = type;
+    options.algorithm = algorithm;
+    Check(comm.Allgather(options), label);
+    for (int r = 0; r < size(); ++r) {
+      ExpectElements("allgather", output.data() + offsets[r] * element, type, counts[r],
+                     ReduceOp::kSum, [&](size_t i) { return InputValue(type, ReduceOp::kSum, r, i); },
+                     label + "/block" + std::to_string(r));
+    }
+  }
+
+  void ReduceScatter(DataType type, ReduceOp op, size_t count, bool in_place, bool variable) {
+    std::string label = Label(type, op, count, in_place) + (variable ? "/v" : "");
+    std::vector<size_t> counts =
+        variable ? VariableCounts(count, size()) : std::vector<size_t>(size(), count);
+    std::vector<size_t> offsets(size(), 0);
+    for (int r = 1; r < size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+    size_t total = offsets[size() - 1] + counts[size() - 1];
+    size_t element = DataTypeSize(type);
+    auto input = testing::MakeInput(type, op, rank(), total);
+    std::vector<char> output(counts[rank()] * element + 1, 0);
+    ReduceScatterOptions options;
+    options.input = input.data();
+    options.output = in_place ? input.data() + offsets[rank()] * element : output.data();
+    options.count = count;
+    if (variable) options.counts = counts;
+    options.dtype = type;
+    options.op = op;
+    options.algorithm = algorithm;
+    Check(comm.ReduceScatter(options), label);
+    size_t base = offsets[rank()];
+    ExpectElements("reduce_scatter", options.output, type, counts[rank()], op,
+                   [&](size_t i) { return Reference(type, op, size(), base + i); }, label);
+  }
+
+  void Alltoall(DataType type, size_t count, bool in_place, bool variable) {
+    std::string label = Label(type, ReduceOp::kSum, count, in_place) + (variable ? "/v" : "");
+    size_t element = DataTypeSize(type);
+    // Rank s sends (count + s + d) % (count + 2) elements to rank d in the variable case.
+    auto amount = [&](int from, int to) {
+      return variable ? (count + from + 2 * to) % (count + 2) : count;
+    };
+    if (in_place && variable) return;  // in place needs equal splits
+    std::vector<size_t> send_counts(size()), recv_counts(size());
+    for (int peer = 0; peer < size(); ++peer) {
+      send_counts[peer] = amount(rank(), peer);
+      recv_counts[peer] = amount(peer, rank());
+    }
+    size_t send_total = std::accumulate(send_counts.begin(), send_counts.end(), size_t{0});
+    size_t recv_total = std::accumulate(recv_counts.begin(), recv_counts.end(), size_t{0});
+    // Element i of the block for peer d holds value(rank, d * 100003 + i).
+    std::vector<char> input(send_total * element + 1);
+    size_t at = 0;
+    for (int peer = 0; peer < size(); ++peer) {
+      for (size_t i = 0; i < send_counts[peer]; ++i) {
+        testing::Store(input.data(), type, at++, InputValue(type, ReduceOp::kSum, rank(), peer * 100003 + i));
+      }
+    }
+    std::vector<char> output(recv_total * element + 1, 0);
+    AlltoallOptions options;
+    options.input = input.data();
+    options.output = in_place ? input.data() : output.data();
+    options.count = count;
+    if (variable) {
+      options.send_counts = send_counts;
+      options.recv_counts = recv_counts;
+    }
+    options.dtype = type;
+    Check(comm.Alltoall(options), label);
+    at = 0;
+    for (int peer = 0; peer < size(); ++peer) {
+      ExpectElements("alltoall", static_cast<char*>(options.output) + at * element, type,
+                     recv_counts[peer], ReduceOp::kSum,
+                     [&](size_t i) { return InputValue(type, ReduceOp::kSum, peer, rank() * 100003 + i); },
+                     label + "/from" + std::to_string(peer));
+      at += recv_counts[peer];
+    }
+  }
+
+  void Gather(DataType type, size_t count, bool in_place) {
+    int root = size() - 1;
+    std::string label = Label(type, ReduceOp::kSum, count, in_place);
+    size_t element = DataTypeSize(type);
+    auto mine = testing::MakeInput(type, ReduceOp::kSum, rank(), count);
+    std::vector<char> output(count * size() * element + 1, 0);
+    const void* input = mine.data();
+    if (in_place && rank() == root) {
+      std::memcpy(output.data() + rank() * count * element, mine.data(), count * element);
+      input = output.data() + rank() * count * element;
+    }
+    GatherOptions options;
+    options.input = input;
+    options.output = output.data();
+    options.count = count;
+    options.dtype = type;
+    options.root = root;
+    Check(comm.Gather(options), label);
+    if (rank() != root) return;
+    for (int r = 0; r < size(); ++r) {
+      ExpectElements("gather", output.data() + r * count * element, type, count, ReduceOp::kSum,
+                     [&](size_t i) { return InputValue(type, ReduceOp::kSum, r, i); }, label);
+    }
+  }
+
+  void Scatter(DataType type, size_t count, bool in_place) {
+    int root = 0;
+    std::string label = Label(type, ReduceOp::kSum, count, in_place);
+    size_t element = DataTypeSize(type);
+    std::vector<char> input(count * size() * element + 1, 0);
+    if (rank() == root) {
+      for (size_t i = 0; i < count * size(); ++i) {
+        testing::Store(input.data(), type, i, InputValue(type, ReduceOp::kSum, 77, i));
+      }
+    }
+    std::vector<char> output(count * element + 1, 0);
+    ScatterOptions options;
+    options.input = input.data();
+    options.output = (in_place && rank() == root) ? input.data() : output.data();
+    options.count = count;
+    options.dtype = type;
+    options.root = root;
+    Check(comm.Scatter(options), label);
+    size_t base = rank() * count;
+    ExpectElements("scatter", options.output, type, count, ReduceOp::kSum,
+                   [&](size_t i) { return InputValue(type, ReduceOp::kSum, 77, base + i); }, label);
+  }
+
+  void SendRecv(DataType type, size_t count) {
+    // A ring of sends: each rank sends to the right and receives from the left, both posted
+    // before either is waited for (large messages would otherwise deadlock).
+    if (size() == 1) return;
+    std::string label = Label(type, ReduceOp::kSum, count, false);
+    int right = (rank() + 1) % size();
+    int left = (rank() + size() - 1) % size();
+    auto input = testing::MakeInput(type, ReduceOp::kSum, rank(), count);
+    std::vector<char> output(input.size(), 0);
+    RecvOptions receive;
+    receive.data = output.data();
+    receive.count = count;
+    receive.dtype = type;
+    receive.peer = rank() % 2 == 0 ? left : kAnySource;
+    receive.tag = 9;
+    SendOptions send;
+    send.data = input.data();
+    send.count = count;
+    send.dtype = type;
+    send.peer = right;
+    send.tag = 9;
+    auto receive_work = comm.Recv(receive);
+    auto send_work = comm.Send(send);
+    Check(send_work, label);
+    Check(receive_work, label);
+    EXPECT_EQ(receive_work->source_rank(), left) << label;
+    ExpectElements("recv", output.data(), type, count, ReduceOp::kSum,
+                   [&](size_t i) { return InputValue(type, ReduceOp::kSum, left, i); }, label);
+  }
+};
+
+using Param = std::tuple<int, std::string>;
+
+class CollectiveTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CollectiveTest, MatchesReference) {
+  auto [world, op] = GetParam();
+  testing::RunRanks(world, [op = op](int rank, int size, Bootstrap& bootstrap) {
+    setenv("COHORT_CHUNK_BYTES", "4096", 1);
+    auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    Runner runner{**comm, ""};
+    if (op == "allreduce_ring") runner.algorithm = "ring";
+    if (op == "allreduce_recursive_doubling") runner.algorithm = "recursive_doubling";
+    for (DataType type : testing::AllDataTypes()) {
+      for (size_t count : kSizes) {
+        for (bool in_place : {false, true}) {
+          if (op.rfind("allreduce", 0) == 0 || op == "reduce" || op.rfind("reduce_scatter", 0) == 0) {
+            for (ReduceOp reduce_op : testing::ReduceOpsFor(type)) {
+              if (op == "reduce") {
+                runner.Reduce(type, reduce_op, count, in_place);
+              } else if (op == "reduce_scatter" || op == "reduce_scatterv") {
+                runner.ReduceScatter(type, reduce_op, count, in_place, op == "reduce_scatterv");
+              } else {
+                runner.Allreduce(type, reduce_op, count, in_place);
+              }
+              if (::testing::Test::HasFatalFailure()) return;
+            }
+          } else if (op == "broadcast") {
+            runner.Broadcast(type, count, in_place);
+          } else if (op == "allgather" || op == "allgatherv") {
+            runner.Allgather(type, count, in_place, op == "allgatherv");
+          } else if (op == "alltoall" || op == "alltoallv") {
+            runner.Alltoall(type, count, in_place, op == "alltoallv");
+          } else if (op == "gather") {
+            runner.Gather(type, count, in_place);
+          } else if (op == "scatter") {
+            runner.Scatter(type, count, in_place);
+          } else if (op == "sendrecv" && !in_place) {
+            runner.SendRecv(type, count);
+          }
+          if (::testing::Test::HasFailure()) return;
+        }
+      }
+    }
+    // Everything above ran on one communicator, in order; a barrier closes the sweep.
+    absl::Status status = (*comm)->Barrier()->Wait();
+    EXPECT_TRUE(status.ok()) << status;
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Worlds, CollectiveTest,
+    ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8),
+                       ::testing::Values("allreduce_ring", "allreduce_recursive_doubling",
+                                         "broadcast", "reduce", "allgather", "allgatherv",
+                                         "reduce_scatter", "reduce_scatterv", "alltoall",
+                                         "alltoallv", "gather", "scatter", "sendrecv")),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks";
+    });
+
+// 64 MiB through the default pipeline, in place and not, with the tuner's choice.
+class LargeTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(LargeTest, Allreduce64MiB) {
+  testing::RunRanks(GetParam(), [](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = Communicator::Create(bootstrap, rank, size, {.name = "large"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    Runner runner{**comm, ""};
+    const size_t count = (64u << 20) / sizeof(float);
+    runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
+    runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, true);
+    runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, false, false);
+    runner.Allgather(DataType::kFloat32, count / size, false, false);
+    runner.Broadcast(DataType::kFloat32, count / 4, false);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Worlds, LargeTest, ::testing::Values(2, 3));
+
+}  // namespace
+}  // namespace cohort

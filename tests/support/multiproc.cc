@@ -1,0 +1,129 @@
+#include "support/multiproc.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/crypto.h"
+#include "elastic/store/store_client.h"
+#include "gtest/gtest.h"
+
+namespace cohort::testing {
+
+RankGroup::RankGroup() : token_(crypto::RandomHex(8)) {
+  store::StoreServerOptions options;
+  options.host = "127.0.0.1";
+  options.token = token_;
+  options.job_id = "cohort-test";
+  auto server = store::StoreServer::Start(options);
+  if (!server.ok()) {
+    ADD_FAILURE() << "store server: " << server.status();
+    return;
+  }
+  server_ = std::move(*server);
+}
+
+RankGroup::~RankGroup() {
+  for (pid_t pid : pids_) {
+    if (pid > 0) kill(pid, SIGKILL);
+  }
+  for (pid_t pid : pids_) {
+    if (pid > 0) waitpid(pid, nullptr, 0);
+  }
+}
+
+Bootstrap& RankGroup::store() {
+  if (client_ == nullptr) {
+    store::StoreClientOptions options;
+    options.host = "127.0.0.1";
+    options.port = server_->port();
+    options.token = token_;
+    options.job_id = "cohort-test";
+    auto client = store::StoreClient::Connect(options);
+    if (!client.ok()) {
+      ADD_FAILURE() << "store client: " << client.status();
+      std::abort();
+    }
+    client_ = std::move(*client);
+  }
+  return *client_;
+}
+
+void RankGroup::Start(int size, RankBody body) {
+  ASSERT_NE(server_, nullptr);
+  int port = server_->port();
+  fflush(stdout);
+  fflush(stderr);
+  for (int rank = 0; rank < size; ++rank) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+      store::StoreClientOptions options;
+      options.host = "127.0.0.1";
+      options.port = port;
+      options.token = token_;
+      options.job_id = "cohort-test";
+      auto client = store::StoreClient::Connect(options);
+      if (!client.ok()) {
+        fprintf(stderr, "rank %d: store client: %s\n", rank, client.status().ToString().c_str());
+        _exit(3);
+      }
+      body(rank, size, **client);
+      client->reset();
+      fflush(stdout);
+      fflush(stderr);
+      _exit(::testing::Test::HasFailure() ? 1 : 0);
+    }
+    pids_.push_back(pid);
+  }
+}
+
+std::vector<RankExit> RankGroup::Join(absl::Duration limit) {
+  std::vector<RankExit> exits(pids_.size());
+  absl::Time deadline = absl::Now() + limit;
+  size_t remaining = pids_.size();
+  while (remaining > 0) {
+    for (size_t rank = 0; rank < pids_.size(); ++rank) {
+      if (pids_[rank] <= 0) continue;
+      int status = 0;
+      pid_t done = waitpid(pids_[rank], &status, WNOHANG);
+      if (done == pids_[rank]) {
+        if (WIFEXITED(status)) exits[rank].exit_code = WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) exits[rank].signal = WTERMSIG(status);
+        pids_[rank] = -1;
+        --remaining;
+      }
+    }
+    if (remaining == 0) break;
+    if (absl::Now() > deadline) {
+      for (size_t rank = 0; rank < pids_.size(); ++rank) {
+        if (pids_[rank] > 0) {
+          ADD_FAILURE() << "rank " << rank << " still running after " << limit << "; killed";
+          kill(pids_[rank], SIGKILL);
+          waitpid(pids_[rank], nullptr, 0);
+          exits[rank].signal = SIGKILL;
+          pids_[rank] = -1;
+        }
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return exits;
+}
+
+void RunRanks(int size, RankBody body, absl::Duration limit) {
+  RankGroup group;
+  group.Start(size, std::move(body));
+  std::vector<RankExit> exits = group.Join(limit);
+  for (size_t rank = 0; rank < exits.size(); ++rank) {
+    EXPECT_TRUE(exits[rank].ok()) << "rank " << rank << " exit code " << exits[rank].exit_code
+                                  << " signal " << exits[rank].signal;
+  }
+}
+
+}  // namespace cohort::testing
