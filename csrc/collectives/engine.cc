@@ -303,22 +303,33 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
                         << operation.algorithm->name;
     }
     status = operation.algorithm->run(context);
-    if (status.code() == absl::StatusCode::kDeadlineExceeded) {
-      status = absl::DeadlineExceededError(
-          absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ",
-                       status.message()));
+    if (!status.ok()) {
+      // Break while the context (which owns the requests the transport still points to) and
+      // the operation's buffers are alive: half-written frames are finished before the abort.
+      absl::Status failure = Describe(operation, status);
+      BreakLocked(failure);
+      operation.work->Complete(failure);
+      return;
     }
   }
   if (!status.ok()) {
-    absl::Status failure(status.code(),
-                         absl::StrCat(operation.fingerprint.Describe(), " #",
-                                      operation.fingerprint.sequence, " on ", Where(),
-                                      " failed: ", status.message()));
-    operation.work->Complete(failure);
+    absl::Status failure = Describe(operation, status);
     BreakLocked(failure);
+    operation.work->Complete(failure);
     return;
   }
   operation.work->Complete(absl::OkStatus());
+}
+
+absl::Status Engine::Describe(const Operation& operation, const absl::Status& status) const {
+  std::string detail(status.message());
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+    detail = absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ", detail);
+  }
+  return absl::Status(status.code(),
+                      absl::StrCat(operation.fingerprint.Describe(), " #",
+                                   operation.fingerprint.sequence, " on ", Where(), " failed: ",
+                                   detail));
 }
 
 void Engine::BreakLocked(const absl::Status& status) {
@@ -362,7 +373,7 @@ void Engine::Shutdown() {
   in_flight_.clear();
   in_flight_count_.store(0);
   transport_->DropRequests();
-  if (!broken) transport_->SayGoodbye(Deadline::In(absl::Seconds(2)));
+  transport_->Close(/*clean=*/!broken, Deadline::In(absl::Seconds(broken ? 1 : 2)));
 }
 
 }  // namespace cohort

@@ -67,6 +67,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void AfterRelease();
   std::shared_ptr<Operation> PopLocked();
   absl::Status Validate(const OpArgs& args) const;
+  // The error a user sees: the op, its sequence number, this rank and host, then the cause.
+  absl::Status Describe(const Operation& operation, const absl::Status& status) const;
   std::string Where() const;
 
   std::unique_ptr<Transport> transport_;

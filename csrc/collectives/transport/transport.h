@@ -58,8 +58,11 @@ class Transport {
   virtual void AbortPeers(const std::string& reason) = 0;
   virtual void DropRequests() = 0;
 
-  // Tells every peer this rank closes cleanly, so they do not take the close for a crash.
-  virtual void SayGoodbye(Deadline deadline) = 0;
+  // Closing. Clean: tells every peer this rank closes on purpose, so they do not take the close
+  // for a crash. After a failure: half-closes every connection and reads until the peers close
+  // theirs (or the deadline), so the abort frames already sent are read rather than lost to a
+  // connection reset.
+  virtual void Close(bool clean, Deadline deadline) = 0;
 };
 
 }  // namespace cohort

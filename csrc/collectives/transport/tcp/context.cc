@@ -1,6 +1,8 @@
 #include "collectives/transport/tcp/context.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -593,6 +595,31 @@ void TcpTransport::Wake() {
 }
 
 void TcpTransport::AbortPeers(const std::string& reason) {
+  // Finish half-written frames (their buffers are still alive) so the abort can follow in the
+  // same stream; a peer that does not take them within the deadline learns from the close.
+  Deadline deadline = Deadline::In(absl::Seconds(1));
+  for (Peer& peer : peers_) {
+    if (peer.rank == rank_ || peer.closed || peer.sends.empty()) continue;
+    Request* front = peer.sends.front();
+    size_t total = sizeof(FrameHeader) + front->length;
+    if (front->transferred == 0 || front->transferred == total) continue;
+    size_t offset = front->transferred;
+    absl::Status status = absl::OkStatus();
+    if (offset < sizeof(FrameHeader)) {
+      status = WriteFully(peer.fd.get(), reinterpret_cast<char*>(&front->header) + offset,
+                          sizeof(FrameHeader) - offset, deadline, Name(peer.rank));
+      offset = sizeof(FrameHeader);
+    }
+    if (status.ok()) {
+      status = WriteFully(peer.fd.get(), front->data + (offset - sizeof(FrameHeader)),
+                          total - offset, deadline, Name(peer.rank));
+    }
+    if (status.ok()) {
+      front->transferred = total;
+      peer.sends.pop_front();
+    }
+  }
+  DropRequests();
   std::string text = reason.substr(0, 4096);
   FrameHeader header = {};
   header.kind = static_cast<uint8_t>(FrameKind::kAbort);
@@ -600,7 +627,7 @@ void TcpTransport::AbortPeers(const std::string& reason) {
   for (Peer& peer : peers_) {
     if (peer.rank == rank_ || peer.closed || !peer.fd.valid()) continue;
     // A half-written frame cannot be interrupted; its reader finds out from the close.
-    if (!peer.sends.empty() && peer.sends.front()->transferred > 0) continue;
+    if (peer.send_mid_frame) continue;
     iovec iov[2] = {{&header, sizeof(header)}, {text.data(), text.size()}};
     msghdr message = {};
     message.msg_iov = iov;
@@ -608,11 +635,11 @@ void TcpTransport::AbortPeers(const std::string& reason) {
     ssize_t ignored = ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)ignored;
   }
-  DropRequests();
 }
 
 void TcpTransport::DropRequests() {
   for (Peer& peer : peers_) {
+    if (!peer.sends.empty() && peer.sends.front()->transferred > 0) peer.send_mid_frame = true;
     peer.sends.clear();
     peer.posted.clear();
     for (Early& early : peer.early) early.claimed_by = nullptr;
@@ -627,12 +654,41 @@ void TcpTransport::DropRequests() {
   any_source_.clear();
 }
 
-void TcpTransport::SayGoodbye(Deadline deadline) {
-  FrameHeader header = {};
-  header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
+void TcpTransport::Close(bool clean, Deadline deadline) {
+  if (clean) {
+    FrameHeader header = {};
+    header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
+    for (Peer& peer : peers_) {
+      if (peer.rank == rank_ || peer.closed || !peer.fd.valid() || peer.send_mid_frame) continue;
+      (void)WriteFully(peer.fd.get(), &header, sizeof(header), deadline, Name(peer.rank));
+    }
+    return;
+  }
+  std::vector<pollfd> open;
   for (Peer& peer : peers_) {
-    if (peer.rank == rank_ || peer.closed || !peer.fd.valid() || !peer.sends.empty()) continue;
-    (void)WriteFully(peer.fd.get(), &header, sizeof(header), deadline, Name(peer.rank));
+    if (peer.rank == rank_ || peer.closed || !peer.fd.valid()) continue;
+    ::shutdown(peer.fd.get(), SHUT_WR);
+    open.push_back({peer.fd.get(), POLLIN, 0});
+  }
+  std::vector<char> sink(1 << 16);
+  while (!open.empty() && !deadline.Expired()) {
+    if (::poll(open.data(), open.size(), deadline.RemainingMillis(100)) < 0 && errno != EINTR) {
+      break;
+    }
+    for (size_t index = 0; index < open.size();) {
+      bool finished = false;
+      if (open[index].revents != 0) {
+        ssize_t got = ::recv(open[index].fd, sink.data(), sink.size(), MSG_DONTWAIT);
+        finished = got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR);
+      }
+      if (finished) {
+        open[index] = open.back();
+        open.pop_back();
+      } else {
+        open[index].revents = 0;
+        ++index;
+      }
+    }
   }
 }
 

@@ -42,7 +42,7 @@ class TcpTransport final : public Transport {
   void Wake() override;
   void AbortPeers(const std::string& reason) override;
   void DropRequests() override;
-  void SayGoodbye(Deadline deadline) override;
+  void Close(bool clean, Deadline deadline) override;
 
  private:
   struct Early {  // a frame that arrived before its receive was posted
@@ -58,6 +58,7 @@ class TcpTransport final : public Transport {
     bool closed = false;
     bool goodbye_received = false;
     bool writable_armed = false;
+    bool send_mid_frame = false;  // requests were dropped while a frame was half written
     bool readable_armed = true;
     std::deque<Request*> sends;
     std::deque<Request*> posted;  // receives from this peer
