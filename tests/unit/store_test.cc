@@ -170,6 +170,23 @@ TEST_F(StoreTest, WaitIsReleasedOnlyWhenEveryKeyExists) {
   EXPECT_TRUE(done.get().ok());
 }
 
+TEST_F(StoreTest, WaitCountsADeletedKeyAsMissing) {
+  auto waiter = NewClient();
+  auto setter = NewClient();
+  ASSERT_NE(waiter, nullptr);
+  ASSERT_NE(setter, nullptr);
+  auto done = std::async(std::launch::async, [&] {
+    return waiter->Wait({"a", "b"}, absl::Seconds(10));
+  });
+  ASSERT_TRUE(setter->Set("a", "1").ok());
+  ASSERT_TRUE(setter->Delete("a").value_or(false));
+  ASSERT_TRUE(setter->Set("b", "1").ok());
+  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(150)), std::future_status::timeout);
+  ASSERT_TRUE(setter->Set("a", "2").ok());
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(2)), std::future_status::ready);
+  EXPECT_TRUE(done.get().ok());
+}
+
 TEST_F(StoreTest, OneClientSharedByThreadsDoesNotBlockItselfWhileWaiting) {
   auto client = NewClient();
   ASSERT_NE(client, nullptr);

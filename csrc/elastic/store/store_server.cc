@@ -124,6 +124,10 @@ struct Waiter {
   std::vector<std::string> keys;
   absl::Duration timeout;
   int64_t deadline_nanos = kNever;
+  // keys[0, cursor) existed when last looked at; the waiter is listed in key_waiters_ under
+  // keys[cursor] only, so a set touches just the waiters blocked on that very key.
+  size_t cursor = 0;
+  bool listed = false;
 };
 
 }  // namespace
@@ -150,7 +154,8 @@ class StoreServer::Loop {
   void Park(Connection& connection, uint64_t request_id, Op op, std::vector<std::string> keys,
             absl::Duration timeout);
   void KeyWritten(const std::string& key);
-  bool AllPresent(const std::vector<std::string>& keys) const;
+  // True when every key of the waiter exists; otherwise lists it under its first missing key.
+  bool Advance(uint64_t waiter_id, Waiter& waiter);
   void AnswerWaiter(Connection& connection, const Waiter& waiter);
   void RemoveWaiter(uint64_t waiter_id);
   void ExpireDeadlines();
@@ -426,8 +431,9 @@ void StoreServer::Loop::ProcessInput(Connection& connection) {
     absl::string_view pending(connection.input.data() + connection.input_offset,
                               connection.input.size() - connection.input_offset);
     if (connection.state == State::kPreamble) {
-      if (pending.size() < kPreambleBytes) break;
-      if (pending.substr(0, kMagic.size()) != kMagic) {
+      // A foreign protocol shows in its first bytes; no need to wait for all twelve.
+      size_t shown = std::min(pending.size(), kMagic.size());
+      if (pending.substr(0, shown) != kMagic.substr(0, shown)) {
         COHORT_LOG(WARN) << "store on port " << port_ << " closed a connection from "
                          << connection.peer
                          << ": it is not a cohort store client (its first bytes are not the "
@@ -435,6 +441,7 @@ void StoreServer::Loop::ProcessInput(Connection& connection) {
         MarkDead(connection);
         break;
       }
+      if (pending.size() < kPreambleBytes) break;
       uint32_t version = LoadU32(pending.data() + kMagic.size());
       connection.input_offset += kPreambleBytes;
       if (version != kProtocolVersion) {
@@ -625,11 +632,7 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       COHORT_RETURN_IF_ERROR(reader.U64(&timeout_millis, "timeout"));
       COHORT_RETURN_IF_ERROR(reader.Done());
       for (const std::string& key : keys) COHORT_RETURN_IF_ERROR(CheckKey(key));
-      if (AllPresent(keys)) {
-        AnswerWaiter(connection, Waiter{connection.id, request_id, op, std::move(keys)});
-      } else {
-        Park(connection, request_id, op, std::move(keys), DecodeTimeout(timeout_millis));
-      }
+      Park(connection, request_id, op, std::move(keys), DecodeTimeout(timeout_millis));
       return absl::OkStatus();
     }
     case Op::kAdd: {
@@ -721,11 +724,19 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       "; the client speaks a newer store protocol (run the same cohort version on every node)"));
 }
 
-bool StoreServer::Loop::AllPresent(const std::vector<std::string>& keys) const {
-  for (const std::string& key : keys) {
-    if (!data_.contains(key)) return false;
+bool StoreServer::Loop::Advance(uint64_t waiter_id, Waiter& waiter) {
+  const size_t count = waiter.keys.size();
+  while (waiter.cursor < count && data_.contains(waiter.keys[waiter.cursor])) ++waiter.cursor;
+  if (waiter.cursor == count) {
+    // A key passed earlier may have been deleted since; it counts as missing again.
+    size_t first_missing = 0;
+    while (first_missing < count && data_.contains(waiter.keys[first_missing])) ++first_missing;
+    if (first_missing == count) return true;
+    waiter.cursor = first_missing;
   }
-  return true;
+  key_waiters_[waiter.keys[waiter.cursor]].push_back(waiter_id);
+  waiter.listed = true;
+  return false;
 }
 
 void StoreServer::Loop::AnswerWaiter(Connection& connection, const Waiter& waiter) {
@@ -739,9 +750,13 @@ void StoreServer::Loop::AnswerWaiter(Connection& connection, const Waiter& waite
 
 void StoreServer::Loop::Park(Connection& connection, uint64_t request_id, Op op,
                              std::vector<std::string> keys, absl::Duration timeout) {
+  Waiter waiter{connection.id, request_id, op, std::move(keys), timeout};
   uint64_t waiter_id = next_waiter_id_++;
-  Waiter waiter{connection.id, request_id, op, std::move(keys), timeout, DeadlineNanos(timeout)};
-  for (const std::string& key : waiter.keys) key_waiters_[key].push_back(waiter_id);
+  if (Advance(waiter_id, waiter)) {
+    AnswerWaiter(connection, waiter);
+    return;
+  }
+  waiter.deadline_nanos = DeadlineNanos(timeout);
   if (waiter.deadline_nanos != kNever) {
     waiter_deadlines_.emplace(waiter.deadline_nanos, waiter_id);
   }
@@ -752,10 +767,13 @@ void StoreServer::Loop::Park(Connection& connection, uint64_t request_id, Op op,
 void StoreServer::Loop::KeyWritten(const std::string& key) {
   auto found = key_waiters_.find(key);
   if (found == key_waiters_.end()) return;
-  std::vector<uint64_t> candidates = found->second;  // RemoveWaiter edits the original
-  for (uint64_t waiter_id : candidates) {
+  std::vector<uint64_t> blocked = std::move(found->second);
+  key_waiters_.erase(found);
+  for (uint64_t waiter_id : blocked) {
     auto waiter = waiters_.find(waiter_id);
-    if (waiter == waiters_.end() || !AllPresent(waiter->second.keys)) continue;
+    if (waiter == waiters_.end()) continue;
+    waiter->second.listed = false;
+    if (!Advance(waiter_id, waiter->second)) continue;
     Connection* connection = Find(waiter->second.connection_id);
     if (connection != nullptr && !connection->dead) AnswerWaiter(*connection, waiter->second);
     RemoveWaiter(waiter_id);
@@ -766,11 +784,12 @@ void StoreServer::Loop::RemoveWaiter(uint64_t waiter_id) {
   auto found = waiters_.find(waiter_id);
   if (found == waiters_.end()) return;
   Waiter& waiter = found->second;
-  for (const std::string& key : waiter.keys) {
-    auto listed = key_waiters_.find(key);
-    if (listed == key_waiters_.end()) continue;
-    std::erase(listed->second, waiter_id);
-    if (listed->second.empty()) key_waiters_.erase(listed);
+  if (waiter.listed) {
+    auto listed = key_waiters_.find(waiter.keys[waiter.cursor]);
+    if (listed != key_waiters_.end()) {
+      std::erase(listed->second, waiter_id);
+      if (listed->second.empty()) key_waiters_.erase(listed);
+    }
   }
   if (waiter.deadline_nanos != kNever) {
     waiter_deadlines_.erase({waiter.deadline_nanos, waiter_id});
