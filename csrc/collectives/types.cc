@@ -1,6 +1,9 @@
 #include "collectives/types.h"
 
+#include <cstring>
+
 #include "absl/strings/ascii.h"
+#include "collectives/reduce.h"
 #include "absl/strings/str_cat.h"
 
 namespace cohort {
@@ -105,6 +108,53 @@ absl::StatusOr<ReduceOp> ParseReduceOp(const std::string& name) {
   if (lower == "bxor") return ReduceOp::kBxor;
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown reduce op \"", name, "\"; accepted: sum, prod, min, max, avg, band, bor, bxor"));
+}
+
+namespace {
+
+template <typename T>
+T ReadAs(const void* buffer, size_t index) {
+  T value;
+  std::memcpy(&value, static_cast<const char*>(buffer) + index * sizeof(T), sizeof(T));
+  return value;
+}
+
+template <typename T>
+void WriteAs(void* buffer, size_t index, T value) {
+  std::memcpy(static_cast<char*>(buffer) + index * sizeof(T), &value, sizeof(T));
+}
+
+}  // namespace
+
+double LoadElement(const void* buffer, DataType type, size_t index) {
+  switch (type) {
+    case DataType::kFloat32: return ReadAs<float>(buffer, index);
+    case DataType::kFloat64: return ReadAs<double>(buffer, index);
+    case DataType::kFloat16: return HalfToFloat(ReadAs<uint16_t>(buffer, index));
+    case DataType::kBFloat16: return BFloat16ToFloat(ReadAs<uint16_t>(buffer, index));
+    case DataType::kInt8: return ReadAs<int8_t>(buffer, index);
+    case DataType::kUInt8: return ReadAs<uint8_t>(buffer, index);
+    case DataType::kInt32: return ReadAs<int32_t>(buffer, index);
+    case DataType::kInt64: return static_cast<double>(ReadAs<int64_t>(buffer, index));
+    case DataType::kBool: return ReadAs<uint8_t>(buffer, index);
+  }
+  return 0;
+}
+
+void StoreElement(void* buffer, DataType type, size_t index, double value) {
+  switch (type) {
+    case DataType::kFloat32: return WriteAs<float>(buffer, index, static_cast<float>(value));
+    case DataType::kFloat64: return WriteAs<double>(buffer, index, value);
+    case DataType::kFloat16:
+      return WriteAs<uint16_t>(buffer, index, FloatToHalf(static_cast<float>(value)));
+    case DataType::kBFloat16:
+      return WriteAs<uint16_t>(buffer, index, FloatToBFloat16(static_cast<float>(value)));
+    case DataType::kInt8: return WriteAs<int8_t>(buffer, index, static_cast<int8_t>(value));
+    case DataType::kUInt8: return WriteAs<uint8_t>(buffer, index, static_cast<uint8_t>(value));
+    case DataType::kInt32: return WriteAs<int32_t>(buffer, index, static_cast<int32_t>(value));
+    case DataType::kInt64: return WriteAs<int64_t>(buffer, index, static_cast<int64_t>(value));
+    case DataType::kBool: return WriteAs<uint8_t>(buffer, index, value != 0 ? 1 : 0);
+  }
 }
 
 }  // namespace cohort

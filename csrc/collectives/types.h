@@ -61,3 +61,12 @@ absl::StatusOr<DataType> ParseDataType(const std::string& name);  // also "float
 absl::StatusOr<ReduceOp> ParseReduceOp(const std::string& name);  // also "prod", "min", ...
 
 }  // namespace cohort
+
+namespace cohort {
+
+// Element `index` of a typed buffer as a double, and back (fp16/bf16 rounded to nearest even).
+// For tools and tests that fill and check buffers of any type; not for hot loops.
+double LoadElement(const void* buffer, DataType type, size_t index);
+void StoreElement(void* buffer, DataType type, size_t index, double value);
+
+}  // namespace cohort

@@ -8,18 +8,6 @@
 namespace cohort::testing {
 namespace {
 
-template <typename T>
-T Read(const void* buffer, size_t index) {
-  T value;
-  std::memcpy(&value, static_cast<const char*>(buffer) + index * sizeof(T), sizeof(T));
-  return value;
-}
-
-template <typename T>
-void Write(void* buffer, size_t index, T value) {
-  std::memcpy(static_cast<char*>(buffer) + index * sizeof(T), &value, sizeof(T));
-}
-
 // Wraps an exact integer to the type's width (two's complement), like integer kernels do.
 double Wrap(DataType type, int64_t value) {
   switch (type) {
@@ -33,34 +21,11 @@ double Wrap(DataType type, int64_t value) {
 }  // namespace
 
 double Load(const void* buffer, DataType type, size_t index) {
-  switch (type) {
-    case DataType::kFloat32: return Read<float>(buffer, index);
-    case DataType::kFloat64: return Read<double>(buffer, index);
-    case DataType::kFloat16: return HalfToFloat(Read<uint16_t>(buffer, index));
-    case DataType::kBFloat16: return BFloat16ToFloat(Read<uint16_t>(buffer, index));
-    case DataType::kInt8: return Read<int8_t>(buffer, index);
-    case DataType::kUInt8: return Read<uint8_t>(buffer, index);
-    case DataType::kInt32: return Read<int32_t>(buffer, index);
-    case DataType::kInt64: return static_cast<double>(Read<int64_t>(buffer, index));
-    case DataType::kBool: return Read<uint8_t>(buffer, index);
-  }
-  return 0;
+  return LoadElement(buffer, type, index);
 }
 
 void Store(void* buffer, DataType type, size_t index, double value) {
-  switch (type) {
-    case DataType::kFloat32: return Write<float>(buffer, index, static_cast<float>(value));
-    case DataType::kFloat64: return Write<double>(buffer, index, value);
-    case DataType::kFloat16:
-      return Write<uint16_t>(buffer, index, FloatToHalf(static_cast<float>(value)));
-    case DataType::kBFloat16:
-      return Write<uint16_t>(buffer, index, FloatToBFloat16(static_cast<float>(value)));
-    case DataType::kInt8: return Write<int8_t>(buffer, index, static_cast<int8_t>(value));
-    case DataType::kUInt8: return Write<uint8_t>(buffer, index, static_cast<uint8_t>(value));
-    case DataType::kInt32: return Write<int32_t>(buffer, index, static_cast<int32_t>(value));
-    case DataType::kInt64: return Write<int64_t>(buffer, index, static_cast<int64_t>(value));
-    case DataType::kBool: return Write<uint8_t>(buffer, index, value != 0 ? 1 : 0);
-  }
+  StoreElement(buffer, type, index, value);
 }
 
 double InputValue(DataType type, ReduceOp op, int rank, size_t index) {

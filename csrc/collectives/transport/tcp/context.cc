@@ -23,6 +23,8 @@ namespace {
 constexpr size_t kStagingBytes = 64 << 10;
 constexpr size_t kDirectReadMin = 4096;  // payload remainders at least this big skip staging
 constexpr int kMaxIov = 64;
+// Bytes handed to one sendmsg: small enough that reading the other direction is not starved.
+constexpr size_t kMaxSendBytes = 256 << 10;
 
 #pragma pack(push, 1)
 struct Hello {
@@ -276,7 +278,7 @@ void TcpTransport::PostSend(Request* request) {
   peer.sends.push_back(request);
   if (!failure_.ok()) return;
   if (peer.sends.size() == 1) {
-    absl::Status status = FlushSends(peer);
+    absl::Status status = FlushSends(peer, /*once=*/false);
     if (!status.ok()) (void)Fail(status);
   }
 }
@@ -494,7 +496,7 @@ absl::Status TcpTransport::ReadPeer(Peer& peer) {
   }
 }
 
-absl::Status TcpTransport::FlushSends(Peer& peer) {
+absl::Status TcpTransport::FlushSends(Peer& peer, bool once) {
   while (!peer.sends.empty()) {
     iovec iov[kMaxIov];
     int count = 0;
@@ -511,10 +513,11 @@ absl::Status TcpTransport::FlushSends(Peer& peer) {
         offset -= sizeof(FrameHeader);
       }
       if (request->length > offset) {
-        iov[count++] = {request->data + offset, request->length - offset};
-        requested += request->length - offset;
+        size_t take = std::min(request->length - offset, kMaxSendBytes - requested);
+        iov[count++] = {request->data + offset, take};
+        requested += take;
       }
-      if (requested >= kStagingBytes) break;  // enough for one system call
+      if (requested >= kMaxSendBytes) break;
     }
     msghdr message = {};
     message.msg_iov = iov;
@@ -536,7 +539,9 @@ absl::Status TcpTransport::FlushSends(Peer& peer) {
         peer.sends.pop_front();
       }
     }
-    if (static_cast<size_t>(wrote) < requested) break;  // the socket buffer is full
+    // A full socket, or a fair share written: let the caller read before writing more, so
+    // both directions of a connection keep moving.
+    if (static_cast<size_t>(wrote) < requested || once) break;
   }
   Arm(peer);
   return absl::OkStatus();
@@ -560,10 +565,6 @@ absl::Status TcpTransport::Progress(int timeout_ms) {
     }
     Peer& peer = peers_[index];
     if (peer.closed) continue;
-    if (events[i].events & EPOLLOUT) {
-      absl::Status status = FlushSends(peer);
-      if (!status.ok()) return Fail(status);
-    }
     if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
       if (peer.state == ReadState::kStalled) {
         // Only a hang-up can wake a stalled peer; the data stays in the socket.
@@ -579,9 +580,13 @@ absl::Status TcpTransport::Progress(int timeout_ms) {
           peer.readable_armed = false;
           peer.writable_armed = false;
         }
-        continue;
+      } else {
+        absl::Status status = ReadPeer(peer);
+        if (!status.ok()) return Fail(status);
       }
-      absl::Status status = ReadPeer(peer);
+    }
+    if ((events[i].events & EPOLLOUT) && !peer.closed) {
+      absl::Status status = FlushSends(peer, /*once=*/true);
       if (!status.ok()) return Fail(status);
     }
   }

@@ -81,7 +81,7 @@ class TcpTransport final : public Transport {
   absl::Status ReadPeer(Peer& peer);
   absl::Status OnHeader(Peer& peer);
   absl::Status OnPayloadComplete(Peer& peer);
-  absl::Status FlushSends(Peer& peer);
+  absl::Status FlushSends(Peer& peer, bool once);
   absl::Status PeerLost(Peer& peer, const std::string& why);
   absl::Status CheckFingerprint(const Peer& peer, const FrameHeader& header) const;
   bool Matches(const Request& request, const FrameHeader& header) const;
