@@ -25,8 +25,29 @@ absl::Status CheckReduceSupported(DataType type, ReduceOp op);
 ReduceFn GetReduceFn(DataType type, ReduceOp op);
 ReduceManyFn GetReduceManyFn(DataType type, ReduceOp op);
 
-// data[i] = data[i] / divisor, finishing an average (integers divide with truncation).
+// data[i] = data[i] / divisor, finishing an average (integers divide with truncation toward zero,
+// like C). A zero divisor leaves integer data unchanged; floating data follows IEEE (inf, NaN).
 void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor);
+
+// Instruction-set levels the kernels are compiled for. The functions above use the best level this
+// CPU runs, chosen once; the overloads below pin a level so tests cover every path and benchmarks
+// compare them.
+enum class ReduceIsa : uint8_t {
+  kBaseline = 0,  // whatever the compiler targets by default (x86-64 SSE2, aarch64 NEON)
+  kAvx2 = 1,      // x86-64 with AVX2, FMA and F16C
+  kAvx512 = 2,    // x86-64 with AVX-512 F, BW, VL and DQ
+};
+inline constexpr int kNumReduceIsas = 3;
+
+const char* ReduceIsaName(ReduceIsa isa);  // "baseline", "avx2", "avx512"
+bool ReduceIsaAvailable(ReduceIsa isa);    // compiled into this build and supported by this CPU
+ReduceIsa BestReduceIsa();                 // the level the non-pinned functions use
+
+// As above for one level; nullptr when the pair is unsupported or the level is not available.
+ReduceFn GetReduceFn(DataType type, ReduceOp op, ReduceIsa isa);
+ReduceManyFn GetReduceManyFn(DataType type, ReduceOp op, ReduceIsa isa);
+// As above for one level; does nothing when the level is not available.
+void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor, ReduceIsa isa);
 
 // Conversions used by the kernels and by tests' references.
 float HalfToFloat(uint16_t bits);
