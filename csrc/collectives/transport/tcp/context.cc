@@ -24,7 +24,7 @@ constexpr size_t kStagingBytes = 64 << 10;
 constexpr size_t kDirectReadMin = 4096;  // payload remainders at least this big skip staging
 constexpr int kMaxIov = 64;
 // Bytes handed to one sendmsg: small enough that reading the other direction is not starved.
-constexpr size_t kMaxSendBytes = 256 << 10;
+constexpr size_t kMaxSendBytes = 1 << 20;
 
 #pragma pack(push, 1)
 struct Hello {
