@@ -42,7 +42,9 @@ const std::vector<Variable>& BuildRegistry() {
        "Network interface whose IPv4 address the TCP transport listens on and publishes; empty: "
        "the address used to reach the bootstrap store, else all interfaces."},
       {"COHORT_SPIN_US", Type::kInt, "0",
-       "Microseconds a waiting thread polls before it sleeps in the kernel (0: sleep at once; polling only pays with spare cores).", {}, 0, 1000000},
+       "Microseconds a waiting thread polls before it sleeps in the kernel (0: sleeps at once; "
+       "polling only pays when there are spare cores).",
+       {}, 0, 1'000'000},
       {"COHORT_HOST_ID", Type::kString, "",
        "Name of this host in topology and error messages; empty: the hostname."},
       {"COHORT_JOB_ID", Type::kString, "default",
