@@ -35,7 +35,7 @@ void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor);
 enum class ReduceIsa : uint8_t {
   kBaseline = 0,  // whatever the compiler targets by default (x86-64 SSE2, aarch64 NEON)
   kAvx2 = 1,      // x86-64 with AVX2, FMA and F16C
-  kAvx512 = 2,    // x86-64 with AVX-512 F, BW, VL and DQ
+  kAvx512 = 2,    // x86-64 with AVX-512 F, BW, VL and DQ (and F16C)
 };
 inline constexpr int kNumReduceIsas = 3;
 
