@@ -57,6 +57,14 @@ const std::vector<Variable>& BuildRegistry() {
        "Largest key the store server accepts.", {}, 1, int64_t{1} << 20},
       {"COHORT_STORE_MAX_VALUE_BYTES", Type::kBytes, "64M",
        "Largest value the store server accepts.", {}, 1, int64_t{1} << 31},
+      {"COHORT_GENERATION", Type::kInt, "0",
+       "Set by cohortrun for its workers: the job's generation (1 at the first rendezvous, one "
+       "more at each restart or scale-up).",
+       {}, 0, INT64_MAX},
+      {"COHORT_PYTHON", Type::kString, "python3",
+       "Interpreter cohortrun runs training scripts with (not used with --no-python)."},
+      {"COHORT_STOP_GRACE", Type::kDuration, "5s",
+       "How long cohortrun waits after SIGTERM before it SIGKILLs workers it stops."},
   };
   return registry;
 }
