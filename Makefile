@@ -22,9 +22,10 @@ build: configure
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
 
-# The main job: until the launcher exists, the allreduce sweep of cohort-bench on 4 local ranks.
+# The main job: cohortrun trains examples/train.py on 4 local workers, one worker is killed
+# half way, and the job restarts from its last checkpoint and finishes (examples/run_demo.sh).
 run: build
-	$(BUILD)/bench/cohort-bench allreduce --nranks 4 -b 8 -e 64M -f 2
+	examples/run_demo.sh $(BUILD)
 
 # docs/config.md is generated from the COHORT_* registry (a test checks it is current).
 docs: build
