@@ -294,15 +294,9 @@ template <class Op, class HalfBlocks>
   }
 }
 
-// HalfBlocks is void where the level has no block converter (the bit manipulation is used).
-template <DataType kType, class Op, class HalfBlocks>
-[[gnu::always_inline]] inline void ReduceBody(void* out_ptr, const void* a_ptr, const void* b_ptr,
-                                              size_t count) {
-  if constexpr (kType == DataType::kFloat16 && !std::is_void_v<HalfBlocks>) {
-    const void* inputs[2] = {a_ptr, b_ptr};
-    HalfStagedReduceMany<Op, HalfBlocks>(out_ptr, inputs, 2, count);
-    return;
-  }
+template <DataType kType, class Op>
+[[gnu::always_inline]] inline void ElementwiseReduce(void* out_ptr, const void* a_ptr,
+                                                     const void* b_ptr, size_t count) {
   using T = Traits<kType>;
   using S = typename T::Storage;
   auto* out = static_cast<S*>(out_ptr);
@@ -317,6 +311,18 @@ template <DataType kType, class Op, class HalfBlocks>
     InPlaceLoop<T, Op, false>(out, a, count);
   } else {
     AliasedLoop<T, Op>(out, a, b, count);
+  }
+}
+
+// HalfBlocks is void where the level has no block converter (the bit manipulation is used).
+template <DataType kType, class Op, class HalfBlocks>
+[[gnu::always_inline]] inline void ReduceBody(void* out, const void* a, const void* b,
+                                              size_t count) {
+  if constexpr (kType == DataType::kFloat16 && !std::is_void_v<HalfBlocks>) {
+    const void* inputs[2] = {a, b};
+    HalfStagedReduceMany<Op, HalfBlocks>(out, inputs, 2, count);
+  } else {
+    ElementwiseReduce<kType, Op>(out, a, b, count);
   }
 }
 
@@ -361,6 +367,9 @@ template <DataType kType, class Op, class HalfBlocks>
   }
   if constexpr (kType == DataType::kFloat16 && !std::is_void_v<HalfBlocks>) {
     HalfStagedReduceMany<Op, HalfBlocks>(out_ptr, inputs, num_inputs, count);
+    return;
+  } else if (num_inputs == 2) {  // one pass with no L1 detour; rounds once all the same
+    ElementwiseReduce<kType, Op>(out_ptr, inputs[0], inputs[1], count);
     return;
   }
   constexpr size_t kBlock = kManyBlockBytes / sizeof(C);
