@@ -1,0 +1,90 @@
+"""cohort: a torch.distributed backend, a drop-in for gloo on CPU tensors.
+
+``import cohort`` registers the backend ``"cohort"``; then::
+
+    torch.distributed.init_process_group("cohort", ...)     # or new_group(..., backend="cohort")
+
+works with every init_method torch supports (env://, tcp://, file://, or an explicit store).
+CPU tensors run on libcohort (TCP, shared memory when available); CUDA tensors go to NCCL when the
+extension was built with it, else they are staged through host memory. See docs/backend.md.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+from . import _C
+
+__all__ = ["BACKEND", "abort", "communicator_name", "is_available", "work_exception"]
+
+BACKEND = "cohort"
+__version__ = "0.1.0"
+
+
+def _unwrap(store):
+    """The innermost store behind PrefixStores (torch wraps every group's store in one)."""
+    seen = 0
+    while isinstance(store, dist.PrefixStore) and seen < 64:
+        inner = getattr(store, "underlying_store", None)
+        if inner is None:
+            break
+        store = inner
+        seen += 1
+    return store
+
+
+def _store_host(store):
+    """A host the other ranks reach too: the TCPStore's, else MASTER_ADDR, else none."""
+    inner = _unwrap(store)
+    if isinstance(inner, dist.TCPStore):
+        return inner.host
+    return os.environ.get("MASTER_ADDR", "")
+
+
+def _create(store, rank, size, timeout):
+    """torch's creator signature: (store, group rank, group size, timeout)."""
+    return _C.create_backend(store, rank, size, timeout, _store_host(store))
+
+
+def _backend_of(group):
+    group = group if group is not None else dist.distributed_c10d._get_default_group()
+    if hasattr(group, "_get_backend"):  # torch 2.x: a ProcessGroup wrapping our Backend
+        return group._get_backend(torch.device("cpu"))
+    return group
+
+
+def communicator_name(group=None):
+    """Name of the libcohort communicator behind `group` (the default group when None)."""
+    return _C.communicator_name(_backend_of(group))
+
+
+def abort(group=None, reason="aborted by the user"):
+    """Fails every pending and later operation of `group` with `reason` (from any thread)."""
+    _C.abort(_backend_of(group), reason)
+
+
+def work_exception(work):
+    """The error a failed Work holds as a RuntimeError, None when it has none.
+
+    Same as ``work.exception()``, which torch 1.13 cannot return to Python for any backend.
+    """
+    return _C.work_exception(work)
+
+
+def is_available():
+    return BACKEND.upper() in dist.Backend._plugins
+
+
+def _register():
+    if is_available():
+        return  # imported twice (e.g. by two paths): torch refuses a second registration
+    import inspect
+
+    parameters = inspect.signature(dist.Backend.register_backend).parameters
+    if "devices" in parameters:  # torch >= 2.1: say which devices the backend takes
+        dist.Backend.register_backend(BACKEND, _create, devices=["cpu", "cuda"])
+    else:
+        dist.Backend.register_backend(BACKEND, _create)
+
+
+_register()

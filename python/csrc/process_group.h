@@ -1,0 +1,179 @@
+// ProcessGroupCohort: torch's process-group backend "cohort". CPU tensors run on a libcohort
+// Communicator bootstrapped through torch's store; CUDA tensors go to NCCL (nccl_path.h) when
+// the extension was built with it, else they are staged through host memory. Registered from
+// Python by `import cohort` (python/cohort/__init__.py), created by module.cc's creator.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.h"
+#include "store_bootstrap.h"
+#include "torch_compat.h"
+#include "work.h"
+
+namespace cohort::torch_ext {
+
+class NcclPath;
+
+class ProcessGroupCohort final : public BackendBase {
+ public:
+  // Connects to every rank of the group (blocks until all have joined or `timeout` passes;
+  // throws with libcohort's message on failure). `timeout` is init_process_group's and bounds
+  // every operation.
+  ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                     std::chrono::milliseconds timeout, const std::string& local_address);
+  ~ProcessGroupCohort() override;
+
+  const std::string getBackendName() const override { return "cohort"; }
+  const std::string& communicator_name() const { return name_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(
+      std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors,
+                                        const c10d::ReduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& output_tensors,
+                                           std::vector<at::Tensor>& input_tensors,
+                                           const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output_buffer,
+                                                 at::Tensor& input_buffer,
+                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_coalesced(
+      std::vector<std::vector<at::Tensor>>& output_tensor_lists,
+      std::vector<at::Tensor>& input_tensors, const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& output_tensors,
+                                        std::vector<at::Tensor>& input_tensors,
+                                        const c10d::GatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& output_tensors,
+                                         std::vector<std::vector<at::Tensor>>& input_tensors,
+                                         const c10d::ScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(
+      std::vector<at::Tensor>& output_tensors,
+      std::vector<std::vector<at::Tensor>>& input_tensors,
+      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
+      at::Tensor& output_buffer, at::Tensor& input_buffer,
+      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output_buffer,
+                                               at::Tensor& input_buffer,
+                                               std::vector<int64_t>& output_split_sizes,
+                                               std::vector<int64_t>& input_split_sizes,
+                                               const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& output_tensors,
+                                          std::vector<at::Tensor>& input_tensors,
+                                          const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dst_rank,
+                                      int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src_rank,
+                                      int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors,
+                                               int tag) override;
+
+#if COHORT_TORCH_BACKEND_CLASS
+  // torch 2.x: coalescing groups (the _coalescing_manager) and the tensor-list variants of
+  // all_gather_into_tensor / reduce_scatter_tensor.
+  bool supportsCoalescing() const override { return true; }
+  void startCoalescing() override;
+  c10::intrusive_ptr<c10d::Work> endCoalescing() override;
+  c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(
+      std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+      const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(
+      std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+      const c10d::ReduceScatterOptions& opts) override;
+  // Declared without `override`: present in recent torch 2.x only, where they override.
+  void abort();
+  void shutdown();
+#endif
+
+  // One Work for several CohortWorks (coalesced groups).
+  c10::intrusive_ptr<c10d::Work> Group(const std::vector<c10::intrusive_ptr<c10d::Work>>& works);
+
+  // Fails every pending and later operation of this group with `reason` (thread-safe).
+  void Abort(const std::string& reason);
+
+ private:
+  // Notes `work` as a member of the open coalescing group, if any; returns it.
+  c10::intrusive_ptr<c10d::Work> Record(c10::intrusive_ptr<c10d::Work> work);
+  // Creates the Work for one operation; `inputs` feed the profiler, `outputs` are its result.
+  c10::intrusive_ptr<CohortWork> MakeWork(c10d::OpType type, const char* title,
+                                          const std::vector<at::Tensor>& inputs,
+                                          std::vector<at::Tensor> outputs);
+  // Hands the Work its libcohort parts, records it in an open coalescing group, returns it.
+  c10::intrusive_ptr<c10d::Work> Launch(const c10::intrusive_ptr<CohortWork>& work,
+                                        std::vector<std::shared_ptr<cohort::Work>> parts);
+  absl::Duration OpTimeout(std::chrono::milliseconds timeout) const;
+  Communicator& comm() const;
+
+  // The CPU implementations. `after` (may be empty) runs after the operation's own epilogue:
+  // the host-staging path uses it to copy results back to the GPU.
+  using After = std::function<void()>;
+  c10::intrusive_ptr<c10d::Work> BroadcastCpu(std::vector<at::Tensor>& tensors,
+                                              const c10d::BroadcastOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> AllreduceCpu(std::vector<at::Tensor>& tensors,
+                                              const c10d::AllreduceOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> AllreduceCoalescedCpu(std::vector<at::Tensor>& tensors,
+                                                       const c10d::AllreduceOptions& opts,
+                                                       After after);
+  c10::intrusive_ptr<c10d::Work> ReduceCpu(std::vector<at::Tensor>& tensors,
+                                           const c10d::ReduceOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> AllgatherCpu(std::vector<std::vector<at::Tensor>>& outputs,
+                                              std::vector<at::Tensor>& inputs, After after,
+                                              absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> AllgatherBaseCpu(at::Tensor& output, at::Tensor& input,
+                                                  After after, absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> AllgatherCoalescedCpu(
+      std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+      After after, absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> GatherCpu(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::GatherOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> ScatterCpu(std::vector<at::Tensor>& outputs,
+                                            std::vector<std::vector<at::Tensor>>& inputs,
+                                            const c10d::ScatterOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> ReduceScatterCpu(std::vector<at::Tensor>& outputs,
+                                                  std::vector<std::vector<at::Tensor>>& inputs,
+                                                  const c10d::ReduceScatterOptions& opts,
+                                                  After after);
+  c10::intrusive_ptr<c10d::Work> ReduceScatterBaseCpu(at::Tensor& output, at::Tensor& input,
+                                                      const c10d::ReduceScatterOptions& opts,
+                                                      After after);
+  c10::intrusive_ptr<c10d::Work> AlltoallBaseCpu(at::Tensor& output, at::Tensor& input,
+                                                 const std::vector<int64_t>& output_splits,
+                                                 const std::vector<int64_t>& input_splits,
+                                                 const c10d::AllToAllOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> AlltoallCpu(std::vector<at::Tensor>& outputs,
+                                             std::vector<at::Tensor>& inputs,
+                                             const c10d::AllToAllOptions& opts, After after);
+  c10::intrusive_ptr<c10d::Work> SendCpu(std::vector<at::Tensor>& tensors, int dst_rank, int tag);
+  c10::intrusive_ptr<c10d::Work> RecvCpu(std::vector<at::Tensor>& tensors, int src_rank, int tag,
+                                         After after);
+
+#if COHORT_TORCH_NCCL
+  NcclPath& Nccl();
+  std::unique_ptr<NcclPath> nccl_;
+  std::mutex nccl_mutex_;
+#endif
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::unique_ptr<StoreBootstrap> bootstrap_;
+  std::unique_ptr<Communicator> comm_;
+  std::string name_;
+  std::chrono::milliseconds timeout_;
+
+  std::mutex coalescing_mutex_;
+  bool coalescing_ = false;
+  std::vector<c10::intrusive_ptr<c10d::Work>> coalesced_;
+};
+
+}  // namespace cohort::torch_ext

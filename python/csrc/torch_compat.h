@@ -1,0 +1,27 @@
+// What differs between the torch versions the extension builds against, in one place: torch 1.x
+// registers a c10d::ProcessGroup subclass as a backend, torch 2.x a c10d::Backend subclass (which
+// torch wraps in a ProcessGroup itself). Everything else in python/csrc is version-neutral.
+#pragma once
+
+#include <torch/version.h>
+
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#define COHORT_TORCH_BACKEND_CLASS 1
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#define COHORT_TORCH_BACKEND_CLASS 0
+#endif
+#include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+namespace cohort::torch_ext {
+
+#if COHORT_TORCH_BACKEND_CLASS
+using BackendBase = c10d::Backend;
+#else
+using BackendBase = c10d::ProcessGroup;
+#endif
+
+}  // namespace cohort::torch_ext

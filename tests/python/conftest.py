@@ -1,0 +1,31 @@
+"""Makes the built `cohort` package importable for the tests.
+
+`make test` sets PYTHONPATH to <build>/python; without it (a developer running pytest by hand)
+the first of build/python and build-*/python that holds a built extension is used. (No COHORT_*
+variable for this: cohort warns about COHORT_* names it does not know.)
+"""
+import glob
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _candidates():
+    yield os.path.join(ROOT, "build", "python")
+    yield from sorted(glob.glob(os.path.join(ROOT, "build-*", "python")))
+
+
+def _find_package():
+    try:
+        import cohort  # noqa: F401  (already importable: PYTHONPATH or installed)
+        return
+    except ImportError:
+        pass
+    for path in _candidates():
+        if glob.glob(os.path.join(path, "cohort", "_C*.so")):
+            sys.path.insert(0, path)
+            return
+
+
+_find_package()
