@@ -156,6 +156,8 @@ class Agent {
     if (::pthread_sigmask(SIG_BLOCK, &handled_, &original_mask_) != 0) {
       return absl::InternalError("cannot block signals");
     }
+    // Before any thread starts: the guard is forked from a single-threaded process.
+    COHORT_ASSIGN_OR_RETURN(guard_, GroupGuard::Start());
     signal_fd_.Reset(::signalfd(-1, &handled_, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd_.valid()) return absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno)));
     ::signal(SIGPIPE, SIG_IGN);
@@ -396,7 +398,7 @@ class Agent {
     for (const WorkerSpec& spec : specs) {
       error_files[spec.local_rank] = absl::StrCat(attempt_dir, "/", spec.local_rank, "/error.json");
     }
-    auto started = WorkerGroup::Start(std::move(specs), original_mask_);
+    auto started = WorkerGroup::Start(std::move(specs), original_mask_, guard_.get());
     if (!started.ok()) {
       std::fprintf(stderr, "cohortrun: cannot start workers: %s\n",
                    std::string(started.status().message()).c_str());
@@ -525,6 +527,8 @@ class Agent {
       std::error_code error;
       fs::remove_all(run_log_dir_, error);
     }
+    workers_.reset();
+    guard_.reset();
     ::pthread_sigmask(SIG_SETMASK, &original_mask_, nullptr);
   }
 
@@ -545,6 +549,7 @@ class Agent {
   std::unique_ptr<store::StoreServer> server_;
   std::unique_ptr<elastic::Coordinator> coordinator_;
   std::unique_ptr<elastic::AgentClient> client_;
+  std::unique_ptr<GroupGuard> guard_;
   std::unique_ptr<WorkerGroup> workers_;
 };
 

@@ -68,9 +68,59 @@ absl::StatusOr<std::string> ResolveProgram(const std::string& program) {
   return absl::NotFoundError(absl::StrCat("cannot run \"", program, "\": not found on PATH"));
 }
 
+absl::StatusOr<std::unique_ptr<GroupGuard>> GroupGuard::Start() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe");
+  Fd read_end(fds[0]);
+  Fd write_end(fds[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoStatus("fork");
+  if (pid == 0) {
+    ::prctl(PR_SET_NAME, "cohortrun-guard");
+    write_end.Reset();
+    static int groups[65536];
+    int count = 0;
+    int32_t message = 0;
+    while (::read(read_end.get(), &message, sizeof(message)) == sizeof(message)) {
+      if (message > 0 && count < 65536) {
+        groups[count++] = message;
+      } else if (message < 0) {
+        for (int i = 0; i < count; ++i) {
+          if (groups[i] == -message) groups[i] = groups[--count];
+        }
+      }
+    }
+    // The launcher is gone (or done): whatever is still registered dies with it.
+    for (int i = 0; i < count; ++i) ::kill(-groups[i], SIGKILL);
+    ::_exit(0);
+  }
+  auto guard = std::unique_ptr<GroupGuard>(new GroupGuard());
+  guard->pipe_ = std::move(write_end);
+  guard->pid_ = pid;
+  return guard;
+}
+
+GroupGuard::~GroupGuard() {
+  pipe_.Reset();
+  int status;
+  ::waitpid(pid_, &status, 0);
+}
+
+void GroupGuard::Add(int process_group) {
+  int32_t message = process_group;
+  WriteAll(pipe_.get(), reinterpret_cast<const char*>(&message), sizeof(message));
+}
+
+void GroupGuard::Remove(int process_group) {
+  int32_t message = -process_group;
+  WriteAll(pipe_.get(), reinterpret_cast<const char*>(&message), sizeof(message));
+}
+
 absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(std::vector<WorkerSpec> specs,
-                                                                const sigset_t& child_mask) {
+                                                                const sigset_t& child_mask,
+                                                                GroupGuard* guard) {
   auto group = std::unique_ptr<WorkerGroup>(new WorkerGroup());
+  group->guard_ = guard;
   group->workers_.resize(specs.size());
   const pid_t parent = ::getpid();
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -143,12 +193,18 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(std::vector<Work
     }
     ::setpgid(pid, pid);  // both sides set it, so signals to the group work at once
     worker.pid = pid;
+    if (guard != nullptr) guard->Add(pid);
   }
   return group;
 }
 
 WorkerGroup::~WorkerGroup() {
   if (!AllExited()) Stop(absl::ZeroDuration());
+  if (guard_ != nullptr) {
+    for (const Worker& worker : workers_) {
+      if (worker.pid > 0) guard_->Remove(worker.pid);
+    }
+  }
 }
 
 std::vector<int> WorkerGroup::OutputFds() const {

@@ -30,6 +30,27 @@ struct WorkerSpec {
   bool stderr_console = true;
 };
 
+// A small helper process that outlives a SIGKILLed cohortrun just long enough to SIGKILL the
+// workers' process groups, so their children (which the parent-death signal does not reach)
+// are not left behind. It learns the groups through a pipe and acts when the pipe closes
+// while groups are still registered.
+class GroupGuard {
+ public:
+  // Forks the guard; call before starting threads.
+  static absl::StatusOr<std::unique_ptr<GroupGuard>> Start();
+  ~GroupGuard();  // a clean exit: the guard leaves every group alone and is reaped
+  GroupGuard(const GroupGuard&) = delete;
+  GroupGuard& operator=(const GroupGuard&) = delete;
+  void Add(int process_group);
+  void Remove(int process_group);
+  int pid() const { return pid_; }
+
+ private:
+  GroupGuard() = default;
+  Fd pipe_;
+  int pid_ = -1;
+};
+
 struct WorkerExit {
   int local_rank = 0;
   int rank = 0;
@@ -41,8 +62,10 @@ struct WorkerExit {
 class WorkerGroup {
  public:
   // Forks and execs every worker. `child_mask` is the signal mask workers start with.
+  // `guard` (optional) learns each worker's process group.
   static absl::StatusOr<std::unique_ptr<WorkerGroup>> Start(std::vector<WorkerSpec> specs,
-                                                            const sigset_t& child_mask);
+                                                            const sigset_t& child_mask,
+                                                            GroupGuard* guard = nullptr);
   ~WorkerGroup();  // kills what still runs and reaps it
   WorkerGroup(const WorkerGroup&) = delete;
   WorkerGroup& operator=(const WorkerGroup&) = delete;
@@ -83,6 +106,7 @@ class WorkerGroup {
   void DrainStream(Worker& worker, Stream& stream);
 
   std::vector<Worker> workers_;
+  GroupGuard* guard_ = nullptr;
 };
 
 // Where `program` is: itself if it has a slash, else the first match on PATH.
