@@ -67,6 +67,7 @@ cleanup_common() {
   for pid in $(tagged_pids); do kill -KILL "$pid" 2>/dev/null; done
   for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   rm -rf "$SCRATCH"
+  if [[ -n ${CLEANUP_FAILED:-} ]] && ((status == 0)); then status=1; fi
   if ((status == 0)); then echo "PASS"; fi
   exit $status
 }

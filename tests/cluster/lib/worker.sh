@@ -46,12 +46,12 @@ JSON
     sleep 1.5
     ;;
   gen)
-    echo "$(date +%s.%N) $$" > "$dir/start.$COHORT_GENERATION.$RANK"
+    echo "$(date +%s.%N) $$ $WORLD_SIZE $COHORT_HOST_ID" > "$dir/start.$COHORT_GENERATION.$RANK"
     if [ "$COHORT_GENERATION" = 1 ]; then sleep 30; fi
     ;;
   alwaysfail)
     echo "$TORCHELASTIC_RESTART_COUNT" >> "$dir/attempts.$RANK"
-    if [ "$RANK" = 1 ]; then sleep 0.1; exit 7; fi
+    if [ "$RANK" = "${FAIL_RANK:-1}" ]; then sleep 0.1; exit 7; fi
     sleep 30
     ;;
   *)
