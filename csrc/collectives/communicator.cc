@@ -39,6 +39,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   COHORT_ASSIGN_OR_RETURN(int64_t eager, config::GetBytes("COHORT_EAGER_BYTES"));
   tcp_options.eager_bytes = static_cast<size_t>(eager);
   COHORT_ASSIGN_OR_RETURN(tcp_options.socket_buffer_bytes, config::GetBytes("COHORT_SOCKET_BUFFER"));
+  COHORT_ASSIGN_OR_RETURN(tcp_options.shared_memory, config::GetBool("COHORT_SHM"));
+  COHORT_ASSIGN_OR_RETURN(int64_t ring_bytes, config::GetBytes("COHORT_SHM_RING_BYTES"));
+  if ((ring_bytes & (ring_bytes - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "COHORT_SHM_RING_BYTES=", ring_bytes, " is not a power of two; use e.g. 256K, 1M or 4M"));
+  }
+  tcp_options.ring_bytes = static_cast<size_t>(ring_bytes);
+  COHORT_ASSIGN_OR_RETURN(int64_t single_copy, config::GetBytes("COHORT_SHM_SINGLE_COPY_BYTES"));
+  tcp_options.single_copy_bytes = static_cast<size_t>(single_copy);
   auto transport = tcp::TcpTransport::Create(bootstrap, rank, size, tcp_options);
   if (!transport.ok()) {
     return absl::Status(transport.status().code(),

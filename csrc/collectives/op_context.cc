@@ -68,7 +68,9 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
 
 absl::Status OpContext::Wait(Request* request) {
   if (request == nullptr || request->complete) return absl::OkStatus();
-  int64_t spin_until = NowNanos() + int64_t{settings_.spin_microseconds} * 1000;
+  int spin = settings_.spin_microseconds >= 0 ? settings_.spin_microseconds
+                                              : transport_.PreferredSpinMicros();
+  int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
   while (!request->complete) {
     if (aborted_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("the communicator was aborted");

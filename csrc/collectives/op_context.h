@@ -19,7 +19,7 @@ namespace cohort {
 
 struct EngineSettings {
   size_t segment_bytes = 512 << 10;
-  int spin_microseconds = 50;
+  int spin_microseconds = -1;  // -1: the transport's preference
 };
 
 class OpContext {

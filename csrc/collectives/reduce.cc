@@ -270,30 +270,6 @@ inline bool Overlaps(const void* x, const void* y, size_t bytes) {
   return xs < ys + bytes && ys < xs + bytes;
 }
 
-// fp16 with F16C: the hardware converts 8 values per instruction where the bit manipulation takes
-// about twenty, which keeps fp16 memory-bound, but GCC does not vectorize through the intrinsics.
-// So blocks are staged through L1 in fp32: convert every input block, reduce the fp32 blocks
-// with the plain auto-vectorized loop, convert back. `out` is written only after all inputs of
-// a block were read, so it may be any one of the inputs.
-inline constexpr size_t kHalfStageBlock = 2048;  // elements; two fp32 blocks take 16 KiB of L1
-
-template <class Op, class HalfBlocks>
-[[gnu::always_inline]] inline void HalfStagedReduceMany(void* out_ptr, const void* const* inputs,
-                                                        int num_inputs, size_t count) {
-  auto* out = static_cast<uint16_t*>(out_ptr);
-  alignas(64) float acc[kHalfStageBlock];
-  alignas(64) float staged[kHalfStageBlock];
-  for (size_t start = 0; start < count; start += kHalfStageBlock) {
-    const size_t length = std::min(kHalfStageBlock, count - start);
-    HalfBlocks::ToFloat(acc, static_cast<const uint16_t*>(inputs[0]) + start, length);
-    for (int k = 1; k < num_inputs; ++k) {
-      HalfBlocks::ToFloat(staged, static_cast<const uint16_t*>(inputs[k]) + start, length);
-      for (size_t i = 0; i < length; ++i) acc[i] = Op::Apply(acc[i], staged[i]);
-    }
-    HalfBlocks::ToHalf(out + start, acc, length);
-  }
-}
-
 template <DataType kType, class Op>
 [[gnu::always_inline]] inline void ElementwiseReduce(void* out_ptr, const void* a_ptr,
                                                      const void* b_ptr, size_t count) {
@@ -314,16 +290,124 @@ template <DataType kType, class Op>
   }
 }
 
-// HalfBlocks is void where the level has no block converter (the bit manipulation is used).
-template <DataType kType, class Op, class HalfBlocks>
+// The three block steps of ReduceMany for one type, as plain loops the level's target vectorizes.
+template <DataType kType>
+struct ElementwiseBlocks {
+  using T = Traits<kType>;
+  using S = typename T::Storage;
+  using C = typename T::Compute;
+
+  template <class Op>
+  [[gnu::always_inline]] static void FirstPair(C* __restrict acc, const S* __restrict a,
+                                               const S* __restrict b, size_t count) {
+    for (size_t i = 0; i < count; ++i) acc[i] = Op::Apply(T::Load(a[i]), T::Load(b[i]));
+  }
+  template <class Op>
+  [[gnu::always_inline]] static void Accumulate(C* __restrict acc, const S* __restrict input,
+                                                size_t count) {
+    for (size_t i = 0; i < count; ++i) acc[i] = Op::Apply(acc[i], T::Load(input[i]));
+  }
+  [[gnu::always_inline]] static void Store(S* __restrict out, const C* __restrict acc,
+                                           size_t count) {
+    for (size_t i = 0; i < count; ++i) out[i] = T::Store(acc[i]);
+  }
+};
+
+#if defined(__x86_64__)
+// fp16 with F16C: vcvtph2ps / vcvtps2ph convert 8 values per instruction where the bit
+// manipulation takes about twenty, which is what keeps fp16 memory-bound. GCC does not vectorize
+// conversions through the intrinsics, so each step converts 8 values into a small fp32 array,
+// applies the op elementwise (which GCC turns into one vector op, keeping it in registers) and
+// converts back, fused in one pass; staging whole blocks through L1 instead cost a third of the
+// bandwidth. Tails use the bit manipulation, which gives identical results (both are exact,
+// round to nearest even, and keep NaN a NaN). These are called, not inlined: GCC refuses to
+// inline F16C code through the target-less bodies that lead to them.
+struct F16cHalf {
+  static constexpr size_t kStep = 8;
+
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToFloat8(float* out,
+                                                                        const uint16_t* in) {
+    _mm256_store_ps(out, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in))));
+  }
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToHalf8(uint16_t* out,
+                                                                       const float* in) {
+    // Immediate rounding control (nearest even), whatever MXCSR says.
+    const __m128i half = _mm256_cvtps_ph(_mm256_load_ps(in), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), half);
+  }
+
+  // out[i] = op(a[i], b[i]); each step reads before it writes, so out may be a or b.
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::noinline]] static void Reduce(void* out_ptr, const void* a_ptr,
+                                                                 const void* b_ptr, size_t count) {
+    auto* out = static_cast<uint16_t*>(out_ptr);
+    const auto* a = static_cast<const uint16_t*>(a_ptr);
+    const auto* b = static_cast<const uint16_t*>(b_ptr);
+    size_t i = 0;
+    for (; i + kStep <= count; i += kStep) {
+      alignas(32) float x[kStep];
+      alignas(32) float y[kStep];
+      ToFloat8(x, a + i);
+      ToFloat8(y, b + i);
+      for (size_t j = 0; j < kStep; ++j) x[j] = Op::Apply(x[j], y[j]);
+      ToHalf8(out + i, x);
+    }
+    for (; i < count; ++i) {
+      out[i] = FloatToHalfBits(Op::Apply(HalfBitsToFloat(a[i]), HalfBitsToFloat(b[i])));
+    }
+  }
+
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::noinline]] static void FirstPair(float* __restrict acc,
+                                                                    const uint16_t* __restrict a,
+                                                                    const uint16_t* __restrict b,
+                                                                    size_t count) {
+    size_t i = 0;
+    for (; i + kStep <= count; i += kStep) {
+      alignas(32) float y[kStep];
+      ToFloat8(acc + i, a + i);
+      ToFloat8(y, b + i);
+      for (size_t j = 0; j < kStep; ++j) acc[i + j] = Op::Apply(acc[i + j], y[j]);
+    }
+    for (; i < count; ++i) acc[i] = Op::Apply(HalfBitsToFloat(a[i]), HalfBitsToFloat(b[i]));
+  }
+
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::noinline]] static void Accumulate(
+      float* __restrict acc, const uint16_t* __restrict input, size_t count) {
+    size_t i = 0;
+    for (; i + kStep <= count; i += kStep) {
+      alignas(32) float y[kStep];
+      ToFloat8(y, input + i);
+      for (size_t j = 0; j < kStep; ++j) acc[i + j] = Op::Apply(acc[i + j], y[j]);
+    }
+    for (; i < count; ++i) acc[i] = Op::Apply(acc[i], HalfBitsToFloat(input[i]));
+  }
+
+  [[gnu::target("avx2,f16c"), gnu::noinline]] static void Store(uint16_t* __restrict out,
+                                                                const float* __restrict acc,
+                                                                size_t count) {
+    size_t i = 0;
+    for (; i + kStep <= count; i += kStep) ToHalf8(out + i, acc + i);
+    for (; i < count; ++i) out[i] = FloatToHalfBits(acc[i]);
+  }
+};
+#endif
+
+// A level's fp16 kernels: F16cHalf where the level has F16C, else the elementwise loops.
+template <DataType kType, bool kF16c>
+inline constexpr bool kUseF16c = kType == DataType::kFloat16&& kF16c;
+
+template <DataType kType, class Op, bool kF16c>
 [[gnu::always_inline]] inline void ReduceBody(void* out, const void* a, const void* b,
                                               size_t count) {
-  if constexpr (kType == DataType::kFloat16 && !std::is_void_v<HalfBlocks>) {
-    const void* inputs[2] = {a, b};
-    HalfStagedReduceMany<Op, HalfBlocks>(out, inputs, 2, count);
-  } else {
-    ElementwiseReduce<kType, Op>(out, a, b, count);
+#if defined(__x86_64__)
+  if constexpr (kUseF16c<kType, kF16c>) {
+    F16cHalf::Reduce<Op>(out, a, b, count);
+    return;
   }
+#endif
+  ElementwiseReduce<kType, Op>(out, a, b, count);
 }
 
 // ReduceMany works in blocks small enough for L1: the accumulator lives on the stack in the
@@ -331,57 +415,36 @@ template <DataType kType, class Op, class HalfBlocks>
 // written once per block after all inputs were read, so `out` may be any one of the inputs.
 inline constexpr size_t kManyBlockBytes = 8192;
 
-template <class T, class Op>
-[[gnu::always_inline]] inline void FirstPairBlock(typename T::Compute* __restrict acc,
-                                                  const typename T::Storage* __restrict a,
-                                                  const typename T::Storage* __restrict b,
-                                                  size_t count) {
-  for (size_t i = 0; i < count; ++i) acc[i] = Op::Apply(T::Load(a[i]), T::Load(b[i]));
-}
-
-template <class T, class Op>
-[[gnu::always_inline]] inline void AccumulateBlock(typename T::Compute* __restrict acc,
-                                                   const typename T::Storage* __restrict input,
-                                                   size_t count) {
-  for (size_t i = 0; i < count; ++i) acc[i] = Op::Apply(acc[i], T::Load(input[i]));
-}
-
-template <class T>
-[[gnu::always_inline]] inline void StoreBlock(typename T::Storage* __restrict out,
-                                              const typename T::Compute* __restrict acc,
-                                              size_t count) {
-  for (size_t i = 0; i < count; ++i) out[i] = T::Store(acc[i]);
-}
-
-template <DataType kType, class Op, class HalfBlocks>
+template <DataType kType, class Op, bool kF16c>
 [[gnu::always_inline]] inline void ReduceManyBody(void* out_ptr, const void* const* inputs,
                                                   int num_inputs, size_t count) {
-  using T = Traits<kType>;
-  using S = typename T::Storage;
-  using C = typename T::Compute;
+  using S = typename Traits<kType>::Storage;
+  using C = typename Traits<kType>::Compute;
+#if defined(__x86_64__)
+  using Blocks = std::conditional_t<kUseF16c<kType, kF16c>, F16cHalf, ElementwiseBlocks<kType>>;
+#else
+  using Blocks = ElementwiseBlocks<kType>;
+#endif
   if (num_inputs <= 0) return;
   auto* out = static_cast<S*>(out_ptr);
   if (num_inputs == 1) {
     if (out != inputs[0]) std::memmove(out, inputs[0], count * sizeof(S));
     return;
   }
-  if constexpr (kType == DataType::kFloat16 && !std::is_void_v<HalfBlocks>) {
-    HalfStagedReduceMany<Op, HalfBlocks>(out_ptr, inputs, num_inputs, count);
-    return;
-  } else if (num_inputs == 2) {  // one pass with no L1 detour; rounds once all the same
-    ElementwiseReduce<kType, Op>(out_ptr, inputs[0], inputs[1], count);
+  if (num_inputs == 2) {  // one pass with no L1 detour; rounds once all the same
+    ReduceBody<kType, Op, kF16c>(out_ptr, inputs[0], inputs[1], count);
     return;
   }
   constexpr size_t kBlock = kManyBlockBytes / sizeof(C);
   alignas(64) C acc[kBlock];
   for (size_t start = 0; start < count; start += kBlock) {
     const size_t length = std::min(kBlock, count - start);
-    FirstPairBlock<T, Op>(acc, static_cast<const S*>(inputs[0]) + start,
-                          static_cast<const S*>(inputs[1]) + start, length);
+    Blocks::template FirstPair<Op>(acc, static_cast<const S*>(inputs[0]) + start,
+                                   static_cast<const S*>(inputs[1]) + start, length);
     for (int k = 2; k < num_inputs; ++k) {
-      AccumulateBlock<T, Op>(acc, static_cast<const S*>(inputs[k]) + start, length);
+      Blocks::template Accumulate<Op>(acc, static_cast<const S*>(inputs[k]) + start, length);
     }
-    StoreBlock<T>(out + start, acc, length);
+    Blocks::Store(out + start, acc, length);
   }
 }
 
@@ -423,16 +486,16 @@ template <DataType kType>
 // ---------------------------------------------------------------------------------------------
 // Per-ISA entry points: the same bodies, inlined into functions compiled for each target.
 
-#define COHORT_DEFINE_REDUCE_ISA(Name, Attribute, HalfBlocks)                              \
+#define COHORT_DEFINE_REDUCE_ISA(Name, Attribute, kF16c)                                   \
   struct Name {                                                                            \
     template <DataType kType, class Op>                                                    \
     Attribute static void Reduce(void* out, const void* a, const void* b, size_t count) {  \
-      ReduceBody<kType, Op, HalfBlocks>(out, a, b, count);                                 \
+      ReduceBody<kType, Op, kF16c>(out, a, b, count);                                      \
     }                                                                                      \
     template <DataType kType, class Op>                                                    \
     Attribute static void ReduceMany(void* out, const void* const* inputs, int num_inputs, \
                                      size_t count) {                                       \
-      ReduceManyBody<kType, Op, HalfBlocks>(out, inputs, num_inputs, count);               \
+      ReduceManyBody<kType, Op, kF16c>(out, inputs, num_inputs, count);                    \
     }                                                                                      \
     template <DataType kType>                                                              \
     Attribute static void Scale(void* data, size_t count, int64_t divisor) {               \
@@ -440,33 +503,9 @@ template <DataType kType>
     }                                                                                      \
   }
 
-COHORT_DEFINE_REDUCE_ISA(BaselineIsa, , void);
+COHORT_DEFINE_REDUCE_ISA(BaselineIsa, , false);
 #if defined(__x86_64__)
-// fp16 <-> fp32 for blocks with F16C (8 values per instruction); tails use the bit manipulation,
-// which gives the same results (both are exact, round to nearest even, NaN stays NaN). Called,
-// not inlined, once per block: GCC will not inline F16C code through the target-less bodies.
-struct F16cHalfBlocks {
-  [[gnu::target("avx2,f16c")]] static void ToFloat(float* __restrict out,
-                                                   const uint16_t* __restrict in, size_t count) {
-    size_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-      const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
-      _mm256_storeu_ps(out + i, _mm256_cvtph_ps(half));
-    }
-    for (; i < count; ++i) out[i] = HalfBitsToFloat(in[i]);
-  }
-  [[gnu::target("avx2,f16c")]] static void ToHalf(uint16_t* __restrict out,
-                                                  const float* __restrict in, size_t count) {
-    size_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-      // Immediate rounding control (nearest even), whatever MXCSR says.
-      const __m128i half = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), half);
-    }
-    for (; i < count; ++i) out[i] = FloatToHalfBits(in[i]);
-  }
-};
-COHORT_DEFINE_REDUCE_ISA(Avx2Isa, [[gnu::target("avx2,fma,f16c")]], F16cHalfBlocks);
+COHORT_DEFINE_REDUCE_ISA(Avx2Isa, [[gnu::target("avx2,fma,f16c")]], true);
 // GCC's generic tuning stays at 256-bit vectors even with AVX-512 enabled; ask for 512 (clang
 // spells that differently and rejects GCC's spelling).
 #define COHORT_AVX512_TARGETS "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
@@ -475,7 +514,7 @@ COHORT_DEFINE_REDUCE_ISA(Avx2Isa, [[gnu::target("avx2,fma,f16c")]], F16cHalfBloc
 #else
 #define COHORT_AVX512_ATTRIBUTE [[gnu::target(COHORT_AVX512_TARGETS ",prefer-vector-width=512")]]
 #endif
-COHORT_DEFINE_REDUCE_ISA(Avx512Isa, COHORT_AVX512_ATTRIBUTE, F16cHalfBlocks);
+COHORT_DEFINE_REDUCE_ISA(Avx512Isa, COHORT_AVX512_ATTRIBUTE, true);
 #undef COHORT_AVX512_ATTRIBUTE
 #undef COHORT_AVX512_TARGETS
 #endif

@@ -41,10 +41,19 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_SOCKET_IFNAME", Type::kString, "",
        "Network interface whose IPv4 address the TCP transport listens on and publishes; empty: "
        "the address used to reach the bootstrap store, else all interfaces."},
-      {"COHORT_SPIN_US", Type::kInt, "0",
-       "Microseconds a waiting thread polls before it sleeps in the kernel (0: sleeps at once; "
-       "polling only pays when there are spare cores).",
-       {}, 0, 1'000'000},
+      {"COHORT_SPIN_US", Type::kInt, "-1",
+       "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): poll only "
+       "for peers on this host, and only when each local rank has a core of its own.",
+       {}, -1, 1'000'000},
+      {"COHORT_SHM", Type::kBool, "1",
+       "Ranks on the same host exchange data through shared memory (0: through TCP loopback)."},
+      {"COHORT_SHM_RING_BYTES", Type::kBytes, "1M",
+       "Size of each shared-memory ring (one per ordered pair of ranks on a host); a power of two.",
+       {}, 4096, int64_t{1} << 30},
+      {"COHORT_SHM_SINGLE_COPY_BYTES", Type::kBytes, "64K",
+       "Messages between ranks on one host at least this large are read straight from the "
+       "sender's memory (process_vm_readv); 0 always copies through the ring.",
+       {}, 0, int64_t{1} << 40},
       {"COHORT_HOST_ID", Type::kString, "",
        "Name of this host in topology and error messages; empty: the hostname."},
       {"COHORT_JOB_ID", Type::kString, "default",

@@ -297,14 +297,26 @@ struct Runner {
   }
 };
 
-using Param = std::tuple<int, std::string>;
+// How the ranks reach each other: all through shared memory (one host), all through TCP
+// (COHORT_SHM=0), or two "hosts" (COHORT_HOST_ID) with shared memory inside and TCP between.
+void SetLayout(const std::string& layout, int rank, int size) {
+  if (layout == "tcp") setenv("COHORT_SHM", "0", 1);
+  if (layout == "mixed") {
+    setenv("COHORT_HOST_ID", ("host" + std::to_string(rank * 2 / size)).c_str(), 1);
+  }
+}
+
+using Param = std::tuple<int, std::string, std::string>;
 
 class CollectiveTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(CollectiveTest, MatchesReference) {
-  auto [world, op] = GetParam();
-  testing::RunRanks(world, [op = op](int rank, int size, Bootstrap& bootstrap) {
+  auto [world, op, layout] = GetParam();
+  if (world == 1 && layout != "shm") GTEST_SKIP() << "one rank has no peers";
+  if (world == 2 && layout == "mixed") GTEST_SKIP() << "two ranks on two hosts is the tcp case";
+  testing::RunRanks(world, [op = op, layout = layout](int rank, int size, Bootstrap& bootstrap) {
     setenv("COHORT_CHUNK_BYTES", "4096", 1);
+    SetLayout(layout, rank, size);
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     Runner runner{**comm, ""};
@@ -353,16 +365,20 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values("allreduce_ring", "allreduce_recursive_doubling",
                                          "broadcast", "reduce", "allgather", "allgatherv",
                                          "reduce_scatter", "reduce_scatterv", "alltoall",
-                                         "alltoallv", "gather", "scatter", "sendrecv")),
+                                         "alltoallv", "gather", "scatter", "sendrecv"),
+                       ::testing::Values("shm", "tcp", "mixed")),
     [](const ::testing::TestParamInfo<Param>& info) {
-      return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks";
+      return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
+             std::get<2>(info.param);
     });
 
 // 64 MiB through the default pipeline, in place and not, with the tuner's choice.
-class LargeTest : public ::testing::TestWithParam<int> {};
+class LargeTest : public ::testing::TestWithParam<std::tuple<int, std::string>> {};
 
 TEST_P(LargeTest, Allreduce64MiB) {
-  testing::RunRanks(GetParam(), [](int rank, int size, Bootstrap& bootstrap) {
+  auto [world, layout] = GetParam();
+  testing::RunRanks(world, [layout = layout](int rank, int size, Bootstrap& bootstrap) {
+    SetLayout(layout, rank, size);
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "large"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     Runner runner{**comm, ""};
@@ -375,7 +391,9 @@ TEST_P(LargeTest, Allreduce64MiB) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Worlds, LargeTest, ::testing::Values(2, 3));
+INSTANTIATE_TEST_SUITE_P(Worlds, LargeTest,
+                         ::testing::Values(std::make_tuple(2, "shm"), std::make_tuple(2, "tcp"),
+                                           std::make_tuple(4, "mixed")));
 
 }  // namespace
 }  // namespace cohort

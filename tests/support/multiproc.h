@@ -35,7 +35,7 @@ class RankGroup {
   void Start(int size, RankBody body);
   pid_t pid(int rank) const { return pids_[rank]; }
   // Waits for every rank (killing those still running after `limit`).
-  std::vector<RankExit> Join(absl::Duration limit = absl::Seconds(90));
+  std::vector<RankExit> Join(absl::Duration limit = absl::Seconds(240));
   // A client of the group's store, for the test process itself.
   Bootstrap& store();
 
@@ -47,6 +47,6 @@ class RankGroup {
 };
 
 // Start + Join, expecting every rank to succeed.
-void RunRanks(int size, RankBody body, absl::Duration limit = absl::Seconds(90));
+void RunRanks(int size, RankBody body, absl::Duration limit = absl::Seconds(240));
 
 }  // namespace cohort::testing

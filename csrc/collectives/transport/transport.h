@@ -26,6 +26,10 @@ struct Request {
   size_t length = 0;        // bytes to send, or the exact number of bytes expected
   size_t transferred = 0;   // send: header + payload bytes written; receive: payload bytes read
   bool complete = false;
+  // Single-copy send to a peer on this host: the frame carries {address, id} instead of the
+  // payload, the peer reads the payload from this process, and its acknowledgement completes
+  // the request.
+  uint64_t remote[2] = {0, 0};
 };
 
 class Transport {
@@ -52,6 +56,10 @@ class Transport {
 
   // Makes a Progress blocked in another thread return soon. Thread-safe.
   virtual void Wake() = 0;
+
+  // How long a waiter should poll before sleeping when COHORT_SPIN_US is auto: worth it only
+  // where peers answer through memory and every local rank has a core of its own.
+  virtual int PreferredSpinMicros() const { return 0; }
 
   // Best effort: tells every peer this rank failed with `reason`, then forgets every queued
   // request (their owners are about to go away).

@@ -18,7 +18,11 @@ enum class FrameKind : uint8_t {
   kPointToPoint = 2,  // user send/recv, matched by tag in order
   kAbort = 3,       // the sender failed; payload is the reason
   kGoodbye = 4,     // the sender is closing its communicator cleanly
+  kAck = 5,         // the sender finished reading a single-copy payload (id in `sequence`)
 };
+
+// FrameHeader::reserved bits.
+inline constexpr uint32_t kFrameRemote = 1;  // payload is {address, id} to read from the sender
 
 // What a collective is, as every rank must agree on it.
 struct Fingerprint {

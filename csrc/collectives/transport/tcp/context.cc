@@ -7,11 +7,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "collectives/transport/tcp/address.h"
 #include "common/crypto.h"
 #include "common/logging.h"
@@ -81,7 +85,7 @@ absl::Status TcpTransport::Connect(Bootstrap& bootstrap) {
   } else {
     COHORT_ASSIGN_OR_RETURN(secret, bootstrap.Get(secret_key, deadline.Remaining()));
   }
-  Address self{hosts_[rank_], listen_ip, port};
+  Address self{hosts_[rank_], listen_ip, port, static_cast<int>(getpid()), HostIdentity()};
   COHORT_RETURN_IF_ERROR(bootstrap.Set(absl::StrCat(prefix, "/tcp/addr/", rank_), self.Serialize()));
 
   std::vector<Address> addresses(size_);
@@ -164,6 +168,8 @@ absl::Status TcpTransport::Connect(Bootstrap& bootstrap) {
     }
   }
 
+  COHORT_RETURN_IF_ERROR(SetUpSharedMemory(bootstrap, addresses, deadline));
+
   epoll_.Reset(epoll_create1(EPOLL_CLOEXEC));
   wake_.Reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!epoll_.valid() || !wake_.valid()) {
@@ -182,7 +188,9 @@ absl::Status TcpTransport::Connect(Bootstrap& bootstrap) {
     COHORT_RETURN_IF_ERROR(SetNoDelay(state.fd.get()));
     COHORT_RETURN_IF_ERROR(SetBufferSizes(state.fd.get(), options_.socket_buffer_bytes));
     epoll_event event = {};
-    event.events = EPOLLIN | EPOLLRDHUP;
+    // A local peer's frames come through shared memory; its socket only reports the close.
+    event.events = state.local ? EPOLLRDHUP : (EPOLLIN | EPOLLRDHUP);
+    state.readable_armed = !state.local;
     event.data.u32 = static_cast<uint32_t>(peer);
     if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, state.fd.get(), &event) != 0) {
       return absl::InternalError(absl::StrCat("epoll_ctl: ", std::strerror(errno)));
@@ -194,7 +202,7 @@ absl::Status TcpTransport::Connect(Bootstrap& bootstrap) {
 }
 
 void TcpTransport::Arm(Peer& peer) {
-  if (peer.closed) return;
+  if (peer.closed || peer.local) return;
   bool want_read = peer.state != ReadState::kStalled;
   bool want_write = !peer.sends.empty();
   if (want_read == peer.readable_armed && want_write == peer.writable_armed) return;
@@ -269,18 +277,74 @@ absl::Status TcpTransport::BeginCollective(const Fingerprint& fingerprint) {
   return absl::OkStatus();
 }
 
+size_t TcpTransport::PayloadBytes(const Request& request) const {
+  return (request.header.reserved & kFrameRemote) ? sizeof(request.remote) : request.length;
+}
+
+const char* TcpTransport::PayloadData(const Request& request) const {
+  return (request.header.reserved & kFrameRemote) ? reinterpret_cast<const char*>(request.remote)
+                                                  : request.data;
+}
+
 void TcpTransport::PostSend(Request* request) {
   request->direction = Request::Direction::kSend;
   request->header.length = request->length;
   request->transferred = 0;
   request->complete = false;
   Peer& peer = peers_[request->peer];
+  if (peer.single_copy && options_.single_copy_bytes > 0 &&
+      request->length >= options_.single_copy_bytes) {
+    // The peer copies the payload straight out of this process: one copy instead of two.
+    request->header.reserved |= kFrameRemote;
+    request->remote[0] = reinterpret_cast<uint64_t>(request->data);
+    request->remote[1] = next_remote_id_++;
+  }
   peer.sends.push_back(request);
   if (!failure_.ok()) return;
   if (peer.sends.size() == 1) {
     absl::Status status = FlushSends(peer, /*once=*/false);
     if (!status.ok()) (void)Fail(status);
   }
+}
+
+absl::Status TcpTransport::ReadRemote(Peer& peer, Request* request, const uint64_t descriptor[2]) {
+  size_t done = 0;
+  while (done < request->length) {
+    iovec local = {request->data + done, request->length - done};
+    iovec remote = {reinterpret_cast<void*>(descriptor[0] + done), request->length - done};
+    ssize_t got = process_vm_readv(peer.pid, &local, 1, &remote, 1, 0);
+    if (got <= 0) {
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && errno == ESRCH) return PeerLost(peer, "its process has exited");
+      if (got < 0 && errno == EFAULT) {
+        // The sender is failing and has let go of its buffer; its abort frame, which names the
+        // cause, is on its way. Wait for it a little before calling the peer lost.
+        if (peer.fault_deadline.IsNever()) peer.fault_deadline = Deadline::In(absl::Seconds(1));
+        return absl::OkStatus();
+      }
+      return Fail(absl::UnavailableError(absl::StrCat(
+          "cannot read a message from ", Name(peer.rank), " (process ", peer.pid,
+          ") in shared memory: ", got == 0 ? "nothing read" : std::strerror(errno),
+          ". The process may have died; set COHORT_SHM_SINGLE_COPY_BYTES=0 if this persists")));
+    }
+    done += static_cast<size_t>(got);
+  }
+  request->transferred = request->length;
+  request->complete = true;
+  QueueAck(peer, descriptor[1]);
+  return absl::OkStatus();
+}
+
+void TcpTransport::QueueAck(Peer& peer, uint64_t id) {
+  while (!peer.owned.empty() && peer.owned.front().complete) peer.owned.pop_front();
+  Request& ack = peer.owned.emplace_back();
+  ack.peer = peer.rank;
+  ack.header.kind = static_cast<uint8_t>(FrameKind::kAck);
+  ack.header.sequence = id;
+  ack.direction = Request::Direction::kSend;
+  peer.sends.push_back(&ack);
+  absl::Status status = FlushSends(peer, /*once=*/false);
+  if (!status.ok()) (void)Fail(status);
 }
 
 void TcpTransport::PostRecv(Request* request) {
@@ -302,6 +366,13 @@ void TcpTransport::PostRecv(Request* request) {
         return;
       }
       request->peer = rank;
+      if (it->header.reserved & kFrameRemote) {
+        uint64_t descriptor[2];
+        std::memcpy(descriptor, it->data.data(), sizeof(descriptor));
+        peer.early.erase(it);
+        (void)ReadRemote(peer, request, descriptor);
+        return;
+      }
       if (it->received == it->header.length) {
         if (request->length > 0) std::memcpy(request->data, it->data.data(), request->length);
         request->transferred = request->length;
@@ -312,7 +383,7 @@ void TcpTransport::PostRecv(Request* request) {
       }
       return;
     }
-    // A large frame waiting in the socket for exactly this receive.
+    // A large frame waiting in the stream for exactly this receive.
     if (peer.state == ReadState::kStalled && Matches(*request, peer.header)) {
       if (peer.header.length != request->length) {
         (void)Fail(absl::FailedPreconditionError(absl::StrCat(
@@ -339,11 +410,30 @@ void TcpTransport::PostRecv(Request* request) {
   }
 }
 
+Request* TcpTransport::TakeMatch(Peer& peer, const FrameHeader& header) {
+  auto take = [&](std::deque<Request*>& queue) -> Request* {
+    for (auto it = queue.begin(); it != queue.end(); ++it) {
+      if (Matches(**it, header)) {
+        Request* request = *it;
+        queue.erase(it);
+        return request;
+      }
+    }
+    return nullptr;
+  };
+  Request* request = take(peer.posted);
+  if (request == nullptr && header.kind == static_cast<uint8_t>(FrameKind::kPointToPoint)) {
+    request = take(any_source_);
+  }
+  return request;
+}
+
 absl::Status TcpTransport::OnHeader(Peer& peer) {
   const FrameHeader& header = peer.header;
   peer.target_request = nullptr;
   peer.target_early = nullptr;
   peer.target_got = 0;
+  peer.payload_length = header.length;
   FrameKind kind = static_cast<FrameKind>(header.kind);
   if (kind == FrameKind::kAbort) {
     if (header.length > (1 << 20)) return PeerLost(peer, "malformed abort frame");
@@ -354,6 +444,18 @@ absl::Status TcpTransport::OnHeader(Peer& peer) {
   }
   if (kind == FrameKind::kGoodbye) {
     peer.goodbye_received = true;
+    peer.state = ReadState::kHeader;
+    return absl::OkStatus();
+  }
+  if (kind == FrameKind::kAck) {
+    for (size_t i = 0; i < peer.awaiting_ack.size(); ++i) {
+      if (peer.awaiting_ack[i]->remote[1] == header.sequence) {
+        peer.awaiting_ack[i]->complete = true;
+        peer.awaiting_ack[i] = peer.awaiting_ack.back();
+        peer.awaiting_ack.pop_back();
+        break;
+      }
+    }
     peer.state = ReadState::kHeader;
     return absl::OkStatus();
   }
@@ -368,18 +470,14 @@ absl::Status TcpTransport::OnHeader(Peer& peer) {
     }
     COHORT_RETURN_IF_ERROR(CheckFingerprint(peer, header));
   }
-  auto take = [&](std::deque<Request*>& queue) -> Request* {
-    for (auto it = queue.begin(); it != queue.end(); ++it) {
-      if (Matches(**it, header)) {
-        Request* request = *it;
-        queue.erase(it);
-        return request;
-      }
-    }
-    return nullptr;
-  };
-  Request* request = take(peer.posted);
-  if (request == nullptr && kind == FrameKind::kPointToPoint) request = take(any_source_);
+  if (header.reserved & kFrameRemote) {
+    // Read the {address, id} descriptor first; matching happens when it is complete.
+    peer.payload_length = sizeof(peer.descriptor);
+    peer.target = reinterpret_cast<char*>(peer.descriptor);
+    peer.state = ReadState::kPayload;
+    return absl::OkStatus();
+  }
+  Request* request = TakeMatch(peer, header);
   if (request != nullptr) {
     if (header.length != request->length) {
       return Fail(absl::FailedPreconditionError(absl::StrCat(
@@ -412,6 +510,22 @@ absl::Status TcpTransport::OnPayloadComplete(Peer& peer) {
   if (kind == FrameKind::kAbort) {
     return Fail(absl::AbortedError(absl::StrCat(Name(peer.rank), " failed: ", peer.control)));
   }
+  if (peer.header.reserved & kFrameRemote) {
+    Request* request = TakeMatch(peer, peer.header);
+    if (request == nullptr) {
+      std::string descriptor(reinterpret_cast<const char*>(peer.descriptor),
+                             sizeof(peer.descriptor));
+      peer.early.push_back(Early{peer.header, descriptor, descriptor.size(), nullptr});
+      return absl::OkStatus();
+    }
+    if (peer.header.length != request->length) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          Name(peer.rank), " sent ", peer.header.length, " bytes but rank ", rank_, " expected ",
+          request->length, " for ", current_.Describe(), "; sizes must agree on every rank")));
+    }
+    request->peer = peer.rank;
+    return ReadRemote(peer, request, peer.descriptor);
+  }
   if (peer.target_request != nullptr) {
     peer.target_request->transferred = peer.header.length;
     peer.target_request->complete = true;
@@ -436,14 +550,76 @@ absl::Status TcpTransport::OnPayloadComplete(Peer& peer) {
   return absl::OkStatus();
 }
 
+ssize_t TcpTransport::StreamRead(Peer& peer, void* buffer, size_t length) {
+  if (!peer.local) return ::recv(peer.fd.get(), buffer, length, 0);
+  size_t got = peer.in.Read(buffer, length);
+  if (got == 0) {
+    errno = EAGAIN;
+    return -1;
+  }
+  shm::Ring(*peer.peer_doorbell);  // room for a writer that may be waiting
+  return static_cast<ssize_t>(got);
+}
+
+ssize_t TcpTransport::StreamWrite(Peer& peer, const iovec* iov, int count) {
+  if (!peer.local) {
+    msghdr message = {};
+    message.msg_iov = const_cast<iovec*>(iov);
+    message.msg_iovlen = static_cast<size_t>(count);
+    return ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  size_t wrote = peer.out.Write(iov, count);
+  if (wrote == 0) {
+    errno = EAGAIN;
+    return -1;
+  }
+  shm::Ring(*peer.peer_doorbell);  // data for a reader that may be asleep
+  return static_cast<ssize_t>(wrote);
+}
+
+absl::Status TcpTransport::WriteAllNow(Peer& peer, const iovec* iov, int count,
+                                       Deadline deadline) {
+  std::vector<iovec> rest(iov, iov + count);
+  size_t index = 0;
+  while (index < rest.size()) {
+    ssize_t wrote = StreamWrite(peer, rest.data() + index, static_cast<int>(rest.size() - index));
+    if (wrote < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return absl::UnavailableError(absl::StrCat("writing to ", Name(peer.rank), ": ",
+                                                   std::strerror(errno)));
+      }
+      if (deadline.Expired()) {
+        return absl::DeadlineExceededError(absl::StrCat(Name(peer.rank), " is not reading"));
+      }
+      if (peer.local) {
+        std::this_thread::yield();
+      } else {
+        pollfd entry = {peer.fd.get(), POLLOUT, 0};
+        ::poll(&entry, 1, deadline.RemainingMillis(100));
+      }
+      continue;
+    }
+    size_t left = static_cast<size_t>(wrote);
+    while (index < rest.size() && left >= rest[index].iov_len) {
+      left -= rest[index].iov_len;
+      ++index;
+    }
+    if (index < rest.size()) {
+      rest[index].iov_base = static_cast<char*>(rest[index].iov_base) + left;
+      rest[index].iov_len -= left;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TcpTransport::ReadPeer(Peer& peer) {
   if (peer.closed) return absl::OkStatus();
-  bool drained = false;  // a short read means the socket is empty for now; epoll says when not
+  bool drained = false;  // a short read means the stream is empty for now
   while (true) {
     if (peer.state == ReadState::kStalled) return absl::OkStatus();
     size_t staged = peer.staged_end - peer.staged_begin;
     if (peer.state == ReadState::kPayload) {
-      size_t remaining = peer.header.length - peer.target_got;
+      size_t remaining = peer.payload_length - peer.target_got;
       if (staged > 0 && remaining > 0) {
         size_t take = std::min(staged, remaining);
         std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin, take);
@@ -457,7 +633,7 @@ absl::Status TcpTransport::ReadPeer(Peer& peer) {
       }
       if (drained) return absl::OkStatus();
       if (remaining >= kDirectReadMin) {
-        ssize_t got = ::recv(peer.fd.get(), peer.target + peer.target_got, remaining, 0);
+        ssize_t got = StreamRead(peer, peer.target + peer.target_got, remaining);
         if (got > 0) {
           peer.target_got += static_cast<size_t>(got);
           if (static_cast<size_t>(got) < remaining) return absl::OkStatus();
@@ -484,7 +660,7 @@ absl::Status TcpTransport::ReadPeer(Peer& peer) {
       peer.staged_end = staged;
     }
     size_t room = peer.staging.size() - peer.staged_end;
-    ssize_t got = ::recv(peer.fd.get(), peer.staging.data() + peer.staged_end, room, 0);
+    ssize_t got = StreamRead(peer, peer.staging.data() + peer.staged_end, room);
     if (got > 0) {
       peer.staged_end += static_cast<size_t>(got);
       drained = static_cast<size_t>(got) < room;
@@ -512,17 +688,16 @@ absl::Status TcpTransport::FlushSends(Peer& peer, bool once) {
       } else {
         offset -= sizeof(FrameHeader);
       }
-      if (request->length > offset) {
-        size_t take = std::min(request->length - offset, kMaxSendBytes - requested);
-        iov[count++] = {request->data + offset, take};
+      size_t payload = PayloadBytes(*request);
+      if (payload > offset) {
+        size_t take = std::min(payload - offset, kMaxSendBytes - std::min(requested, kMaxSendBytes));
+        if (take == 0) break;
+        iov[count++] = {const_cast<char*>(PayloadData(*request)) + offset, take};
         requested += take;
       }
       if (requested >= kMaxSendBytes) break;
     }
-    msghdr message = {};
-    message.msg_iov = iov;
-    message.msg_iovlen = static_cast<size_t>(count);
-    ssize_t wrote = ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t wrote = StreamWrite(peer, iov, count);
     if (wrote < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
       return PeerLost(peer, std::strerror(errno));
@@ -530,16 +705,20 @@ absl::Status TcpTransport::FlushSends(Peer& peer, bool once) {
     size_t left = static_cast<size_t>(wrote);
     while (left > 0) {
       Request* request = peer.sends.front();
-      size_t total = sizeof(FrameHeader) + request->length;
+      size_t total = sizeof(FrameHeader) + PayloadBytes(*request);
       size_t take = std::min(left, total - request->transferred);
       request->transferred += take;
       left -= take;
       if (request->transferred == total) {
-        request->complete = true;
         peer.sends.pop_front();
+        if (request->header.reserved & kFrameRemote) {
+          peer.awaiting_ack.push_back(request);  // complete when the peer has read it
+        } else {
+          request->complete = true;
+        }
       }
     }
-    // A full socket, or a fair share written: let the caller read before writing more, so
+    // A full stream, or a fair share written: let the caller read before writing more, so
     // both directions of a connection keep moving.
     if (static_cast<size_t>(wrote) < requested || once) break;
   }
@@ -547,7 +726,78 @@ absl::Status TcpTransport::FlushSends(Peer& peer, bool once) {
   return absl::OkStatus();
 }
 
+bool TcpTransport::PollSharedMemory(absl::Status* status) {
+  bool moved = false;
+  for (int rank : local_ranks_) {
+    Peer& peer = peers_[rank];
+    if (peer.closed) continue;
+    if (!peer.fault_deadline.IsNever() && peer.fault_deadline.Expired()) {
+      *status = PeerLost(peer, "a message it announced vanished from its memory");
+      return true;
+    }
+    if (!peer.sends.empty()) {
+      size_t before = peer.sends.size();
+      size_t front = peer.sends.front()->transferred;
+      *status = FlushSends(peer, /*once=*/false);
+      if (!status->ok()) return true;
+      moved |= peer.sends.size() != before ||
+               (!peer.sends.empty() && peer.sends.front()->transferred != front);
+    }
+    if (peer.state != ReadState::kStalled &&
+        (peer.in.AvailableBytes() > 0 || peer.staged_end > peer.staged_begin)) {
+      *status = ReadPeer(peer);
+      if (!status->ok()) return true;
+      moved = true;
+    }
+  }
+  return moved;
+}
+
+bool TcpTransport::RemoteWorkPending() const {
+  if (remote_peers_ == 0) return false;
+  if (!any_source_.empty()) return true;
+  for (const Peer& peer : peers_) {
+    if (peer.rank == rank_ || peer.local || peer.closed || !peer.fd.valid()) continue;
+    if (!peer.sends.empty() || !peer.posted.empty() || peer.state != ReadState::kHeader ||
+        !peer.awaiting_ack.empty()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 absl::Status TcpTransport::Progress(int timeout_ms) {
+  if (!failure_.ok()) return failure_;
+  if (local_ranks_.empty()) return PollSockets(timeout_ms);
+  absl::Status status;
+  bool moved = PollSharedMemory(&status);
+  if (!status.ok()) return Fail(status);
+  if (moved || timeout_ms == 0) {
+    // Polling: sockets (closes, remote peers) are looked at every so often, not every time.
+    if (remote_peers_ > 0 || (++polls_ & 255) == 0) return PollSockets(0);
+    return failure_;
+  }
+  if (RemoteWorkPending()) {
+    // Both kinds of peers matter: short epoll slices between looks at shared memory.
+    return PollSockets(std::min(timeout_ms, 1));
+  }
+  // Only local peers: sleep on our doorbell until someone gives us data or room.
+  shm::Doorbell& doorbell = segment_.doorbell();
+  doorbell.sleeping.store(1, std::memory_order_seq_cst);
+  uint32_t seen = doorbell.value.load(std::memory_order_seq_cst);
+  moved = PollSharedMemory(&status);
+  if (!status.ok()) {
+    doorbell.sleeping.store(0);
+    return Fail(status);
+  }
+  if (!moved) shm::Sleep(doorbell, seen, std::min(timeout_ms < 0 ? 10 : timeout_ms, 10));
+  doorbell.sleeping.store(0, std::memory_order_relaxed);
+  (void)PollSharedMemory(&status);
+  if (!status.ok()) return Fail(status);
+  return PollSockets(0);
+}
+
+absl::Status TcpTransport::PollSockets(int timeout_ms) {
   if (!failure_.ok()) return failure_;
   epoll_event events[64];
   int ready = epoll_wait(epoll_.get(), events, 64, timeout_ms);
@@ -565,6 +815,15 @@ absl::Status TcpTransport::Progress(int timeout_ms) {
     }
     Peer& peer = peers_[index];
     if (peer.closed) continue;
+    if (peer.local) {
+      // The socket of a local peer only reports its close. Take what it left in the ring
+      // first (its goodbye or abort), then judge the close.
+      absl::Status status = ReadPeer(peer);
+      if (!status.ok()) return Fail(status);
+      status = PeerLost(peer, "the peer closed the connection");
+      if (!status.ok()) return status;
+      continue;
+    }
     if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
       if (peer.state == ReadState::kStalled) {
         // Only a hang-up can wake a stalled peer; the data stays in the socket.
@@ -593,10 +852,22 @@ absl::Status TcpTransport::Progress(int timeout_ms) {
   return failure_;
 }
 
+int TcpTransport::PreferredSpinMicros() const {
+  if (local_ranks_.empty()) return 0;
+  // Polling pays only when every rank on this host has a core to itself.
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return static_cast<long>(local_ranks_.size()) + 1 <= cores ? 200 : 0;
+}
+
 void TcpTransport::Wake() {
   uint64_t one = 1;
   ssize_t ignored = ::write(wake_.get(), &one, sizeof(one));
   (void)ignored;
+  if (!local_ranks_.empty()) {
+    shm::Doorbell& doorbell = segment_.doorbell();
+    doorbell.value.fetch_add(1);
+    shm::Ring(doorbell);
+  }
 }
 
 void TcpTransport::AbortPeers(const std::string& reason) {
@@ -606,39 +877,53 @@ void TcpTransport::AbortPeers(const std::string& reason) {
   for (Peer& peer : peers_) {
     if (peer.rank == rank_ || peer.closed || peer.sends.empty()) continue;
     Request* front = peer.sends.front();
-    size_t total = sizeof(FrameHeader) + front->length;
+    size_t total = sizeof(FrameHeader) + PayloadBytes(*front);
     if (front->transferred == 0 || front->transferred == total) continue;
     size_t offset = front->transferred;
-    absl::Status status = absl::OkStatus();
+    iovec iov[2];
+    int count = 0;
     if (offset < sizeof(FrameHeader)) {
-      status = WriteFully(peer.fd.get(), reinterpret_cast<char*>(&front->header) + offset,
-                          sizeof(FrameHeader) - offset, deadline, Name(peer.rank));
+      iov[count++] = {reinterpret_cast<char*>(&front->header) + offset,
+                      sizeof(FrameHeader) - offset};
       offset = sizeof(FrameHeader);
     }
-    if (status.ok()) {
-      status = WriteFully(peer.fd.get(), front->data + (offset - sizeof(FrameHeader)),
-                          total - offset, deadline, Name(peer.rank));
-    }
-    if (status.ok()) {
+    iov[count++] = {const_cast<char*>(PayloadData(*front)) + (offset - sizeof(FrameHeader)),
+                    total - offset};
+    if (WriteAllNow(peer, iov, count, deadline).ok()) {
       front->transferred = total;
       peer.sends.pop_front();
+      if (front->header.reserved & kFrameRemote) peer.awaiting_ack.push_back(front);
     }
   }
+  // Nothing more goes out but the abort; single-copy sends already announced stay readable
+  // until the peer has taken them (or a short deadline), so it does not read freed memory.
+  std::vector<std::vector<Request*>> announced(peers_.size());
+  for (Peer& peer : peers_) announced[peer.rank].swap(peer.awaiting_ack);
   DropRequests();
+  for (Peer& peer : peers_) peer.awaiting_ack.swap(announced[peer.rank]);
   std::string text = reason.substr(0, 4096);
   FrameHeader header = {};
   header.kind = static_cast<uint8_t>(FrameKind::kAbort);
   header.length = text.size();
   for (Peer& peer : peers_) {
     if (peer.rank == rank_ || peer.closed || !peer.fd.valid()) continue;
-    // A half-written frame cannot be interrupted; its reader finds out from the close.
     if (peer.send_mid_frame) continue;
     iovec iov[2] = {{&header, sizeof(header)}, {text.data(), text.size()}};
-    msghdr message = {};
-    message.msg_iov = iov;
-    message.msg_iovlen = 2;
-    ssize_t ignored = ::sendmsg(peer.fd.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
+    (void)WriteAllNow(peer, iov, 2, Deadline::In(absl::Milliseconds(100)));
+  }
+  Deadline reads = Deadline::In(absl::Milliseconds(500));
+  for (int rank : local_ranks_) {
+    Peer& peer = peers_[rank];
+    while (!peer.awaiting_ack.empty() && !peer.closed && !reads.Expired() &&
+           peer.state != ReadState::kStalled) {
+      if (peer.in.AvailableBytes() == 0 && peer.staged_end == peer.staged_begin) {
+        std::this_thread::yield();
+        continue;
+      }
+      // Errors here (other peers' aborts) change nothing: this rank has failed already.
+      (void)ReadPeer(peer);
+    }
+    peer.awaiting_ack.clear();
   }
 }
 
@@ -647,10 +932,11 @@ void TcpTransport::DropRequests() {
     if (!peer.sends.empty() && peer.sends.front()->transferred > 0) peer.send_mid_frame = true;
     peer.sends.clear();
     peer.posted.clear();
+    peer.awaiting_ack.clear();
     for (Early& early : peer.early) early.claimed_by = nullptr;
     if (peer.target_request != nullptr) {
       // Keep the stream in sync: the rest of this payload is read and discarded.
-      peer.control.assign(peer.header.length, '\0');
+      peer.control.assign(peer.payload_length, '\0');
       std::memcpy(peer.control.data(), peer.target, peer.target_got);
       peer.target = peer.control.data();
       peer.target_request = nullptr;
@@ -665,7 +951,8 @@ void TcpTransport::Close(bool clean, Deadline deadline) {
     header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
     for (Peer& peer : peers_) {
       if (peer.rank == rank_ || peer.closed || !peer.fd.valid() || peer.send_mid_frame) continue;
-      (void)WriteFully(peer.fd.get(), &header, sizeof(header), deadline, Name(peer.rank));
+      iovec iov = {&header, sizeof(header)};
+      (void)WriteAllNow(peer, &iov, 1, deadline);
     }
     return;
   }
@@ -695,6 +982,83 @@ void TcpTransport::Close(bool clean, Deadline deadline) {
       }
     }
   }
+}
+
+absl::Status TcpTransport::SetUpSharedMemory(Bootstrap& bootstrap,
+                                            const std::vector<Address>& addresses,
+                                            Deadline deadline) {
+  if (!options_.shared_memory) {
+    remote_peers_ = size_ - 1;
+    return absl::OkStatus();
+  }
+  std::string self_id = HostIdentity();
+  std::vector<int> group;  // every rank on this host, ours included, in rank order
+  for (int rank = 0; rank < size_; ++rank) {
+    if (rank == rank_ || addresses[rank].host_id == self_id) group.push_back(rank);
+  }
+  remote_peers_ = size_ - static_cast<int>(group.size());
+  if (group.size() == 1) return absl::OkStatus();
+  const int slots = static_cast<int>(group.size()) - 1;
+  // The slot of `sender` among the inbound rings of `receiver`.
+  auto slot = [&](int sender, int receiver) {
+    int s = static_cast<int>(std::find(group.begin(), group.end(), sender) - group.begin());
+    int r = static_cast<int>(std::find(group.begin(), group.end(), receiver) - group.begin());
+    return s - (s > r ? 1 : 0);
+  };
+  const std::string& prefix = options_.prefix;
+  std::string name = absl::StrCat("/cohort-", getpid(), "-", crypto::RandomHex(6));
+  COHORT_ASSIGN_OR_RETURN(segment_, shm::Segment::Create(name, slots, options_.ring_bytes));
+  // A cookie peers read from our memory to learn whether single-copy reads work here.
+  static const uint64_t cookie = 0x636f686f7274ULL ^ static_cast<uint64_t>(getpid());
+  COHORT_RETURN_IF_ERROR(bootstrap.Set(
+      absl::StrCat(prefix, "/shm/", rank_),
+      absl::StrCat(name, " ", reinterpret_cast<uint64_t>(&cookie), " ", cookie)));
+  peer_segments_.resize(size_);
+  for (int rank : group) {
+    if (rank == rank_) continue;
+    COHORT_ASSIGN_OR_RETURN(std::string text,
+                            bootstrap.Get(absl::StrCat(prefix, "/shm/", rank), deadline.Remaining()));
+    std::vector<std::string> parts = absl::StrSplit(text, ' ');
+    uint64_t cookie_address = 0, cookie_value = 0;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &cookie_address) ||
+        !absl::SimpleAtoi(parts[2], &cookie_value)) {
+      return absl::DataLossError(absl::StrCat("malformed shared-memory record of rank ", rank));
+    }
+    COHORT_ASSIGN_OR_RETURN(peer_segments_[rank],
+                            shm::Segment::Open(parts[0], slots, options_.ring_bytes));
+    Peer& peer = peers_[rank];
+    peer.local = true;
+    peer.pid = addresses[rank].pid;
+    peer.out = peer_segments_[rank].ring(slot(rank_, rank));
+    peer.in = segment_.ring(slot(rank, rank_));
+    peer.peer_doorbell = &peer_segments_[rank].doorbell();
+    uint64_t seen = 0;
+    iovec local = {&seen, sizeof(seen)};
+    iovec remote = {reinterpret_cast<void*>(cookie_address), sizeof(seen)};
+    peer.single_copy = process_vm_readv(peer.pid, &local, 1, &remote, 1, 0) ==
+                           static_cast<ssize_t>(sizeof(seen)) &&
+                       seen == cookie_value;
+    if (!peer.single_copy) {
+      COHORT_LOG(INFO) << "single-copy reads from rank " << rank << " are not permitted ("
+                       << std::strerror(errno) << "); large messages go through the ring";
+    }
+    local_ranks_.push_back(rank);
+    COHORT_RETURN_IF_ERROR(bootstrap.Add(absl::StrCat(prefix, "/shm/mapped/", rank), 1).status());
+  }
+  // Unlink as soon as every local peer has mapped our segment: a crash leaves nothing behind.
+  const std::string mapped_key = absl::StrCat(prefix, "/shm/mapped/", rank_);
+  while (true) {
+    COHORT_ASSIGN_OR_RETURN(int64_t mapped, bootstrap.Add(mapped_key, 0));
+    if (mapped >= slots) break;
+    if (deadline.Expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank ", rank_, " timed out waiting for the ranks on its host to map its shared memory"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  segment_.Unlink();
+  COHORT_LOG(DEBUG) << "shared memory with ranks on this host: " << local_ranks_.size();
+  return absl::OkStatus();
 }
 
 }  // namespace cohort::tcp

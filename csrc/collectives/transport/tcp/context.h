@@ -1,8 +1,14 @@
-// The TCP transport: a full mesh of non-blocking sockets (one per peer) built from addresses
-// exchanged through the bootstrap, with an authenticated handshake, driven by one epoll set.
-// Matching lives here: frames go straight into posted receive buffers; early small frames are
-// buffered, early large ones wait in the socket until their receive is posted.
+// The mesh transport: a full mesh of non-blocking TCP sockets (one per peer) built from
+// addresses exchanged through the bootstrap, with an authenticated handshake, driven by one
+// epoll set. Peers on the same host move their frames through shared-memory rings instead
+// (transport/shm), large payloads by a single copy from the sender's memory; their socket stays
+// open so that a crash is still seen at once. Matching lives here: frames go straight into
+// posted receive buffers; early small frames are buffered, early large ones wait in the stream
+// until their receive is posted.
 #pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <deque>
 #include <list>
@@ -12,6 +18,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "collectives/transport/shm/ring.h"
+#include "collectives/transport/shm/segment.h"
+#include "collectives/transport/tcp/address.h"
 #include "collectives/transport/transport.h"
 #include "common/bootstrap.h"
 #include "common/socket.h"
@@ -23,6 +32,9 @@ struct TcpOptions {
   absl::Duration timeout = absl::Seconds(300);  // for connecting the mesh
   size_t eager_bytes = 256 << 10;
   int64_t socket_buffer_bytes = 0;  // 0: kernel autotuning
+  bool shared_memory = true;        // peers on this host talk through shared memory
+  size_t ring_bytes = 1 << 20;      // per ordered pair; a power of two
+  size_t single_copy_bytes = 64 << 10;  // 0: never read from the peer's memory directly
 };
 
 class TcpTransport final : public Transport {
@@ -43,6 +55,10 @@ class TcpTransport final : public Transport {
   void AbortPeers(const std::string& reason) override;
   void DropRequests() override;
   void Close(bool clean, Deadline deadline) override;
+  int PreferredSpinMicros() const override;
+
+  // Ranks reached through shared memory (for tests and topology output).
+  const std::vector<int>& local_peers() const { return local_ranks_; }
 
  private:
   struct Early {  // a frame that arrived before its receive was posted
@@ -59,6 +75,18 @@ class TcpTransport final : public Transport {
     bool goodbye_received = false;
     bool writable_armed = false;
     bool send_mid_frame = false;  // requests were dropped while a frame was half written
+    // Same host: frames go through shared memory; the socket only reports the close.
+    bool local = false;
+    pid_t pid = 0;
+    bool single_copy = false;  // reading this peer's memory (process_vm_readv) works
+    shm::RingView out;         // our ring in the peer's segment
+    shm::RingView in;          // the peer's ring in our segment
+    shm::Doorbell* peer_doorbell = nullptr;
+    std::deque<Request> owned;            // acknowledgements this transport sends
+    std::vector<Request*> awaiting_ack;   // single-copy sends the peer has yet to read
+    uint64_t descriptor[2] = {0, 0};      // payload of a single-copy frame being read
+    size_t payload_length = 0;            // stream bytes of the frame being read
+    Deadline fault_deadline = Deadline::Never();  // a single-copy read failed; abort expected
     bool readable_armed = true;
     std::deque<Request*> sends;
     std::deque<Request*> posted;  // receives from this peer
@@ -84,6 +112,21 @@ class TcpTransport final : public Transport {
   absl::Status FlushSends(Peer& peer, bool once);
   absl::Status PeerLost(Peer& peer, const std::string& why);
   absl::Status CheckFingerprint(const Peer& peer, const FrameHeader& header) const;
+  absl::Status SetUpSharedMemory(Bootstrap& bootstrap, const std::vector<Address>& addresses,
+                                 Deadline deadline);
+  // Byte streams: the socket, or the shared-memory rings for local peers. Read returns bytes
+  // read, 0 at the peer's close, -1 with errno EAGAIN when nothing is there.
+  ssize_t StreamRead(Peer& peer, void* buffer, size_t length);
+  ssize_t StreamWrite(Peer& peer, const iovec* iov, int count);
+  absl::Status WriteAllNow(Peer& peer, const iovec* iov, int count, Deadline deadline);
+  bool PollSharedMemory(absl::Status* status);
+  absl::Status PollSockets(int timeout_ms);
+  bool RemoteWorkPending() const;
+  Request* TakeMatch(Peer& peer, const FrameHeader& header);
+  absl::Status ReadRemote(Peer& peer, Request* request, const uint64_t descriptor[2]);
+  void QueueAck(Peer& peer, uint64_t id);
+  size_t PayloadBytes(const Request& request) const;
+  const char* PayloadData(const Request& request) const;
   bool Matches(const Request& request, const FrameHeader& header) const;
   void Arm(Peer& peer);
   std::string Name(int rank) const;
@@ -95,6 +138,12 @@ class TcpTransport final : public Transport {
   std::vector<std::string> hosts_;
   std::vector<Peer> peers_;  // indexed by rank; peers_[rank_] unused
   std::deque<Request*> any_source_;  // point-to-point receives from any peer
+  std::vector<int> local_ranks_;     // peers on this host, through shared memory
+  int remote_peers_ = 0;
+  shm::Segment segment_;             // our doorbell and inbound rings
+  std::vector<shm::Segment> peer_segments_;  // indexed by rank; mapped for local peers
+  uint64_t next_remote_id_ = 1;
+  uint64_t polls_ = 0;
   Fd epoll_;
   Fd wake_;  // eventfd
   Fingerprint current_;
