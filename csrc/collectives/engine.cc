@@ -14,6 +14,9 @@ namespace {
 
 bool IsPointToPoint(OpType op) { return op == OpType::kSend || op == OpType::kRecv; }
 
+// Collectives up to this size do not wake the progress thread when it is napping.
+constexpr size_t kLazyStartBytes = 64 << 10;
+
 size_t Sum(const std::vector<size_t>& values) {
   return std::accumulate(values.begin(), values.end(), size_t{0});
 }
@@ -141,7 +144,12 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
       valid = absl::FailedPreconditionError("the communicator has been destroyed");
     } else {
       queue_.push_back(operation);
-      kick_ = true;
+      // Waking the progress thread costs a system call and a core. A small collective is
+      // usually waited for at once and then runs on the waiting thread; while the progress
+      // thread naps in short slices it picks up the rest within a millisecond anyway.
+      bool small = !IsPointToPoint(operation->args.op) &&
+                   OpBytes(operation->args, size_) <= kLazyStartBytes;
+      if (!(small && napping_)) kick_ = true;
     }
   }
   if (!valid.ok()) {
@@ -187,16 +195,28 @@ void Engine::AfterRelease() {
 
 void Engine::ProgressThread() {
   pthread_setname_np(pthread_self(), "cohort-progress");
+  int idle_naps = 0;
   while (true) {
     {
       absl::MutexLock lock(&queue_mutex_);
-      queue_mutex_.Await(absl::Condition(
-          +[](Engine* engine) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return engine->kick_ || engine->stop_;
-          },
-          this));
+      auto kicked = +[](Engine* engine) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return engine->kick_ || engine->stop_;
+      };
+      if (napping_) {
+        queue_mutex_.AwaitWithTimeout(absl::Condition(kicked, this), absl::Milliseconds(1));
+      } else {
+        queue_mutex_.Await(absl::Condition(kicked, this));
+      }
       if (stop_) return;
+      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0;
       kick_ = false;
+      if (!work) {
+        // After a second without work, sleep until kicked: every submission kicks then.
+        if (++idle_naps > 1000) napping_ = false;
+        continue;
+      }
+      idle_naps = 0;
+      napping_ = true;
     }
     // Whoever holds the engine now will kick us again if work remains when it lets go.
     if (!executing_.TryLock()) continue;

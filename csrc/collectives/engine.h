@@ -86,6 +86,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::deque<std::shared_ptr<Operation>> queue_ ABSL_GUARDED_BY(queue_mutex_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(queue_mutex_) = 1;
   bool kick_ ABSL_GUARDED_BY(queue_mutex_) = false;
+  // The progress thread sleeps in 1 ms naps while the communicator is busy (small submissions
+  // need not wake it), and without a timeout after a second of idleness.
+  bool napping_ ABSL_GUARDED_BY(queue_mutex_) = false;
   bool stop_ ABSL_GUARDED_BY(queue_mutex_) = false;
   bool shut_down_ ABSL_GUARDED_BY(queue_mutex_) = false;
   absl::Status broken_ ABSL_GUARDED_BY(queue_mutex_);

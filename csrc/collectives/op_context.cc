@@ -1,5 +1,7 @@
 #include "collectives/op_context.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -71,11 +73,15 @@ absl::Status OpContext::Wait(Request* request) {
   int spin = settings_.spin_microseconds >= 0 ? settings_.spin_microseconds
                                               : transport_.PreferredSpinMicros();
   int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
+  uint32_t polls = 0;
   while (!request->complete) {
     if (aborted_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("the communicator was aborted");
     }
     bool spinning = NowNanos() < spin_until;
+    // While polling, give the core away now and then: on a busy host the peer we wait for may
+    // need it.
+    if (spinning && (++polls & 15) == 0) sched_yield();
     absl::Status status = transport_.Progress(spinning ? 0 : deadline_.RemainingMillis(100));
     if (!status.ok()) return status;
     if (!request->complete && deadline_.Expired()) return TimeoutError(request);
