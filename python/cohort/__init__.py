@@ -8,6 +8,7 @@ works with every init_method torch supports (env://, tcp://, file://, or an expl
 CPU tensors run on libcohort (TCP, shared memory when available); CUDA tensors go to NCCL when the
 extension was built with it, else they are staged through host memory. See docs/backend.md.
 """
+import datetime
 import os
 
 import torch
@@ -15,7 +16,9 @@ import torch.distributed as dist
 
 from . import _C
 
-__all__ = ["BACKEND", "abort", "communicator_name", "is_available", "work_exception"]
+__all__ = [
+    "BACKEND", "abort", "communicator_name", "create_backend", "is_available", "work_exception"
+]
 
 BACKEND = "cohort"
 __version__ = "0.1.0"
@@ -41,9 +44,20 @@ def _store_host(store):
     return os.environ.get("MASTER_ADDR", "")
 
 
-def _create(store, rank, size, timeout):
-    """torch's creator signature: (store, group rank, group size, timeout)."""
-    return _C.create_backend(store, rank, size, timeout, _store_host(store))
+def _create(options, backend_options=None):
+    """torch's extended creator API (1.13 and 2.x): options carry the group's store, rank,
+    size, timeout and name. The name keeps communicators of different groups apart even
+    where their stores' prefixes would not."""
+    del backend_options  # cohort has no backend-specific options
+    return create_backend(options.store, options.group_rank, options.group_size,
+                          options.timeout, group_name=options.group_id)
+
+
+def create_backend(store, rank, size, timeout, group_name="cohort"):
+    """Creates a cohort backend object directly (torch calls this through the registry)."""
+    if not isinstance(timeout, datetime.timedelta):
+        timeout = datetime.timedelta(seconds=float(timeout))
+    return _C.create_backend(store, rank, size, timeout, _store_host(store), str(group_name))
 
 
 def _backend_of(group):
@@ -82,9 +96,10 @@ def _register():
 
     parameters = inspect.signature(dist.Backend.register_backend).parameters
     if "devices" in parameters:  # torch >= 2.1: say which devices the backend takes
-        dist.Backend.register_backend(BACKEND, _create, devices=["cpu", "cuda"])
+        dist.Backend.register_backend(BACKEND, _create, extended_api=True,
+                                      devices=["cpu", "cuda"])
     else:
-        dist.Backend.register_backend(BACKEND, _create)
+        dist.Backend.register_backend(BACKEND, _create, extended_api=True)
 
 
 _register()

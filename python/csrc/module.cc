@@ -34,18 +34,20 @@ PYBIND11_MODULE(_C, module) {
   module.def(
       "create_backend",
       [](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-         std::chrono::milliseconds timeout, const std::string& store_host) {
+         std::chrono::milliseconds timeout, const std::string& store_host,
+         const std::string& group_name) {
         c10::intrusive_ptr<BackendBase> backend;
         {
           // Connecting waits for every rank; Python stores need the GIL meanwhile.
           py::gil_scoped_release release;
           backend = c10::make_intrusive<ProcessGroupCohort>(
-              store, rank, size, timeout, cohort::torch_ext::LocalAddressToward(store_host));
+              store, rank, size, timeout, cohort::torch_ext::LocalAddressToward(store_host),
+              group_name);
         }
         return backend;
       },
       py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"),
-      py::arg("store_host") = "",
+      py::arg("store_host") = "", py::arg("group_name") = "cohort",
       "Creates the backend for one group: connects to every rank through `store`.");
   module.def(
       "communicator_name",

@@ -2,6 +2,7 @@
 
 #include <Python.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -140,7 +141,8 @@ std::vector<size_t> SplitCounts(const std::vector<int64_t>& splits, const at::Te
 
 ProcessGroupCohort::ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                        int size, std::chrono::milliseconds timeout,
-                                       const std::string& local_address)
+                                       const std::string& local_address,
+                                       const std::string& group_name)
     : BackendBase(rank, size), store_(store), timeout_(timeout) {
   bootstrap_ = std::make_unique<StoreBootstrap>(store, local_address);
   // Several groups (new_group, or a re-initialised default group) may share one store: every
@@ -149,7 +151,9 @@ ProcessGroupCohort::ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& st
   absl::StatusOr<int64_t> generation = bootstrap_->Add("cohort/communicators", 1);
   TORCH_CHECK(generation.ok(), "cohort: creating the process group (rank ", rank, " of ", size,
               ") failed: ", generation.status().message());
-  name_ = absl::StrCat("cohort/", (*generation - 1) / size);
+  std::string group = group_name.empty() ? "cohort" : group_name;
+  std::replace(group.begin(), group.end(), ' ', '_');
+  name_ = absl::StrCat("cohort/", group, "/", (*generation - 1) / size);
   CommOptions options;
   options.name = name_;
   options.timeout = timeout.count() > 0 ? absl::FromChrono(timeout) : absl::ZeroDuration();

@@ -24,9 +24,10 @@ class ProcessGroupCohort final : public BackendBase {
  public:
   // Connects to every rank of the group (blocks until all have joined or `timeout` passes;
   // throws with libcohort's message on failure). `timeout` is init_process_group's and bounds
-  // every operation.
+  // every operation. `group_name` is torch's name for the group (part of the communicator's).
   ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-                     std::chrono::milliseconds timeout, const std::string& local_address);
+                     std::chrono::milliseconds timeout, const std::string& local_address,
+                     const std::string& group_name);
   ~ProcessGroupCohort() override;
 
   const std::string getBackendName() const override { return "cohort"; }

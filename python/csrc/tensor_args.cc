@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/reduce.h"
 
 namespace cohort::torch_ext {
 
@@ -93,6 +94,9 @@ Elements ReducedElements(const at::Tensor& tensor, const c10d::ReduceOp& op, con
   ReduceOp reduce_op = ToReduceOp(op, tensor.scalar_type(), what);
   if (ToDataType(tensor.scalar_type(), &elements.type)) {
     elements.count = static_cast<size_t>(tensor.numel());
+    // Checked here so the error is raised at the call, not later from wait().
+    absl::Status supported = CheckReduceSupported(elements.type, reduce_op);
+    TORCH_CHECK(supported.ok(), "cohort: ", what, ": ", supported.message());
     return elements;
   }
   if (tensor.is_complex()) {

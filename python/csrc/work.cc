@@ -8,7 +8,14 @@
 namespace cohort::torch_ext {
 
 std::exception_ptr ToException(const absl::Status& status) {
-  return std::make_exception_ptr(std::runtime_error(std::string(status.message())));
+  std::string message(status.message());
+  // libcohort's advice names its own variable; through torch, the timeout is the one given to
+  // init_process_group / new_group (COHORT_TIMEOUT does not apply).
+  static const std::string kAdvice = "raise COHORT_TIMEOUT";
+  if (auto at = message.find(kAdvice); at != std::string::npos) {
+    message.replace(at, kAdvice.size(), "raise the timeout given to init_process_group");
+  }
+  return std::make_exception_ptr(std::runtime_error(message));
 }
 
 CohortWork::CohortWork(int rank, c10d::OpType type, const char* profiling_title,
@@ -33,12 +40,6 @@ void CohortWork::Attach(std::vector<std::shared_ptr<cohort::Work>> parts) {
   for (const auto& part : parts_) {
     c10::intrusive_ptr<CohortWork> self = c10::intrusive_ptr<CohortWork>::reclaim_copy(this);
     part->OnCompletion([self](const absl::Status& status) { self->OnPartDone(status); });
-  }
-  for (const auto& part : parts_) {
-    if (part->IsCompleted()) {
-      absl::Status status = part->status();
-      if (!status.ok()) std::rethrow_exception(ToException(status));
-    }
   }
 }
 

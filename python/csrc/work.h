@@ -34,9 +34,9 @@ class CohortWork : public c10d::Work {
   void AddEpilogue(std::function<void()> epilogue) { epilogues_.push_back(std::move(epilogue)); }
   void SetSourceRank(int rank) { fixed_source_rank_ = rank; }
 
-  // Starts tracking `parts` (called once, right after they were submitted). When a part has
-  // already failed (bad arguments, or the communicator broke earlier), throws its error now so
-  // the caller sees it at the call site.
+  // Starts tracking `parts` (called once, right after they were submitted). Their errors,
+  // even those libcohort reports at once, surface from wait() and the Future, as with gloo;
+  // argument errors are found (and thrown) before anything is submitted.
   void Attach(std::vector<std::shared_ptr<cohort::Work>> parts);
 
   bool wait(std::chrono::milliseconds timeout) override;

@@ -91,7 +91,7 @@ def _child(rank, world_size, body, args, backend, init, init_method, pg_timeout,
                                     timeout=datetime.timedelta(seconds=pg_timeout))
         value = body(rank, world_size, *args)
         outcome = (True, value)
-        if init and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
     except BaseException:  # noqa: BLE001 - everything goes back to the test
         outcome = (False, traceback.format_exc())
