@@ -163,4 +163,6 @@ absl::StatusOr<int64_t> AgentClient::AcknowledgeEnd() { return client_->Add(keys
 
 absl::StatusOr<int64_t> AgentClient::AcknowledgedCount() { return client_->Add(keys::kExited, 0); }
 
+absl::StatusOr<int64_t> AgentClient::RefusedCount() { return client_->Add(keys::kRefused, 0); }
+
 }  // namespace cohort::elastic

@@ -54,6 +54,8 @@ class AgentClient {
   // Counts this agent among those that saw the job end; returns how many did.
   absl::StatusOr<int64_t> AcknowledgeEnd();
   absl::StatusOr<int64_t> AcknowledgedCount();
+  // How many agents the coordinator turned away (they acknowledge too before leaving).
+  absl::StatusOr<int64_t> RefusedCount();
   // Why heartbeats stopped (the store went away), or OK.
   absl::Status health() const;
 

@@ -173,6 +173,10 @@ class Coordinator::Loop {
   }
 
   absl::Status RefuseWaiting(const std::string& why) {
+    if (!waiting_.empty()) {
+      COHORT_RETURN_IF_ERROR(
+          client_->Add(keys::kRefused, static_cast<int64_t>(waiting_.size())).status());
+    }
     for (const auto& [node_id, sequence] : waiting_) {
       COHORT_RETURN_IF_ERROR(client_->Delete(keys::Waiting(node_id)).status());
       COHORT_RETURN_IF_ERROR(client_->Set(keys::Admit(node_id), absl::StrCat("error:", why)));

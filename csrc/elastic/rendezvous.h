@@ -128,6 +128,7 @@ inline constexpr char kJoinSequence[] = "join_seq";
 inline constexpr char kDoorbell[] = "doorbell";   // counter; each ring also sets Ring(n)
 std::string Ring(int64_t number);
 inline constexpr char kExited[] = "exited";       // agents that saw the job's end
+inline constexpr char kRefused[] = "refused";     // agents told they cannot join
 }  // namespace keys
 
 }  // namespace cohort::elastic

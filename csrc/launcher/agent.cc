@@ -321,6 +321,9 @@ class Agent {
       if (!world.ok()) {
         std::fprintf(stderr, "cohortrun: rendezvous failed on %s: %s\n", host_.c_str(),
                      std::string(world.status().message()).c_str());
+        // The store's host waits until every agent turned away has read why.
+        auto refused = client_->RefusedCount();
+        if (refused.ok()) expected_acks_ = *refused;
         (void)client_->AcknowledgeEnd();
         return kExitFailure;
       }
