@@ -1,6 +1,12 @@
 #include "collectives/communicator.h"
 
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "collectives/transport/tcp/address.h"
 #include "collectives/algorithms/registry.h"
 #include "collectives/engine.h"
 #include "collectives/transport/tcp/context.h"
@@ -9,6 +15,45 @@
 #include "common/status.h"
 
 namespace cohort {
+
+namespace {
+
+// The tuner's link models: built-in defaults for this kind of machine, or COHORT_TOPO_FILE.
+absl::StatusOr<Tuning> DefaultTuning(bool shared_memory) {
+  Tuning tuning;
+  if (shared_memory) {
+    tuning.intra = {2e-6, 4e9, 6e9};
+  } else {
+    tuning.intra = {25e-6, 1e9, 6e9};  // TCP loopback
+  }
+  tuning.inter = {50e-6, 1.25e9, 6e9};  // 10 Gbit/s Ethernet
+  COHORT_ASSIGN_OR_RETURN(std::string path, config::GetString("COHORT_TOPO_FILE"));
+  if (path.empty()) return tuning;
+  std::ifstream file(path);
+  if (!file) {
+    return absl::NotFoundError(absl::StrCat("COHORT_TOPO_FILE=", path,
+                                            " cannot be read; give a readable file or unset it"));
+  }
+  std::string line;
+  int number = 0;
+  while (std::getline(file, line)) {
+    ++number;
+    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (words.empty() || words[0][0] == '#') continue;
+    double latency_us, bandwidth, reduce;
+    if (words.size() != 4 || (words[0] != "intra" && words[0] != "inter") ||
+        !absl::SimpleAtod(words[1], &latency_us) || !absl::SimpleAtod(words[2], &bandwidth) ||
+        !absl::SimpleAtod(words[3], &reduce) || bandwidth <= 0 || reduce <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": \"", line, "\" is not `intra|inter <latency us> <GB/s> <reduce GB/s>`"));
+    }
+    LinkModel& model = words[0] == "intra" ? tuning.intra : tuning.inter;
+    model = {latency_us * 1e-6, bandwidth * 1e9, reduce * 1e9};
+  }
+  return tuning;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bootstrap, int rank,
                                                                    int size, CommOptions options) {
@@ -54,6 +99,20 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
                         absl::StrCat("creating communicator \"", options.name, "\" (rank ", rank,
                                      " of ", size, ") failed: ", transport.status().message()));
   }
+  auto topology = Topology::Exchange(bootstrap, options.name, rank, size, options.timeout,
+                                     tcp::HostIdentity(), logging::HostName());
+  if (!topology.ok()) return topology.status();
+  config.topology = std::make_shared<const Topology>(std::move(*topology));
+  COHORT_ASSIGN_OR_RETURN(config.tuning, DefaultTuning(tcp_options.shared_memory));
+  COHORT_ASSIGN_OR_RETURN(std::string debug, config::GetString("COHORT_DEBUG"));
+  for (absl::string_view item : absl::StrSplit(debug, ',', absl::SkipEmpty())) {
+    if (absl::EqualsIgnoreCase(item, "TUNING")) {
+      config.debug_tuning = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "COHORT_DEBUG=\"", debug, "\" names \"", item, "\", which is not known; accepted: TUNING"));
+    }
+  }
   logging::SetRank(rank);
   auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
   engine->Start();
@@ -71,6 +130,8 @@ const std::string& Communicator::host(int rank) const {
 }
 
 void Communicator::Abort(const absl::Status& reason) { engine_->Abort(reason); }
+
+const Topology& Communicator::topology() const { return engine_->topology(); }
 
 std::string Communicator::ChosenAlgorithm(const OpArgs& args) const {
   return engine_->SelectName(args);

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "collectives/op_args.h"
+#include "collectives/topology.h"
 #include "collectives/types.h"
 #include "collectives/work.h"
 #include "common/bootstrap.h"
@@ -155,6 +156,8 @@ class Communicator {
 
   // The algorithm the tuner would pick (for tools and tests).
   std::string ChosenAlgorithm(const OpArgs& args) const;
+  // The hosts, local ranks and links every rank agreed on at creation.
+  const Topology& topology() const;
 
  private:
   explicit Communicator(std::shared_ptr<Engine> engine);

@@ -27,7 +27,9 @@ Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
     : transport_(std::move(transport)),
       config_(std::move(config)),
       rank_(transport_->rank()),
-      size_(transport_->size()) {}
+      size_(transport_->size()) {
+  config_.tuning.topology = config_.topology.get();
+}
 
 Engine::~Engine() { Shutdown(); }
 
@@ -41,7 +43,7 @@ std::string Engine::Where() const {
 
 const std::string& Engine::SelectName(const OpArgs& args) const {
   static const std::string none = "none";
-  auto algorithm = SelectAlgorithm(args, size_, config_.algorithm, config_.link);
+  auto algorithm = SelectAlgorithm(args, config_.tuning, config_.algorithm);
   return algorithm.ok() ? (*algorithm)->name : none;
 }
 
@@ -91,7 +93,8 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     std::string forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
-      auto selected = SelectAlgorithm(args, size_, forced, config_.link);
+      auto selected =
+          SelectAlgorithm(args, config_.tuning, forced, &operation->predicted_seconds);
       if (selected.ok()) {
         algorithm = *selected;
       } else {
@@ -315,14 +318,18 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   absl::Status status = transport_->BeginCollective(operation.fingerprint);
   if (status.ok()) {
     Deadline deadline = Deadline::In(operation.timeout);
-    OpContext context(*transport_, operation.fingerprint, args, deadline, config_.settings,
-                      scratch_, aborted_);
-    if (logging::Enabled(logging::Level::DEBUG)) {
-      COHORT_LOG(DEBUG) << operation.fingerprint.Describe() << " #"
-                        << operation.fingerprint.sequence << " runs "
-                        << operation.algorithm->name;
-    }
+    OpContext context(*transport_, *config_.topology, operation.fingerprint, args, deadline,
+                      config_.settings, scratch_, aborted_);
+    int64_t started = NowNanos();
     status = operation.algorithm->run(context);
+    if (config_.debug_tuning) {
+      // Asked for explicitly, so printed whatever COHORT_LOG_LEVEL says.
+      logging::Message(logging::Level::INFO, __FILE__, __LINE__).stream()
+          << "TUNING " << operation.fingerprint.Describe() << " #"
+                        << operation.fingerprint.sequence << ": " << operation.algorithm->name
+                        << " predicted " << operation.predicted_seconds * 1e6 << " us, measured "
+                        << (NowNanos() - started) / 1e3 << " us";
+    }
     if (!status.ok()) {
       // Break while the context (which owns the requests the transport still points to) and
       // the operation's buffers are alive: half-written frames are finished before the abort.

@@ -25,7 +25,9 @@ struct EngineConfig {
   EngineSettings settings;
   absl::Duration timeout = absl::Seconds(300);
   std::string algorithm;  // forced, or empty
-  LinkModel link;
+  std::shared_ptr<const Topology> topology;
+  Tuning tuning;          // its topology pointer is set to `topology` by the engine
+  bool debug_tuning = false;  // COHORT_DEBUG=TUNING: log each choice, predicted and measured
 };
 
 class Engine : public std::enable_shared_from_this<Engine> {
@@ -45,6 +47,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool HelpUntil(const Work* work);
 
   const Transport& transport() const { return *transport_; }
+  const Topology& topology() const { return *config_.topology; }
   const std::string& SelectName(const OpArgs& args) const;
 
  private:
@@ -52,6 +55,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     OpArgs args;
     Fingerprint fingerprint;
     const Algorithm* algorithm = nullptr;
+    double predicted_seconds = 0;
     absl::Duration timeout;
     std::shared_ptr<Work> work;
     Request request;  // point-to-point operations
@@ -72,7 +76,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::string Where() const;
 
   std::unique_ptr<Transport> transport_;
-  const EngineConfig config_;
+  EngineConfig config_;
   const int rank_;
   const int size_;
 

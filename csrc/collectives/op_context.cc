@@ -9,10 +9,12 @@
 
 namespace cohort {
 
-OpContext::OpContext(Transport& transport, const Fingerprint& fingerprint, const OpArgs& args,
-                     Deadline deadline, const EngineSettings& settings,
-                     std::vector<char>& scratch, const std::atomic<bool>& aborted)
+OpContext::OpContext(Transport& transport, const Topology& topology,
+                     const Fingerprint& fingerprint, const OpArgs& args, Deadline deadline,
+                     const EngineSettings& settings, std::vector<char>& scratch,
+                     const std::atomic<bool>& aborted)
     : transport_(transport),
+      topology_(topology),
       fingerprint_(fingerprint),
       args_(args),
       deadline_(deadline),

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "collectives/op_args.h"
 #include "collectives/reduce.h"
+#include "collectives/topology.h"
 #include "collectives/transport/transport.h"
 #include "common/clock.h"
 
@@ -24,12 +25,13 @@ struct EngineSettings {
 
 class OpContext {
  public:
-  OpContext(Transport& transport, const Fingerprint& fingerprint, const OpArgs& args,
-            Deadline deadline, const EngineSettings& settings, std::vector<char>& scratch,
-            const std::atomic<bool>& aborted);
+  OpContext(Transport& transport, const Topology& topology, const Fingerprint& fingerprint,
+            const OpArgs& args, Deadline deadline, const EngineSettings& settings,
+            std::vector<char>& scratch, const std::atomic<bool>& aborted);
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  const Topology& topology() const { return topology_; }
   const OpArgs& args() const { return args_; }
   size_t segment_bytes() const { return settings_.segment_bytes; }
   // Segment size rounded down to whole elements (at least one element).
@@ -60,6 +62,7 @@ class OpContext {
   absl::Status TimeoutError(const Request* request) const;
 
   Transport& transport_;
+  const Topology& topology_;
   const Fingerprint& fingerprint_;
   const OpArgs& args_;
   Deadline deadline_;

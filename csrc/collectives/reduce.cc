@@ -317,23 +317,58 @@ struct ElementwiseBlocks {
 // fp16 with F16C: vcvtph2ps / vcvtps2ph convert 8 values per instruction where the bit
 // manipulation takes about twenty, which is what keeps fp16 memory-bound. GCC does not vectorize
 // conversions through the intrinsics, so each step converts 8 values into a small fp32 array,
-// applies the op elementwise (which GCC turns into one vector op, keeping it in registers) and
-// converts back, fused in one pass; staging whole blocks through L1 instead cost a third of the
-// bandwidth. Tails use the bit manipulation, which gives identical results (both are exact,
-// round to nearest even, and keep NaN a NaN). These are called, not inlined: GCC refuses to
-// inline F16C code through the target-less bodies that lead to them.
+// applies the op elementwise (which GCC turns into one vector op, kept in registers) and converts
+// back, fused in one pass; staging whole blocks through L1 instead cost a third of the bandwidth.
+// The last few values go through zero-padded copies so they take the same instructions (a scalar
+// tail loop also stopped GCC from vectorizing the steps). Results equal the bit manipulation's:
+// both are exact, round to nearest even and keep NaN a NaN. The entry points are called, not
+// inlined, because GCC will not inline F16C code through the target-less bodies leading to them.
 struct F16cHalf {
   static constexpr size_t kStep = 8;
 
-  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToFloat8(float* out,
-                                                                        const uint16_t* in) {
-    _mm256_store_ps(out, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in))));
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToFloatStep(float* out,
+                                                                           const uint16_t* in) {
+    _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in))));
   }
-  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToHalf8(uint16_t* out,
-                                                                       const float* in) {
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ToHalfStep(uint16_t* out,
+                                                                          const float* in) {
     // Immediate rounding control (nearest even), whatever MXCSR says.
-    const __m128i half = _mm256_cvtps_ph(_mm256_load_ps(in), _MM_FROUND_TO_NEAREST_INT);
+    const __m128i half = _mm256_cvtps_ph(_mm256_loadu_ps(in), _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), half);
+  }
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void ReduceStep(uint16_t* out,
+                                                                          const uint16_t* a,
+                                                                          const uint16_t* b) {
+    float x[kStep];
+    float y[kStep];
+    ToFloatStep(x, a);
+    ToFloatStep(y, b);
+    for (size_t j = 0; j < kStep; ++j) x[j] = Op::Apply(x[j], y[j]);
+    ToHalfStep(out, x);
+  }
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void FirstPairStep(float* acc,
+                                                                             const uint16_t* a,
+                                                                             const uint16_t* b) {
+    float x[kStep];
+    float y[kStep];
+    ToFloatStep(x, a);
+    ToFloatStep(y, b);
+    for (size_t j = 0; j < kStep; ++j) x[j] = Op::Apply(x[j], y[j]);
+    _mm256_storeu_ps(acc, _mm256_loadu_ps(x));
+  }
+  // Works on a local copy of the accumulator: written through `acc` directly, GCC turns min/max
+  // into conditional stores and gives up vectorizing.
+  template <class Op>
+  [[gnu::target("avx2,f16c"), gnu::always_inline]] static void AccumulateStep(
+      float* acc, const uint16_t* input) {
+    float x[kStep];
+    float y[kStep];
+    _mm256_storeu_ps(x, _mm256_loadu_ps(acc));
+    ToFloatStep(y, input);
+    for (size_t j = 0; j < kStep; ++j) x[j] = Op::Apply(x[j], y[j]);
+    _mm256_storeu_ps(acc, _mm256_loadu_ps(x));
   }
 
   // out[i] = op(a[i], b[i]); each step reads before it writes, so out may be a or b.
@@ -344,17 +379,16 @@ struct F16cHalf {
     const auto* a = static_cast<const uint16_t*>(a_ptr);
     const auto* b = static_cast<const uint16_t*>(b_ptr);
     size_t i = 0;
-    for (; i + kStep <= count; i += kStep) {
-      alignas(32) float x[kStep];
-      alignas(32) float y[kStep];
-      ToFloat8(x, a + i);
-      ToFloat8(y, b + i);
-      for (size_t j = 0; j < kStep; ++j) x[j] = Op::Apply(x[j], y[j]);
-      ToHalf8(out + i, x);
-    }
-    for (; i < count; ++i) {
-      out[i] = FloatToHalfBits(Op::Apply(HalfBitsToFloat(a[i]), HalfBitsToFloat(b[i])));
-    }
+    for (; i + kStep <= count; i += kStep) ReduceStep<Op>(out + i, a + i, b + i);
+    if (i == count) return;
+    const size_t rest = count - i;
+    uint16_t padded_a[kStep] = {};
+    uint16_t padded_b[kStep] = {};
+    uint16_t padded_out[kStep];
+    std::memcpy(padded_a, a + i, rest * sizeof(uint16_t));
+    std::memcpy(padded_b, b + i, rest * sizeof(uint16_t));
+    ReduceStep<Op>(padded_out, padded_a, padded_b);
+    std::memcpy(out + i, padded_out, rest * sizeof(uint16_t));
   }
 
   template <class Op>
@@ -363,33 +397,45 @@ struct F16cHalf {
                                                                     const uint16_t* __restrict b,
                                                                     size_t count) {
     size_t i = 0;
-    for (; i + kStep <= count; i += kStep) {
-      alignas(32) float y[kStep];
-      ToFloat8(acc + i, a + i);
-      ToFloat8(y, b + i);
-      for (size_t j = 0; j < kStep; ++j) acc[i + j] = Op::Apply(acc[i + j], y[j]);
-    }
-    for (; i < count; ++i) acc[i] = Op::Apply(HalfBitsToFloat(a[i]), HalfBitsToFloat(b[i]));
+    for (; i + kStep <= count; i += kStep) FirstPairStep<Op>(acc + i, a + i, b + i);
+    if (i == count) return;
+    const size_t rest = count - i;
+    uint16_t padded_a[kStep] = {};
+    uint16_t padded_b[kStep] = {};
+    float padded_acc[kStep];
+    std::memcpy(padded_a, a + i, rest * sizeof(uint16_t));
+    std::memcpy(padded_b, b + i, rest * sizeof(uint16_t));
+    FirstPairStep<Op>(padded_acc, padded_a, padded_b);
+    std::memcpy(acc + i, padded_acc, rest * sizeof(float));
   }
 
   template <class Op>
   [[gnu::target("avx2,f16c"), gnu::noinline]] static void Accumulate(
       float* __restrict acc, const uint16_t* __restrict input, size_t count) {
     size_t i = 0;
-    for (; i + kStep <= count; i += kStep) {
-      alignas(32) float y[kStep];
-      ToFloat8(y, input + i);
-      for (size_t j = 0; j < kStep; ++j) acc[i + j] = Op::Apply(acc[i + j], y[j]);
-    }
-    for (; i < count; ++i) acc[i] = Op::Apply(acc[i], HalfBitsToFloat(input[i]));
+    for (; i + kStep <= count; i += kStep) AccumulateStep<Op>(acc + i, input + i);
+    if (i == count) return;
+    const size_t rest = count - i;
+    float padded_acc[kStep] = {};
+    uint16_t padded_input[kStep] = {};
+    std::memcpy(padded_acc, acc + i, rest * sizeof(float));
+    std::memcpy(padded_input, input + i, rest * sizeof(uint16_t));
+    AccumulateStep<Op>(padded_acc, padded_input);
+    std::memcpy(acc + i, padded_acc, rest * sizeof(float));
   }
 
   [[gnu::target("avx2,f16c"), gnu::noinline]] static void Store(uint16_t* __restrict out,
                                                                 const float* __restrict acc,
                                                                 size_t count) {
     size_t i = 0;
-    for (; i + kStep <= count; i += kStep) ToHalf8(out + i, acc + i);
-    for (; i < count; ++i) out[i] = FloatToHalfBits(acc[i]);
+    for (; i + kStep <= count; i += kStep) ToHalfStep(out + i, acc + i);
+    if (i == count) return;
+    const size_t rest = count - i;
+    float padded_acc[kStep] = {};
+    uint16_t padded_out[kStep];
+    std::memcpy(padded_acc, acc + i, rest * sizeof(float));
+    ToHalfStep(padded_out, padded_acc);
+    std::memcpy(out + i, padded_out, rest * sizeof(uint16_t));
   }
 };
 #endif

@@ -54,6 +54,12 @@ const std::vector<Variable>& BuildRegistry() {
        "Messages between ranks on one host at least this large are read straight from the "
        "sender's memory (process_vm_readv); 0 always copies through the ring.",
        {}, 0, int64_t{1} << 40},
+      {"COHORT_DEBUG", Type::kString, "",
+       "Comma-separated debug output to print: TUNING (each collective's algorithm with its "
+       "predicted and measured time)."},
+      {"COHORT_TOPO_FILE", Type::kString, "",
+       "File with the tuner's link models, one line per class: `intra|inter <latency us> "
+       "<bandwidth GB/s> <reduce GB/s>`; unset: built-in defaults."},
       {"COHORT_HOST_ID", Type::kString, "",
        "Name of this host in topology and error messages; empty: the hostname."},
       {"COHORT_JOB_ID", Type::kString, "default",

@@ -320,8 +320,8 @@ TEST_P(CollectiveTest, MatchesReference) {
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     Runner runner{**comm, ""};
-    if (op == "allreduce_ring") runner.algorithm = "ring";
-    if (op == "allreduce_recursive_doubling") runner.algorithm = "recursive_doubling";
+    // allreduce_<algorithm> forces it where it applies (the tuner's choice elsewhere).
+    if (op.rfind("allreduce_", 0) == 0 && op != "allreduce_auto") runner.algorithm = op.substr(10);
     for (DataType type : testing::AllDataTypes()) {
       for (size_t count : kSizes) {
         for (bool in_place : {false, true}) {
@@ -362,7 +362,9 @@ TEST_P(CollectiveTest, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(
     Worlds, CollectiveTest,
     ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8),
-                       ::testing::Values("allreduce_ring", "allreduce_recursive_doubling",
+                       ::testing::Values("allreduce_auto", "allreduce_ring",
+                                         "allreduce_recursive_doubling", "allreduce_one_shot",
+                                         "allreduce_two_shot", "allreduce_hierarchical",
                                          "broadcast", "reduce", "allgather", "allgatherv",
                                          "reduce_scatter", "reduce_scatterv", "alltoall",
                                          "alltoallv", "gather", "scatter", "sendrecv"),

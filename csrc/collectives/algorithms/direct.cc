@@ -113,7 +113,9 @@ absl::Status DisseminationBarrier(OpContext& context) {
   return context.WaitAll();
 }
 
-double LinearCost(const OpArgs& args, int n, const LinkModel& link) {
+double LinearCost(const OpArgs& args, const Tuning& tuning) {
+  const int n = tuning.size();
+  const LinkModel& link = tuning.flat();
   return (n - 1) * link.latency_seconds +
          static_cast<double>(OpBytes(args, n)) * (n - 1) / n / link.bytes_per_second;
 }
@@ -121,7 +123,7 @@ double LinearCost(const OpArgs& args, int n, const LinkModel& link) {
 }  // namespace
 
 void RegisterDirectAlgorithms(std::vector<Algorithm>& registry) {
-  auto always = [](const OpArgs&, int) { return true; };
+  auto always = [](const OpArgs&, const Tuning&) { return true; };
   registry.push_back(Algorithm{"pairwise", {OpType::kAlltoall}, always, LinearCost,
                                PairwiseAlltoall});
   registry.push_back(Algorithm{"linear",
@@ -136,7 +138,9 @@ void RegisterDirectAlgorithms(std::vector<Algorithm>& registry) {
   registry.push_back(Algorithm{"dissemination",
                                {OpType::kBarrier},
                                always,
-                               [](const OpArgs&, int n, const LinkModel& link) {
+                               [](const OpArgs&, const Tuning& tuning) {
+                                 const int n = tuning.size();
+                                 const LinkModel& link = tuning.flat();
                                  return std::ceil(std::log2(std::max(2, n))) * link.latency_seconds;
                                },
                                DisseminationBarrier});

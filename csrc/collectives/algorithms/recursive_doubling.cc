@@ -67,8 +67,10 @@ void RegisterRecursiveDoublingAlgorithms(std::vector<Algorithm>& registry) {
   registry.push_back(Algorithm{
       "recursive_doubling",
       {OpType::kAllreduce},
-      [](const OpArgs&, int) { return true; },
-      [](const OpArgs& args, int n, const LinkModel& link) {
+      [](const OpArgs&, const Tuning&) { return true; },
+      [](const OpArgs& args, const Tuning& tuning) {
+        const int n = tuning.size();
+        const LinkModel& link = tuning.flat();
         double bytes = static_cast<double>(OpBytes(args, n));
         int power = LargestPowerOfTwoAtMost(n);
         double rounds = std::log2(static_cast<double>(power)) + (power < n ? 2 : 0);

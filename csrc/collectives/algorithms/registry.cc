@@ -19,6 +19,8 @@ const std::vector<Algorithm>& Algorithms() {
     RegisterRecursiveDoublingAlgorithms(entries);
     RegisterTreeAlgorithms(entries);
     RegisterDirectAlgorithms(entries);
+    RegisterHierarchicalAlgorithms(entries);
+    RegisterShotAlgorithms(entries);
     return entries;
   }();
   return registry;
@@ -40,20 +42,25 @@ absl::Status ValidateAlgorithmName(const std::string& forced) {
       absl::StrJoin(AlgorithmNames(), ", "), ". Unset it to let the tuner choose."));
 }
 
-absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, int world_size,
+absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
-                                                 const LinkModel& link) {
+                                                 double* predicted_seconds) {
+  const int world_size = tuning.size();
   const Algorithm* best = nullptr;
   double best_cost = std::numeric_limits<double>::infinity();
   for (const Algorithm& algorithm : Algorithms()) {
-    if (!algorithm.Serves(args.op) || !algorithm.supports(args, world_size)) continue;
-    if (!forced.empty() && forced != "auto" && algorithm.name == forced) return &algorithm;
-    double cost = algorithm.cost(args, world_size, link);
+    if (!algorithm.Serves(args.op) || !algorithm.supports(args, tuning)) continue;
+    double cost = algorithm.cost(args, tuning);
+    if (!forced.empty() && forced != "auto" && algorithm.name == forced) {
+      if (predicted_seconds != nullptr) *predicted_seconds = cost;
+      return &algorithm;
+    }
     if (cost < best_cost) {
       best_cost = cost;
       best = &algorithm;
     }
   }
+  if (predicted_seconds != nullptr) *predicted_seconds = best_cost;
   if (best == nullptr) {
     return absl::UnimplementedError(absl::StrCat("no algorithm serves ", OpTypeName(args.op),
                                                  " on ", world_size, " ranks"));

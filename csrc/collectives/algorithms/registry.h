@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
+#include "collectives/topology.h"
 
 namespace cohort {
 
@@ -21,13 +22,24 @@ struct LinkModel {
   double reduce_bytes_per_second = 6e9;
 };
 
+// What the tuner knows: the topology and one model per link class.
+struct Tuning {
+  const Topology* topology = nullptr;
+  LinkModel intra;  // ranks of one host (shared memory, or TCP loopback with COHORT_SHM=0)
+  LinkModel inter;  // ranks on different hosts
+  int size() const { return topology->size(); }
+  bool multi_host() const { return topology->hosts().size() > 1; }
+  // The link that bounds a flat algorithm (ring, tree, ...): the network when ranks span hosts.
+  const LinkModel& flat() const { return multi_host() ? inter : intra; }
+};
+
 struct Algorithm {
   std::string name;
   std::vector<OpType> ops;
   // Whether it can run this op on this world size (e.g. some need a power of two).
-  std::function<bool(const OpArgs& args, int world_size)> supports;
+  std::function<bool(const OpArgs& args, const Tuning& tuning)> supports;
   // Predicted seconds for this op.
-  std::function<double(const OpArgs& args, int world_size, const LinkModel& link)> cost;
+  std::function<double(const OpArgs& args, const Tuning& tuning)> cost;
   std::function<absl::Status(OpContext& context)> run;
 
   bool Serves(OpType op) const;
@@ -44,9 +56,9 @@ std::vector<std::string> AlgorithmNames();
 absl::Status ValidateAlgorithmName(const std::string& forced);
 
 // The algorithm to run: `forced` when it serves the op and supports it, else the cheapest.
-absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, int world_size,
+absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
-                                                 const LinkModel& link);
+                                                 double* predicted_seconds = nullptr);
 
 // Payload bytes of an op's per-rank buffer, for cost functions.
 size_t OpBytes(const OpArgs& args, int world_size);
@@ -56,6 +68,8 @@ void RegisterRingAlgorithms(std::vector<Algorithm>& registry);
 void RegisterRecursiveDoublingAlgorithms(std::vector<Algorithm>& registry);
 void RegisterTreeAlgorithms(std::vector<Algorithm>& registry);
 void RegisterDirectAlgorithms(std::vector<Algorithm>& registry);
+void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry);
+void RegisterShotAlgorithms(std::vector<Algorithm>& registry);
 
 // Element offsets of per-rank blocks: args.displacements when given, else prefix sums of
 // `counts` (or of the equal count).

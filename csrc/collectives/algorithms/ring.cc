@@ -5,6 +5,8 @@
 #include <cstring>
 #include <functional>
 
+#include "collectives/algorithms/ring.h"
+
 #include "collectives/algorithms/registry.h"
 #include "common/status.h"
 
@@ -17,13 +19,6 @@ constexpr uint32_t kTagAllgather = 2u << 20;
 
 int Mod(int value, int n) { return ((value % n) + n) % n; }
 
-struct Piece {
-  int step;
-  int block;
-  size_t offset;    // elements from the start of the block
-  size_t elements;
-};
-
 // The segments of `block` in order.
 void AppendPieces(std::vector<Piece>& pieces, int step, int block, size_t block_elements,
                   size_t segment_elements) {
@@ -32,29 +27,57 @@ void AppendPieces(std::vector<Piece>& pieces, int step, int block, size_t block_
   }
 }
 
-struct Blocks {
-  std::vector<size_t> counts;
-  std::vector<size_t> offsets;
-};
+// Every rank, each host's ranks next to each other, so that only one ring edge per host
+// crosses the network.
+RingGroup World(const OpContext& context) {
+  RingGroup group;
+  for (const std::vector<int>& host : context.topology().hosts()) {
+    for (int rank : host) {
+      if (rank == context.rank()) group.index = static_cast<int>(group.ranks.size());
+      group.ranks.push_back(rank);
+    }
+  }
+  return group;
+}
 
-// Reduce-scatter around the ring. At step s rank r sends block (r - s + shift) and receives
-// block (r - s - 1 + shift), reducing it with its own input; after n-1 steps rank r holds the
-// full reduction of block (r + 1 + shift), written to `final_out` (indexed like `input`).
-// Partial sums go to `accumulate` (indexed like `input`; may be `input`'s output alias).
-// `on_final` runs for each finished segment of the final block.
-absl::Status RingReduceScatter(OpContext& context, const char* input, char* accumulate,
-                               char* final_out, const Blocks& blocks, int shift,
+// Per-rank blocks renumbered by ring position (block k belongs to group.ranks[k]); offsets stay
+// where the ranks' data are.
+Blocks InRingOrder(const Blocks& by_rank, const RingGroup& group) {
+  Blocks blocks;
+  for (int rank : group.ranks) {
+    blocks.counts.push_back(by_rank.counts[rank]);
+    blocks.offsets.push_back(by_rank.offsets[rank]);
+  }
+  return blocks;
+}
+
+}  // namespace
+
+Blocks SplitEvenly(size_t count, int parts) {
+  Blocks blocks;
+  blocks.counts.resize(parts);
+  for (int i = 0; i < parts; ++i) {
+    blocks.counts[i] = count / parts + (static_cast<size_t>(i) < count % parts ? 1 : 0);
+  }
+  blocks.offsets = BlockOffsets(blocks.counts);
+  return blocks;
+}
+
+absl::Status RingReduceScatter(OpContext& context, const RingGroup& group, const char* input,
+                               char* accumulate, char* final_out, const Blocks& blocks, int shift,
+                               bool finish_average,
                                const std::function<void(const Piece&)>& on_final) {
-  const int n = context.size();
-  const int rank = context.rank();
+  const int n = group.size();
+  const int me = group.index;
   const size_t element = context.args().element_size();
   const size_t segment = context.segment_elements();
-  const int right = Mod(rank + 1, n);
-  const int left = Mod(rank - 1, n);
+  const int right = group.right();
+  const int left = group.left();
+  const uint32_t tag = group.tag_base + kTagReduceScatter;
 
   std::vector<Piece> pieces;
   for (int step = 0; step < n - 1; ++step) {
-    int block = Mod(rank - step - 1 + shift, n);
+    int block = Mod(me - step - 1 + shift, n);
     AppendPieces(pieces, step, block, blocks.counts[block], segment);
   }
   size_t max_piece = 0;
@@ -62,19 +85,17 @@ absl::Status RingReduceScatter(OpContext& context, const char* input, char* accu
   char* slots = context.Scratch(kReceiveSlots * max_piece * element);
 
   // Step 0 sends our own input of the first block straight away.
-  int first = Mod(rank + shift, n);
+  int first = Mod(me + shift, n);
   std::vector<Piece> first_pieces;
   AppendPieces(first_pieces, 0, first, blocks.counts[first], segment);
   for (const Piece& piece : first_pieces) {
-    context.Send(right, kTagReduceScatter,
-                 input + (blocks.offsets[piece.block] + piece.offset) * element,
+    context.Send(right, tag, input + (blocks.offsets[piece.block] + piece.offset) * element,
                  piece.elements * element);
   }
   std::vector<Request*> receives(pieces.size(), nullptr);
   auto post = [&](size_t index) {
     const Piece& piece = pieces[index];
-    receives[index] = context.Recv(left, kTagReduceScatter,
-                                   slots + (index % kReceiveSlots) * max_piece * element,
+    receives[index] = context.Recv(left, tag, slots + (index % kReceiveSlots) * max_piece * element,
                                    piece.elements * element);
   };
   for (size_t index = 0; index < std::min<size_t>(kReceiveSlots, pieces.size()); ++index) {
@@ -90,26 +111,23 @@ absl::Status RingReduceScatter(OpContext& context, const char* input, char* accu
                    slots + (index % kReceiveSlots) * max_piece * element, piece.elements);
     if (index + kReceiveSlots < pieces.size()) post(index + kReceiveSlots);
     if (!last_step) {
-      context.Send(right, kTagReduceScatter, destination, piece.elements * element);
+      context.Send(right, tag, destination, piece.elements * element);
     } else {
-      context.FinishAverage(destination, piece.elements);
+      if (finish_average) context.FinishAverage(destination, piece.elements);
       on_final(piece);
     }
   }
   return absl::OkStatus();
 }
 
-// Allgather around the ring into `output`. Rank r starts with block `own` (its data at
-// `own_source`, in place or not) and at step s forwards block (own - s) and receives block
-// (own - s - 1). `first_sends_done` says the caller already sent block `own` (pipelined).
-absl::Status RingAllgather(OpContext& context, const char* own_source, char* output,
-                           const Blocks& blocks, int own, bool first_sends_done) {
-  const int n = context.size();
-  const int rank = context.rank();
+absl::Status RingAllgather(OpContext& context, const RingGroup& group, const char* own_source,
+                           char* output, const Blocks& blocks, int own, bool first_sends_done) {
+  const int n = group.size();
   const size_t element = context.args().element_size();
   const size_t segment = context.segment_elements();
-  const int right = Mod(rank + 1, n);
-  const int left = Mod(rank - 1, n);
+  const int right = group.right();
+  const int left = group.left();
+  const uint32_t tag = group.tag_base + kTagAllgather;
 
   std::vector<Piece> pieces;
   for (int step = 0; step < n - 1; ++step) {
@@ -120,63 +138,59 @@ absl::Status RingAllgather(OpContext& context, const char* own_source, char* out
   receives.reserve(pieces.size());
   for (const Piece& piece : pieces) {
     receives.push_back(context.Recv(
-        left, kTagAllgather, output + (blocks.offsets[piece.block] + piece.offset) * element,
+        left, tag, output + (blocks.offsets[piece.block] + piece.offset) * element,
         piece.elements * element));
   }
   if (!first_sends_done) {
     std::vector<Piece> own_pieces;
     AppendPieces(own_pieces, 0, own, blocks.counts[own], segment);
     for (const Piece& piece : own_pieces) {
-      context.Send(right, kTagAllgather, own_source + piece.offset * element,
-                   piece.elements * element);
+      context.Send(right, tag, own_source + piece.offset * element, piece.elements * element);
     }
   }
   for (size_t index = 0; index < pieces.size(); ++index) {
     COHORT_RETURN_IF_ERROR(context.Wait(receives[index]));
     const Piece& piece = pieces[index];
     if (piece.step < n - 2) {
-      context.Send(right, kTagAllgather,
-                   output + (blocks.offsets[piece.block] + piece.offset) * element,
+      context.Send(right, tag, output + (blocks.offsets[piece.block] + piece.offset) * element,
                    piece.elements * element);
     }
   }
   return absl::OkStatus();
 }
 
-Blocks SplitEvenly(size_t count, int n) {
-  Blocks blocks;
-  blocks.counts.resize(n);
-  for (int i = 0; i < n; ++i) {
-    blocks.counts[i] = count / n + (static_cast<size_t>(i) < count % n ? 1 : 0);
+absl::Status RingAllreduceInPlace(OpContext& context, const RingGroup& group, const char* input,
+                                  char* buffer, size_t count, bool finish_average) {
+  const int n = group.size();
+  const size_t element = context.args().element_size();
+  if (n == 1) {
+    if (input != buffer && count > 0) std::memcpy(buffer, input, count * element);
+    if (finish_average) context.FinishAverage(buffer, count);
+    return absl::OkStatus();
   }
-  blocks.offsets = BlockOffsets(blocks.counts);
-  return blocks;
+  Blocks blocks = SplitEvenly(count, n);
+  RingGroup gather = group;
+  // The final block's segments start the allgather as soon as they are reduced.
+  auto forward = [&](const Piece& piece) {
+    context.Send(group.right(), group.tag_base + kTagAllgather,
+                 buffer + (blocks.offsets[piece.block] + piece.offset) * element,
+                 piece.elements * element);
+  };
+  COHORT_RETURN_IF_ERROR(RingReduceScatter(context, group, input, buffer, buffer, blocks, 0,
+                                           finish_average, forward));
+  int own = Mod(group.index + 1, n);
+  return RingAllgather(context, gather, buffer + blocks.offsets[own] * element, buffer, blocks,
+                       own, /*first_sends_done=*/true);
 }
+
+namespace {
 
 absl::Status RingAllreduce(OpContext& context) {
   const OpArgs& args = context.args();
-  const int n = context.size();
-  const size_t element = args.element_size();
-  const char* input = static_cast<const char*>(args.input);
-  char* output = static_cast<char*>(args.output);
-  if (n == 1) {
-    if (input != output && args.count > 0) std::memcpy(output, input, args.count * element);
-    context.FinishAverage(output, args.count);
-    return absl::OkStatus();
-  }
-  Blocks blocks = SplitEvenly(args.count, n);
-  const int rank = context.rank();
-  const int right = Mod(rank + 1, n);
-  // The final block's segments start the allgather as soon as they are reduced.
-  auto forward = [&](const Piece& piece) {
-    context.Send(right, kTagAllgather,
-                 output + (blocks.offsets[piece.block] + piece.offset) * element,
-                 piece.elements * element);
-  };
-  COHORT_RETURN_IF_ERROR(RingReduceScatter(context, input, output, output, blocks, 0, forward));
-  int own = Mod(rank + 1, n);
-  COHORT_RETURN_IF_ERROR(RingAllgather(context, output + blocks.offsets[own] * element, output,
-                                       blocks, own, /*first_sends_done=*/true));
+  COHORT_RETURN_IF_ERROR(RingAllreduceInPlace(context, World(context),
+                                              static_cast<const char*>(args.input),
+                                              static_cast<char*>(args.output), args.count,
+                                              /*finish_average=*/true));
   return context.WaitAll();
 }
 
@@ -192,7 +206,9 @@ absl::Status RingAllgatherOp(OpContext& context) {
   char* output = static_cast<char*>(args.output);
   char* own = output + blocks.offsets[rank] * element;
   if (n > 1) {
-    COHORT_RETURN_IF_ERROR(RingAllgather(context, input, output, blocks, rank, false));
+    RingGroup group = World(context);
+    COHORT_RETURN_IF_ERROR(RingAllgather(context, group, input, output, InRingOrder(blocks, group),
+                                         group.index, /*first_sends_done=*/false));
   }
   if (own != input && blocks.counts[rank] > 0) {
     std::memmove(own, input, blocks.counts[rank] * element);
@@ -222,12 +238,14 @@ absl::Status RingReduceScatterOp(OpContext& context) {
   std::vector<char> accumulate(total * element);
   // `final_out` is indexed like the input: shift the output pointer by our block's offset.
   char* final_out = output - blocks.offsets[rank] * element;
-  COHORT_RETURN_IF_ERROR(RingReduceScatter(context, input, accumulate.data(), final_out, blocks,
-                                           -1, [](const Piece&) {}));
+  RingGroup group = World(context);
+  COHORT_RETURN_IF_ERROR(RingReduceScatter(context, group, input, accumulate.data(), final_out,
+                                           InRingOrder(blocks, group), -1,
+                                           /*finish_average=*/true, [](const Piece&) {}));
   return context.WaitAll();
 }
 
-bool Always(const OpArgs&, int) { return true; }
+bool Always(const OpArgs&, const Tuning&) { return true; }
 
 }  // namespace
 
@@ -236,7 +254,9 @@ void RegisterRingAlgorithms(std::vector<Algorithm>& registry) {
       "ring",
       {OpType::kAllreduce, OpType::kAllgather, OpType::kReduceScatter},
       Always,
-      [](const OpArgs& args, int n, const LinkModel& link) {
+      [](const OpArgs& args, const Tuning& tuning) {
+        const int n = tuning.size();
+        const LinkModel& link = tuning.flat();
         double bytes = static_cast<double>(OpBytes(args, n));
         double steps = n - 1;
         double fraction = steps / n;

@@ -34,7 +34,9 @@ TreeLinks Binomial(int rank, int root, int n) {
   return links;
 }
 
-double TreeCost(const OpArgs& args, int n, const LinkModel& link) {
+double TreeCost(const OpArgs& args, const Tuning& tuning) {
+  const int n = tuning.size();
+  const LinkModel& link = tuning.flat();
   double bytes = static_cast<double>(OpBytes(args, n));
   double depth = std::ceil(std::log2(std::max(2, n)));
   double extra = args.op == OpType::kReduce ? bytes / link.reduce_bytes_per_second : 0.0;
@@ -128,7 +130,7 @@ void RegisterTreeAlgorithms(std::vector<Algorithm>& registry) {
   registry.push_back(Algorithm{
       "tree",
       {OpType::kBroadcast, OpType::kReduce},
-      [](const OpArgs&, int) { return true; },
+      [](const OpArgs&, const Tuning&) { return true; },
       TreeCost,
       [](OpContext& context) {
         return context.args().op == OpType::kBroadcast ? TreeBroadcast(context)
