@@ -50,7 +50,8 @@ class Coordinator::Loop {
     round_opened_ = absl::Now();
     int64_t ring_seen = 0;
     while (!stopping_.load()) {
-      absl::Duration wait = absl::Milliseconds(250);
+      // Short enough that heartbeat staleness is checked a few times per interval.
+      absl::Duration wait = std::min(absl::Milliseconds(100), settings_.heartbeat_interval / 4);
       absl::Time now = absl::Now();
       if (!running_ && !finished_) {
         if (min_reached_at_) wait = std::min(wait, *min_reached_at_ + settings_.last_call_timeout - now);
@@ -81,7 +82,7 @@ class Coordinator::Loop {
     COHORT_RETURN_IF_ERROR(RefreshLeft());
     if (now >= next_heartbeat_check_) {
       COHORT_RETURN_IF_ERROR(CheckHeartbeats(now));
-      next_heartbeat_check_ = now + settings_.heartbeat_interval / 2;
+      next_heartbeat_check_ = now + settings_.heartbeat_interval / 4;
     }
     if (finished_) return RefuseWaiting("the job has already finished");
     if (running_) return StepRunning();
