@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build test run docs compare clean
+.PHONY: all bootstrap configure build test install-python run docs compare compare-torch clean
 
 all: build
 
@@ -18,9 +18,16 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Every test: ctest runs the gtest units and the multi-process suites (one ctest entry per
-# gtest case); its summary is the last thing printed.
+# gtest case), then pytest runs the torch backend's suite against the built package (its exit
+# status counts: "no tests collected" fails too).
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
+	PYTHONPATH=$(abspath $(BUILD))/python /usr/bin/python3 -m pytest tests/python -q -p no:cacheprovider
+
+# Installs the `cohort` package (torch backend) into /usr/bin/python3's site-packages
+# (/usr/local/lib/python3.*/dist-packages), so `import cohort` works from anywhere.
+install-python: build
+	cmake --install $(BUILD) --component python
 
 # The main job: cohortrun trains examples/train.py on 4 local workers, one worker is killed
 # half way, and the job restarts from its last checkpoint and finishes (examples/run_demo.sh).
@@ -34,6 +41,10 @@ docs: build
 # cohort vs torch's gloo, side by side in one run (2 ranks, float32 sum, 8 B to 64 MiB).
 compare: build
 	/usr/bin/python3 bench/compare/compare.py --bench $(BUILD)/bench/cohort-bench --repeat 3
+
+# The torch backend "cohort" vs gloo, both through torch.distributed.all_reduce, same run.
+compare-torch: build
+	/usr/bin/python3 bench/compare/compare.py --ours torch --python-path $(abspath $(BUILD))/python --repeat 3
 
 clean:
 	rm -rf $(BUILD)

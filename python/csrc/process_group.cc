@@ -169,10 +169,14 @@ ProcessGroupCohort::~ProcessGroupCohort() {
   // GIL (DDP communication hooks): never hold the GIL while waiting for it.
   PyThreadState* saved = nullptr;
   if (Py_IsInitialized() && PyGILState_Check()) saved = PyEval_SaveThread();
-  comm_.reset();
 #if COHORT_TORCH_NCCL
-  nccl_.reset();
+  {
+    // First, so that the peer watch failing as the communicator closes finds no NCCL to abort.
+    std::lock_guard<std::mutex> lock(nccl_mutex_);
+    nccl_.reset();
+  }
 #endif
+  comm_.reset();
   if (saved != nullptr) PyEval_RestoreThread(saved);
 }
 
@@ -197,7 +201,13 @@ absl::Duration ProcessGroupCohort::OpTimeout(std::chrono::milliseconds timeout) 
 c10::intrusive_ptr<CohortWork> ProcessGroupCohort::MakeWork(c10d::OpType type, const char* title,
                                                             const std::vector<at::Tensor>& inputs,
                                                             std::vector<at::Tensor> outputs) {
-  return c10::make_intrusive<CohortWork>(rank_, type, title, inputs, std::move(outputs));
+  auto work = c10::make_intrusive<CohortWork>(rank_, type, title, inputs, std::move(outputs));
+  if (type == c10d::OpType::SEND || type == c10d::OpType::RECV ||
+      type == c10d::OpType::RECVANYSOURCE) {
+    // libcohort's point-to-point transfers have no deadline of their own.
+    work->SetWaitLimit(timeout_);
+  }
+  return work;
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Group(
@@ -231,9 +241,27 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Record(c10::intrusive_ptr<c10
 NcclPath& ProcessGroupCohort::Nccl() {
   std::lock_guard<std::mutex> lock(nccl_mutex_);
   if (nccl_ == nullptr) {
-    nccl_ = std::make_unique<NcclPath>(store_, name_, rank_, size_, timeout_);
+    nccl_ = std::make_shared<NcclPath>(store_, name_, rank_, size_, timeout_);
+    WatchPeersForNccl();
   }
   return *nccl_;
+}
+
+void ProcessGroupCohort::WatchPeersForNccl() {
+  // A tag no torch call uses (torch tags are small non-negative ints).
+  constexpr uint32_t kPeerWatchTag = 0xC0BE7A11u;
+  RecvOptions options;
+  options.data = &peer_watch_byte_;
+  options.count = 1;
+  options.dtype = DataType::kUInt8;
+  options.peer = kAnySource;
+  options.tag = kPeerWatchTag;
+  peer_watch_ = comm().Recv(options);
+  std::weak_ptr<NcclPath> nccl = nccl_;
+  peer_watch_->OnCompletion([nccl](const absl::Status& status) {
+    if (status.ok() || status.code() == absl::StatusCode::kCancelled) return;
+    if (auto alive = nccl.lock()) alive->Abort(std::string(status.message()));
+  });
 }
 #define COHORT_GPU(nccl_call, staged_call) return Record(nccl_call)
 #else

@@ -162,8 +162,14 @@ class ProcessGroupCohort final : public BackendBase {
 
 #if COHORT_TORCH_NCCL
   NcclPath& Nccl();
-  std::unique_ptr<NcclPath> nccl_;
+  // Keeps a receive that no message matches posted on the CPU communicator: it fails only when
+  // that communicator breaks (a peer's connection closed), and then aborts NCCL, so a dead peer
+  // stops GPU collectives within seconds instead of at the timeout.
+  void WatchPeersForNccl();
+  std::shared_ptr<NcclPath> nccl_;
   std::mutex nccl_mutex_;
+  std::shared_ptr<cohort::Work> peer_watch_;
+  char peer_watch_byte_ = 0;
 #endif
 
   c10::intrusive_ptr<c10d::Store> store_;

@@ -87,7 +87,18 @@ void CohortWork::MarkFuture(c10::ivalue::Future& future) const {
 }
 
 bool CohortWork::wait(std::chrono::milliseconds timeout) {
-  if (timeout == kNoTimeout) {
+  if (timeout == kNoTimeout && wait_limit_.count() > 0) {
+    absl::Time deadline = absl::Now() + absl::FromChrono(wait_limit_);
+    for (const auto& part : parts_) {
+      part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).IgnoreError();
+      if (!part->IsCompleted()) {
+        TORCH_CHECK(false, "cohort: ", c10d::opTypeToString(type_), " on rank ", rank_,
+                    " timed out after ", wait_limit_.count(),
+                    " ms (the timeout given to init_process_group): the peer never sent or "
+                    "received the matching message");
+      }
+    }
+  } else if (timeout == kNoTimeout) {
     // An untimed wait runs the operation on this thread when the progress thread is idle (no
     // hand-off on the latency path). Every operation has its own timeout, so this ends.
     // Its status also reaches OnPartDone, which turns it into this Work's exception.

@@ -33,6 +33,9 @@ class CohortWork : public c10d::Work {
   // completes it; an exception thrown by one becomes the Work's error.
   void AddEpilogue(std::function<void()> epilogue) { epilogues_.push_back(std::move(epilogue)); }
   void SetSourceRank(int rank) { fixed_source_rank_ = rank; }
+  // An untimed wait() gives up after `limit` (for operations without a deadline of their own:
+  // point-to-point transfers); zero or negative: no limit.
+  void SetWaitLimit(std::chrono::milliseconds limit) { wait_limit_ = limit; }
 
   // Starts tracking `parts` (called once, right after they were submitted). Their errors,
   // even those libcohort reports at once, surface from wait() and the Future, as with gloo;
@@ -56,6 +59,7 @@ class CohortWork : public c10d::Work {
   std::vector<at::Tensor> keep_alive_;
   std::vector<std::function<void()>> epilogues_;
   int fixed_source_rank_ = -1;
+  std::chrono::milliseconds wait_limit_{0};
   std::vector<std::shared_ptr<cohort::Work>> parts_;
   std::atomic<int> remaining_{0};
 

@@ -17,11 +17,9 @@ def _candidates():
 
 
 def _find_package():
-    try:
-        import cohort  # noqa: F401  (already importable: PYTHONPATH or installed)
-        return
-    except ImportError:
-        pass
+    if "PYTHONPATH" in os.environ:
+        return  # make test points at its build; an explicit path wins
+    # A build in this tree wins over an installed copy, which may be older.
     for path in _candidates():
         if glob.glob(os.path.join(path, "cohort", "_C*.so")):
             sys.path.insert(0, path)

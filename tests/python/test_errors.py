@@ -139,3 +139,21 @@ def test_wrong_input_is_rejected_with_a_clear_message():
         assert "split" in messages["bad split sizes"], messages
         assert "times" in messages["allgather base size"] or "size" in messages[
             "allgather base size"], messages
+
+
+def silent_peer_body(rank, world):
+    if rank == 1:
+        time.sleep(3)  # alive, connected, but never sends
+        return None
+    start = time.monotonic()
+    try:
+        dist.recv(torch.zeros(2), src=1)
+    except RuntimeError as error:
+        return time.monotonic() - start, str(error)
+    return "no error"
+
+
+def test_recv_from_a_silent_peer_times_out():
+    elapsed, message = harness.run(silent_peer_body, 2, pg_timeout=1.5)[0]
+    assert 1.0 < elapsed < 3, (elapsed, message)
+    assert "timed out" in message and "recv" in message.lower(), message
