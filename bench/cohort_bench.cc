@@ -41,6 +41,7 @@ struct Command {
 void Usage(FILE* out) {
   std::fprintf(out,
                "usage: cohort-bench COLLECTIVE [--nranks N] [flags]\n"
+               "       cohort-bench topo [--nranks N]     the hosts, local ranks and links\n"
                "       cohort-bench algos\n\n"
                "COLLECTIVE: %s\n\n"
                "  --nranks N        spawn N local ranks (else: one rank of a launched job, from\n"
@@ -56,7 +57,8 @@ void Usage(FILE* out) {
                "  -o, --op          sum, prod, min, max, avg, band, bor, bxor (default sum)\n"
                "  -d, --datatype    float, double, half, bfloat16, int8, uint8, int32, int64\n"
                "  -r, --root        root rank of rooted collectives (default 0)\n"
-               "  --algo NAME       force an algorithm (see `cohort-bench algos`)\n",
+               "  --algo NAME       force an algorithm (see `cohort-bench algos`)\n"
+               "  --tag TEXT        a label for the command line; ignored\n",
                absl::StrJoin(CollectiveNames(), ", ").c_str());
 }
 
@@ -66,9 +68,10 @@ absl::StatusOr<Command> Parse(int argc, char** argv) {
   Command command;
   if (argc < 2) return Fail("no collective given");
   command.collective = argv[1];
-  if (command.collective != "algos" && FindCollective(command.collective) == nullptr) {
+  if (command.collective != "algos" && command.collective != "topo" &&
+      FindCollective(command.collective) == nullptr) {
     return Fail(absl::StrCat("unknown collective \"", command.collective, "\"; accepted: ",
-                             absl::StrJoin(CollectiveNames(), ", "), ", algos"));
+                             absl::StrJoin(CollectiveNames(), ", "), ", topo, algos"));
   }
   for (int i = 2; i < argc; ++i) {
     std::string flag = argv[i];
@@ -117,6 +120,8 @@ absl::StatusOr<Command> Parse(int argc, char** argv) {
     } else if (flag == "-r" || flag == "--root") {
       if (!absl::SimpleAtoi(value, &integer) || integer < 0) return bad("a rank");
       command.sweep.params.root = static_cast<int>(integer);
+    } else if (flag == "--tag") {
+      // A label on the command line only (tests find their processes by it).
     } else if (flag == "--algo") {
       absl::Status valid = ValidateAlgorithmName(value);
       if (!valid.ok()) return Fail(std::string(valid.message()));
@@ -143,6 +148,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   if (!comm.ok()) {
     std::fprintf(stderr, "cohort-bench rank %d: %s\n", rank, std::string(comm.status().message()).c_str());
     return kExitFailure;
+  }
+  if (command.collective == "topo") {
+    if (rank == 0) std::fputs((*comm)->topology().Describe().c_str(), stdout);
+    return (*comm)->Barrier()->Wait().ok() ? 0 : kExitFailure;
   }
   if (command.sweep.params.root >= size) {
     if (rank == 0) std::fprintf(stderr, "cohort-bench: root %d is not a rank of %d\n", command.sweep.params.root, size);
