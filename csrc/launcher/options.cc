@@ -207,6 +207,14 @@ int CountGpus(const std::map<std::string, std::string>& environment) {
   return physical;
 }
 
+// The rendezvous store's port when only --master-addr/--master-port say where nodes meet. The
+// workers' torch store needs MASTER_PORT itself (cohort's store is not a c10d TCPStore, so
+// torchrun's TORCHELASTIC_USE_AGENT_STORE sharing does not apply): a given --master-port stays
+// the workers', and the store takes the next port.
+int StorePortBesideMaster(const LaunchOptions& options) {
+  return options.master_port_given ? options.master_port + 1 : options.master_port;
+}
+
 }  // namespace
 
 std::map<std::string, std::string> CurrentEnvironment() {
@@ -472,7 +480,7 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
     options.master_addr_given = true;
   }
   if (auto value = value_of("master-port")) {
-    COHORT_ASSIGN_OR_RETURN(options.master_port, ParseInt("master-port", *value, 1, 65535));
+    COHORT_ASSIGN_OR_RETURN(options.master_port, ParseInt("master-port", *value, 1, 65534));
     options.master_port_given = true;
   }
   if (auto value = value_of("local-addr")) options.local_addr = *value;
@@ -553,7 +561,7 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
     }
     if (options.node_rank < 0) options.node_rank = 0;
     if (options.rdzv_endpoint.empty()) {
-      options.rdzv_endpoint = absl::StrCat(options.master_addr, ":", options.master_port);
+      options.rdzv_endpoint = absl::StrCat(options.master_addr, ":", StorePortBesideMaster(options));
       options.sources["rdzv-endpoint"] = "--master-addr:--master-port";
     }
   } else if (options.rdzv_endpoint.empty()) {
@@ -561,7 +569,7 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
       options.rdzv_endpoint = "localhost:0";  // one node: a private store
       options.sources["rdzv-endpoint"] = "single node";
     } else if (options.master_addr_given) {
-      options.rdzv_endpoint = absl::StrCat(options.master_addr, ":", options.master_port);
+      options.rdzv_endpoint = absl::StrCat(options.master_addr, ":", StorePortBesideMaster(options));
       options.sources["rdzv-endpoint"] = "--master-addr:--master-port";
     } else {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -29,6 +29,7 @@ finish() {  # finish: waits for $LAUNCHER; its exit code in $STATUS
 echo "== environment contract"
 d=$SCRATCH/env && mkdir -p "$d"
 unset OMP_NUM_THREADS
+export BIND_MASTER_PORT=1  # rank 0 binds and listens on the reserved MASTER_PORT, as TCPStore does
 status=$(run env --standalone --nproc-per-node 3 --max-restarts 2 --no-python "$WORKER" env "$TAG" "$d")
 [[ $status == 0 ]] || { cat "$SCRATCH/env.log"; fail "env job exited $status"; }
 for rank in 0 1 2; do
@@ -58,6 +59,8 @@ for rank in 0 1 2; do
 done
 # Every rank sees the same master port and run id; a user's OMP_NUM_THREADS is kept.
 [[ $(grep -h '^MASTER_PORT=' "$d"/env.* | sort -u | wc -l) == 1 ]] || fail "ranks disagree on MASTER_PORT"
+contains "$d/bind.0" "bound $(sed -n 's/^MASTER_PORT=//p' "$d/env.0")"
+unset BIND_MASTER_PORT
 status=$(OMP_NUM_THREADS=6 run env2 --standalone --nproc-per-node 2 --no-python "$WORKER" env "$TAG" "$d")
 [[ $status == 0 ]] || fail "env2 exited $status"
 contains "$d/env.1" "OMP_NUM_THREADS=6"

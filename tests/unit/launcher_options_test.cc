@@ -139,7 +139,13 @@ TEST(LauncherOptions, StaticBackendUsesMasterAddress) {
   ASSERT_TRUE(options.ok()) << options.status();
   EXPECT_TRUE(options->settings.static_ranks);
   EXPECT_EQ(options->node_rank, 0);
-  EXPECT_EQ(options->rdzv_endpoint, "10.1.1.1:1234");
+  // MASTER_PORT stays the workers' (their torch store binds it); the store takes the next.
+  EXPECT_EQ(options->rdzv_endpoint, "10.1.1.1:1235");
+  EXPECT_EQ(options->master_port, 1234);
+  auto defaults = Parse({"--rdzv-backend", "static", "--nnodes", "2", "--node-rank", "1", "t.py"});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->rdzv_endpoint, "127.0.0.1:29500");  // torchrun's default address
+  EXPECT_FALSE(defaults->master_port_given);
   auto elastic = Parse({"--rdzv-backend", "static", "--nnodes", "1:2", "t.py"});
   ASSERT_FALSE(elastic.ok());
   EXPECT_THAT(elastic.status().message(), HasSubstr("fixed --nnodes"));

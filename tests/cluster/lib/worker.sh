@@ -7,6 +7,15 @@ dir=$3
 case "$mode" in
   env)
     env | sort > "$dir/env.$RANK"
+    if [ "$RANK" = 0 ] && [ -n "${BIND_MASTER_PORT:-}" ]; then
+      # As torch's TCPStore does on rank 0: SO_REUSEADDR, bind MASTER_PORT, listen.
+      python3 -c 'import os, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", int(os.environ["MASTER_PORT"])))
+s.listen()
+print("bound", os.environ["MASTER_PORT"])' > "$dir/bind.0" 2>&1 || true
+    fi
     echo "rank $RANK of $WORLD_SIZE local $LOCAL_RANK"
     ;;
   print)
