@@ -40,7 +40,7 @@ docs: build
 
 # cohort vs torch's gloo, side by side in one run (2 ranks, float32 sum, 8 B to 64 MiB).
 compare: build
-	/usr/bin/python3 bench/compare/compare.py --bench $(BUILD)/bench/cohort-bench --repeat 3
+	/usr/bin/python3 bench/compare/compare.py --build $(BUILD) --mpi --repeat 3
 
 # The torch backend "cohort" vs gloo, both through torch.distributed.all_reduce, same run.
 compare-torch: build

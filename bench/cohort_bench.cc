@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -69,6 +70,7 @@ absl::StatusOr<Command> Parse(int argc, char** argv) {
   if (argc < 2) return Fail("no collective given");
   command.collective = argv[1];
   if (command.collective != "algos" && command.collective != "topo" &&
+      command.collective != "memcpy" &&
       FindCollective(command.collective) == nullptr) {
     return Fail(absl::StrCat("unknown collective \"", command.collective, "\"; accepted: ",
                              absl::StrJoin(CollectiveNames(), ", "), ", topo, algos"));
@@ -255,6 +257,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cohort-bench: %s\n\n", std::string(command.status().message()).c_str());
     Usage(stderr);
     return kExitUsage;
+  }
+  if (command->collective == "memcpy") {
+    // The machine's copy bandwidth, the reference the shared-memory figures are read against.
+    size_t bytes = command->sweep.max_bytes;
+    std::vector<char> source(bytes, 1), target(bytes, 0);
+    std::memcpy(target.data(), source.data(), bytes);
+    double best = 0;
+    for (int i = 0; i < std::max(1, command->sweep.iterations); ++i) {
+      auto start = std::chrono::steady_clock::now();
+      std::memcpy(target.data(), source.data(), bytes);
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      best = std::max(best, static_cast<double>(bytes) / seconds / 1e9);
+    }
+    std::printf("# memcpy bandwidth: %.3f GB/s (%zu bytes, best of %d)\n", best, bytes,
+                command->sweep.iterations);
+    return 0;
   }
   if (command->collective == "algos") {
     for (const cohort::Algorithm& algorithm : cohort::Algorithms()) {

@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""Side-by-side allreduce: cohort and torch.distributed's gloo, measured in the same run.
+"""Side-by-side allreduce, measured in the same run: cohort-bench against torch.distributed's gloo
+(or another torch backend) and, with --mpi, Open MPI's MPI_Allreduce.
 
-Runs both sweeps (alternating, --repeat times), prints every table, then one line per size with
-the median time and busbw of each and the ratios: latency gloo/cohort (above 1: cohort is faster)
-and busbw cohort/gloo (above 1: cohort moves more). cohort runs blocking (-z 1) and in place,
-like torch's dist.all_reduce.
-
+Runs every sweep alternately, --repeat times, prints every table, then one line per size with
+the median time of each and the ratios: latency reference/cohort (above 1: cohort is faster)
+and busbw cohort/reference (the same number for equal sizes). cohort runs blocking (-z 1) and
+the in-place column is compared, because torch's dist.all_reduce is in place and blocking.
+--shm 0 makes cohort use TCP loopback between local ranks (the issue's TCP comparison).
 --ours bench (the default) measures libcohort through cohort-bench; --ours torch measures the
 torch backend "cohort" through torch.distributed.all_reduce, exactly like the gloo side (the
-package is taken from --python-path, default <build>/python next to --bench).
+package is taken from --python-path, default <build>/python).
+The memcpy bandwidth of this machine, measured by cohort-bench, is printed for reference with
+the fraction cohort's busbw reaches.
 """
 import argparse
 import os
@@ -41,8 +44,11 @@ def run(command, env=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bench", default=os.path.join(ROOT, "build", "bench", "cohort-bench"))
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--backend", default="gloo", help="torch backend to compare with")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch")
+    parser.add_argument("--mpi", action="store_true", help="also Open MPI's MPI_Allreduce")
+    parser.add_argument("--shm", default="1", choices=["0", "1"], help="COHORT_SHM for cohort")
     parser.add_argument("--nranks", default="2")
     parser.add_argument("-b", default="8")
     parser.add_argument("-e", default="64M")
@@ -55,44 +61,55 @@ def main():
     parser.add_argument("--python-path", default=None,
                         help="where the cohort package is built (default: <build>/python)")
     args = parser.parse_args()
+    bench = os.path.join(args.build, "bench", "cohort-bench")
     sweep = ["-b", args.b, "-e", args.e, "-f", args.f, "-n", args.n, "-w", args.w]
-    torch_command = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend",
-                     args.backend, "--nranks", args.nranks] + sweep
-    ours_env = None
+    env = dict(os.environ, COHORT_SHM=args.shm)
     if args.ours == "torch":
-        python_path = args.python_path or os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(args.bench))), "python")
-        ours_env = dict(os.environ)
-        ours_env["PYTHONPATH"] = os.pathsep.join(
+        python_path = args.python_path or os.path.join(args.build, "python")
+        env["PYTHONPATH"] = os.pathsep.join(
             [python_path] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        cohort_command = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend",
-                          "cohort", "--nranks", args.nranks] + sweep
+        ours = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend", "cohort",
+                "--nranks", args.nranks] + sweep
     else:
-        cohort_command = [args.bench, "allreduce", "--nranks", args.nranks, "-z", "1"] + sweep
-    ours, theirs = [], []
+        ours = [bench, "allreduce", "--nranks", args.nranks, "-z", "1"] + sweep
+    commands = {"cohort": (ours, env)}
+    if not args.no_torch:
+        commands[f"torch-{args.backend}"] = (
+            ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend", args.backend,
+             "--nranks", args.nranks] + sweep, None)
+    if args.mpi:
+        commands["openmpi"] = (
+            ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", args.nranks,
+             os.path.join(args.build, "bench", "cohort-mpi-allreduce")] + sweep, None)
+    results = {name: [] for name in commands}
     for _ in range(args.repeat):
-        text = run(cohort_command, ours_env)
-        print(text, end="")
-        ours.append(rows(text))
-        text = run(torch_command)
-        print(text, end="")
-        theirs.append(rows(text))
-    ours_name = "torch \"cohort\"" if args.ours == "torch" else "cohort-bench"
-    print(f"# {ours_name} vs torch {args.backend}: allreduce, {args.nranks} ranks, float32 sum, "
-          f"in place, blocking; median of {args.repeat} run(s) each, measured alternately")
-    print(f"# {'size (B)':>10}  {'cohort us':>10} {'gloo us':>10} {'lat ratio':>9}  "
-          f"{'cohort busbw':>12} {'gloo busbw':>10} {'bw ratio':>8}".replace("gloo", args.backend))
-    for size in sorted(ours[0]):
-        our_time = statistics.median(r[size][0] for r in ours)
-        our_bw = statistics.median(r[size][1] for r in ours)
-        their_time = statistics.median(r[size][0] for r in theirs)
-        their_bw = statistics.median(r[size][1] for r in theirs)
-        latency_ratio = their_time / our_time if our_time > 0 else float("inf")
-        # Same size and world on both sides: the busbw ratio is the time ratio (computed from
-        # times, since printed busbw rounds small sizes to 0).
-        bandwidth_ratio = latency_ratio
-        print(f"  {size:>10}  {our_time:>10.2f} {their_time:>10.2f} {latency_ratio:>8.2f}x  "
-              f"{our_bw:>12.3f} {their_bw:>10.3f} {bandwidth_ratio:>7.2f}x")
+        for name, (command, command_env) in commands.items():
+            text = run(command, command_env)
+            print(text, end="")
+            results[name].append(rows(text))
+    memcpy = run([bench, "memcpy", "-e", "64M", "-n", "10"])
+    print(memcpy, end="")
+    memcpy_gbs = float(memcpy.split(":")[1].split()[0])
+    references = [name for name in commands if name != "cohort"]
+    print(f"# cohort (COHORT_SHM={args.shm}) vs {', '.join(references)}: allreduce, "
+          f"{args.nranks} ranks, float32 sum, in place, blocking; median of {args.repeat} "
+          f"run(s) each, measured alternately; memcpy {memcpy_gbs:.2f} GB/s")
+    header = f"# {'size (B)':>10}  {'cohort us':>10} {'busbw':>7} {'%memcpy':>7}"
+    for name in references:
+        header += f"  {name + ' us':>14} {'lat ratio':>9}"
+    print(header)
+
+    def median(name, size, column):
+        return statistics.median(r[size][column] for r in results[name])
+
+    for size in sorted(results["cohort"][0]):
+        our_time = median("cohort", size, 0)
+        our_bw = median("cohort", size, 1)
+        line = f"  {size:>10}  {our_time:>10.2f} {our_bw:>7.3f} {100 * our_bw / memcpy_gbs:>6.1f}%"
+        for name in references:
+            their_time = median(name, size, 0)
+            line += f"  {their_time:>14.2f} {their_time / our_time:>8.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":
