@@ -80,6 +80,11 @@ const std::vector<Variable>& BuildRegistry() {
        "Interpreter cohortrun runs training scripts with (not used with --no-python)."},
       {"COHORT_STOP_GRACE", Type::kDuration, "5s",
        "How long cohortrun waits after SIGTERM before it SIGKILLs workers it stops."},
+      {"COHORT_TORCH_CUDA", Type::kChoice, "auto",
+       "How the torch backend runs collectives on CUDA tensors: nccl, staged (copied through "
+       "host memory and run by cohort on the CPU), or auto (nccl when the extension was built "
+       "with NCCL, else staged).",
+       {"auto", "nccl", "staged"}},
   };
   return registry;
 }

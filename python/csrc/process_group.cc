@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/transport.h"
+#include "common/config.h"
 #include "tensor_args.h"
 
 #if COHORT_TORCH_NCCL
@@ -161,6 +162,13 @@ ProcessGroupCohort::ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& st
       Communicator::Create(*bootstrap_, rank, size, options);
   TORCH_CHECK(comm.ok(), "cohort: ", comm.status().message());
   comm_ = std::move(*comm);
+  // Communicator::Create validated the value; "nccl" without NCCL in this build is an error.
+  absl::StatusOr<std::string> cuda_path = config::GetString("COHORT_TORCH_CUDA");
+  const std::string mode = cuda_path.ok() ? *cuda_path : "auto";
+  TORCH_CHECK(mode != "nccl" || COHORT_TORCH_NCCL,
+              "cohort: COHORT_TORCH_CUDA=nccl, but this build of the extension has no NCCL "
+              "(torch without CUDA, or NCCL not found when it was built); use auto or staged");
+  use_nccl_ = COHORT_TORCH_NCCL && mode != "staged";
   init();
 }
 
@@ -263,7 +271,9 @@ void ProcessGroupCohort::WatchPeersForNccl() {
     if (auto alive = nccl.lock()) alive->Abort(std::string(status.message()));
   });
 }
-#define COHORT_GPU(nccl_call, staged_call) return Record(nccl_call)
+#define COHORT_GPU(nccl_call, staged_call) \
+  if (use_nccl_) return Record(nccl_call);    \
+  staged_call
 #else
 #define COHORT_GPU(nccl_call, staged_call) staged_call
 #endif
@@ -983,8 +993,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::allgather_into_tensor_coalesc
   TORCH_CHECK(outputs.size() == inputs.size(), "cohort: allgather_into_tensor_coalesced: ",
               outputs.size(), " outputs for ", inputs.size(), " inputs");
 #if COHORT_TORCH_NCCL
-  if (PlacementOf("allgather_into_tensor_coalesced", All({outputs}, inputs)) ==
-      Placement::kCuda) {
+  if (use_nccl_ && PlacementOf("allgather_into_tensor_coalesced", All({outputs}, inputs)) ==
+                       Placement::kCuda) {
     return Nccl().AllgatherIntoTensorCoalesced(outputs, inputs, opts);
   }
 #endif
@@ -1001,8 +1011,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::reduce_scatter_tensor_coalesc
   TORCH_CHECK(outputs.size() == inputs.size(), "cohort: reduce_scatter_tensor_coalesced: ",
               outputs.size(), " outputs for ", inputs.size(), " inputs");
 #if COHORT_TORCH_NCCL
-  if (PlacementOf("reduce_scatter_tensor_coalesced", All({outputs}, inputs)) ==
-      Placement::kCuda) {
+  if (use_nccl_ && PlacementOf("reduce_scatter_tensor_coalesced", All({outputs}, inputs)) ==
+                       Placement::kCuda) {
     return Nccl().ReduceScatterTensorCoalesced(outputs, inputs, opts);
   }
 #endif

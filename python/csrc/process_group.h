@@ -177,6 +177,7 @@ class ProcessGroupCohort final : public BackendBase {
   std::unique_ptr<Communicator> comm_;
   std::string name_;
   std::chrono::milliseconds timeout_;
+  bool use_nccl_ = false;  // CUDA tensors: NCCL, or host staging (COHORT_TORCH_CUDA)
 
   std::mutex coalescing_mutex_;
   bool coalescing_ = false;

@@ -30,12 +30,13 @@ def free_port():
 
 
 def run(body, world_size=2, backend="cohort", timeout=60, pg_timeout=30, init=True,
-        init_method=None, expect_killed=(), args=()):
+        init_method=None, expect_killed=(), args=(), env=None):
     """Runs body(rank, world_size, *args) on `world_size` forked ranks; returns their results.
 
     With init, each rank first joins a process group of `backend` (init_method: tcp:// on a free
     port unless given; pg_timeout: init_process_group's timeout in seconds). Ranks listed in
-    expect_killed may die of a signal; their result is KILLED.
+    expect_killed may die of a signal; their result is KILLED. `env` is set in every rank
+    before it joins.
     """
     port = free_port()
     if init_method is None:
@@ -46,7 +47,7 @@ def run(body, world_size=2, backend="cohort", timeout=60, pg_timeout=30, init=Tr
             pid = os.fork()
             if pid == 0:
                 _child(rank, world_size, body, args, backend, init, init_method, pg_timeout,
-                       directory, port)
+                       directory, port, env or {})
             children[rank] = pid
         statuses = _wait_all(children, timeout)
         results, failures = [], []
@@ -79,11 +80,12 @@ def run(body, world_size=2, backend="cohort", timeout=60, pg_timeout=30, init=Tr
 
 
 def _child(rank, world_size, body, args, backend, init, init_method, pg_timeout, directory,
-           port):
+           port, env):
     code = 0
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size))
+        os.environ.update(env)
         torch.set_num_threads(1)
         if init:
             dist.init_process_group(backend, init_method=init_method, rank=rank,

@@ -157,3 +157,31 @@ def test_recv_from_a_silent_peer_times_out():
     elapsed, message = harness.run(silent_peer_body, 2, pg_timeout=1.5)[0]
     assert 1.0 < elapsed < 3, (elapsed, message)
     assert "timed out" in message and "recv" in message.lower(), message
+
+
+def init_error_body(rank, world, port):
+    try:
+        dist.init_process_group("cohort", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world)
+    except RuntimeError as error:
+        return str(error)
+    return "no error"
+
+
+def test_bad_configuration_fails_at_init_naming_the_variable():
+    results = harness.run(init_error_body, 2, init=False, args=(harness.free_port(),),
+                          env={"COHORT_TORCH_CUDA": "sometimes"})
+    for message in results:
+        assert "COHORT_TORCH_CUDA" in message and "sometimes" in message, message
+        assert "auto" in message and "staged" in message, message
+
+
+def test_nccl_requested_without_nccl_in_the_build():
+    import cohort
+
+    if cohort._C.with_nccl:
+        pytest.skip("this build has NCCL")
+    results = harness.run(init_error_body, 2, init=False, args=(harness.free_port(),),
+                          env={"COHORT_TORCH_CUDA": "nccl"})
+    for message in results:
+        assert "COHORT_TORCH_CUDA=nccl" in message and "no NCCL" in message, message
