@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build test install-python run docs compare compare-torch clean
+.PHONY: all bootstrap configure build test install-python run bench docs compare compare-torch clean
 
 all: build
 
@@ -33,6 +33,10 @@ install-python: build
 # half way, and the job restarts from its last checkpoint and finishes (examples/run_demo.sh).
 run: build
 	examples/run_demo.sh $(BUILD)
+
+# The allreduce sweep of cohort-bench on 4 local ranks (shared memory), nccl-tests style.
+bench: build
+	$(BUILD)/bench/cohort-bench allreduce --nranks 4 -b 8 -e 64M -f 2
 
 # docs/config.md is generated from the COHORT_* registry (a test checks it is current).
 docs: build

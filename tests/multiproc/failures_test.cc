@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -243,6 +244,43 @@ TEST(Lifecycle, CleanShutdownIsNotALostPeer) {
     if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 * rank));
     comm.reset();
   });
+}
+
+}  // namespace
+}  // namespace cohort
+
+namespace cohort {
+namespace {
+
+// Shared-memory segments leave /dev/shm as soon as every local rank has mapped them, so a crash
+// (here: SIGKILL of a rank right after creation) leaves nothing behind.
+TEST(SharedMemory, SegmentsAreUnlinkedOnceMapped) {
+  auto ours = [] {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+      std::string name = entry.path().filename();
+      if (name.rfind("cohort-", 0) == 0) names.push_back(name);
+    }
+    return names;
+  };
+  std::vector<std::string> before = ours();
+  testing::RankGroup group;
+  group.Start(3, [](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = Communicator::Create(bootstrap, rank, size, {.name = "shm"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    ASSERT_TRUE((*comm)->Barrier()->Wait().ok());
+    ASSERT_TRUE(bootstrap.Set(absl::StrCat("ready/", rank), "1").ok());
+    ASSERT_TRUE(bootstrap.Get("checked", absl::Seconds(60)).ok());
+  });
+  Bootstrap& store = group.store();
+  for (int rank = 0; rank < 3; ++rank) {
+    ASSERT_TRUE(store.Get(absl::StrCat("ready/", rank), absl::Seconds(60)).ok());
+  }
+  EXPECT_EQ(ours(), before) << "segments still named in /dev/shm while the ranks run";
+  kill(group.pid(1), SIGKILL);
+  ASSERT_TRUE(store.Set("checked", "1").ok());
+  group.Join(absl::Seconds(30));
+  EXPECT_EQ(ours(), before) << "segments left in /dev/shm after the ranks ended";
 }
 
 }  // namespace
