@@ -17,7 +17,8 @@ import torch.distributed as dist
 from . import _C
 
 __all__ = [
-    "BACKEND", "abort", "communicator_name", "create_backend", "is_available", "work_exception"
+    "BACKEND", "abort", "communicator_name", "create_backend", "is_available",
+    "monitored_barrier", "work_exception",
 ]
 
 BACKEND = "cohort"
@@ -83,6 +84,16 @@ def work_exception(work):
     Same as ``work.exception()``, which torch 1.13 cannot return to Python for any backend.
     """
     return _C.work_exception(work)
+
+
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """gloo's monitored barrier on a cohort group (torch's own function admits only gloo):
+    rank 0 waits up to `timeout` for every rank and raises a RuntimeError naming those that
+    did not arrive (all of them with wait_all_ranks, else the first)."""
+    group = group if group is not None else dist.distributed_c10d._get_default_group()
+    if timeout is None:
+        timeout = datetime.timedelta(milliseconds=-1)  # unset: the group's timeout
+    group.monitored_barrier(timeout, wait_all_ranks)
 
 
 def is_available():

@@ -267,7 +267,12 @@ void ProcessGroupCohort::WatchPeersForNccl() {
   peer_watch_ = comm().Recv(options);
   std::weak_ptr<NcclPath> nccl = nccl_;
   peer_watch_->OnCompletion([nccl](const absl::Status& status) {
-    if (status.ok() || status.code() == absl::StatusCode::kCancelled) return;
+    // Cancelled: this group is closing. FailedPrecondition: a peer closed the group cleanly
+    // (its last operation was done); neither is a failure NCCL needs to hear about.
+    if (status.ok() || status.code() == absl::StatusCode::kCancelled ||
+        status.code() == absl::StatusCode::kFailedPrecondition) {
+      return;
+    }
     if (auto alive = nccl.lock()) alive->Abort(std::string(status.message()));
   });
 }
@@ -476,6 +481,50 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::barrier(const c10d::BarrierOp
   options.timeout = OpTimeout(opts.timeout);
   auto work = MakeWork(c10d::OpType::BARRIER, "cohort:barrier", {}, {});
   return Launch(work, {comm().Barrier(options)});
+}
+
+void ProcessGroupCohort::monitoredBarrier(const c10d::BarrierOptions& opts, bool wait_all_ranks) {
+  // Point-to-point messages on a tag of its own: torch's tags are small non-negative ints.
+  constexpr int kArriveTag = 0x7EAD0001;
+  constexpr int kReleaseTag = 0x7EAD0002;
+  const std::chrono::milliseconds timeout = opts.timeout.count() > 0 ? opts.timeout : timeout_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto remaining = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now()));
+  };
+  std::vector<at::Tensor> token = {at::zeros({1}, at::kByte)};
+  if (rank_ != 0) {
+    SendCpu(token, 0, kArriveTag);
+    auto release = RecvCpu(token, 0, kReleaseTag, nullptr);
+    try {
+      release->wait(remaining());
+    } catch (const std::exception& error) {
+      TORCH_CHECK(false, "cohort: monitored_barrier: rank ", rank_, " (", comm().host(rank_),
+                  ") was not released by rank 0 within ", timeout.count(), " ms: ",
+                  std::string(error.what()).substr(0, std::string(error.what()).find('\n')));
+    }
+    return;
+  }
+  std::vector<c10::intrusive_ptr<c10d::Work>> arrivals;
+  std::vector<std::vector<at::Tensor>> buffers(size_);
+  for (int peer = 1; peer < size_; ++peer) {
+    buffers[peer] = {at::zeros({1}, at::kByte)};
+    arrivals.push_back(RecvCpu(buffers[peer], peer, kArriveTag, nullptr));
+  }
+  std::string missing;
+  for (int peer = 1; peer < size_; ++peer) {
+    try {
+      arrivals[peer - 1]->wait(remaining());
+    } catch (const std::exception&) {
+      absl::StrAppend(&missing, missing.empty() ? "" : ", ", peer, " (", comm().host(peer), ")");
+      if (!wait_all_ranks) break;
+    }
+  }
+  TORCH_CHECK(missing.empty(), "cohort: monitored_barrier: rank(s) ", missing,
+              " did not reach the barrier within ", timeout.count(), " ms");
+  for (int peer = 1; peer < size_; ++peer) SendCpu(token, peer, kReleaseTag);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::send(std::vector<at::Tensor>& tensors,

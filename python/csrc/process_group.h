@@ -73,6 +73,9 @@ class ProcessGroupCohort final : public BackendBase {
                                           std::vector<at::Tensor>& input_tensors,
                                           const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+  // Like gloo's: rank 0 waits for every other rank (up to the timeout) and raises naming the
+  // ranks that did not arrive (all of them with wait_all_ranks, else the first).
+  void monitoredBarrier(const c10d::BarrierOptions& opts, bool wait_all_ranks) override;
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dst_rank,
                                       int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src_rank,

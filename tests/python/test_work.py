@@ -124,9 +124,13 @@ def recv_work_body(rank, world):
         buffer = torch.zeros(3)
         work = dist.irecv(buffer)  # any source
         work.wait()
-        return work.source_rank() if hasattr(work, "source_rank") else work._source_rank(), buffer.tolist()
+        source = work.source_rank() if hasattr(work, "source_rank") else work._source_rank()
+        dist.barrier()
+        return source, buffer.tolist()
     if rank == 2:
         dist.send(torch.full((3,), 7.0), dst=0)
+    # Nobody closes the group while rank 0 still receives from any source.
+    dist.barrier()
     return None
 
 
