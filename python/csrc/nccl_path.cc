@@ -279,7 +279,7 @@ std::shared_ptr<NcclComm> NcclPath::CommFor(const at::Device& device) {
   const std::string key = name_ + "/nccl/" + std::to_string(created_++);
   // A barrier through the store first: a missing rank becomes a timeout that names it instead
   // of a hang inside ncclCommInitRank.
-  store_->set(key + "/ready/" + std::to_string(rank_), {1});
+  store_->set(key + "/ready/" + std::to_string(rank_), std::vector<uint8_t>{1});
   std::vector<std::string> ready;
   for (int r = 0; r < size_; ++r) ready.push_back(key + "/ready/" + std::to_string(r));
   try {

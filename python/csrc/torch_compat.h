@@ -3,6 +3,9 @@
 // torch wraps in a ProcessGroup itself). Everything else in python/csrc is version-neutral.
 #pragma once
 
+#include <optional>
+#include <vector>
+
 #include <torch/version.h>
 
 #if TORCH_VERSION_MAJOR >= 2
@@ -20,8 +23,11 @@ namespace cohort::torch_ext {
 
 #if COHORT_TORCH_BACKEND_CLASS
 using BackendBase = c10d::Backend;
+// torch 2.x takes std::optional where 1.x took c10::optional (its own class then).
+using OptionalTensors = std::optional<std::vector<at::Tensor>>;
 #else
 using BackendBase = c10d::ProcessGroup;
+using OptionalTensors = c10::optional<std::vector<at::Tensor>>;
 #endif
 
 }  // namespace cohort::torch_ext

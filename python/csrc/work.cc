@@ -22,7 +22,7 @@ CohortWork::CohortWork(int rank, c10d::OpType type, const char* profiling_title,
                        const std::vector<at::Tensor>& profiling_inputs,
                        std::vector<at::Tensor> outputs)
     : c10d::Work(rank, type, profiling_title,
-                 c10::optional<std::vector<at::Tensor>>(profiling_inputs)),
+                 OptionalTensors(profiling_inputs)),
       type_(type),
       outputs_(std::move(outputs)) {}
 
