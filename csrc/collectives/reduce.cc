@@ -5,7 +5,15 @@
 // target attribute and inlines the same always_inline body, so one source yields three builds.
 // fp16 and bf16 compute in fp32 and round once. They convert with bit manipulation (vectorizable,
 // exact, and indifferent to the flush-to-zero / denormals-are-zero modes torch may set), except
-// fp16 on x86 levels with F16C, which converts whole L1-sized blocks with the F16C instructions.
+// fp16 on the x86 levels, which convert 8 values per instruction with F16C.
+
+// GCC's unroll-and-jam (on at -O3) fuses ReduceMany's one-input-per-pass loops in pairs into a
+// loop it then leaves scalar, which made five or more inputs 4-5x slower per element. Set before
+// the includes so every function in this file, inlined header code too, has the same options.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-loop-unroll-and-jam")
+#endif
+
 #include "collectives/reduce.h"
 
 #include <algorithm>
