@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace cohort {
 
@@ -96,6 +97,15 @@ absl::Status OpContext::WaitAll() {
     absl::Status status = Wait(&request);
     if (!status.ok()) return status;
   }
+  return absl::OkStatus();
+}
+
+absl::Status OpContext::ProgressOnce() {
+  if (aborted_.load(std::memory_order_relaxed)) {
+    return absl::CancelledError("the communicator was aborted");
+  }
+  COHORT_RETURN_IF_ERROR(transport_.Progress(std::min(1, deadline_.RemainingMillis(1))));
+  if (deadline_.Expired()) return TimeoutError(nullptr);
   return absl::OkStatus();
 }
 

@@ -47,6 +47,9 @@ class OpContext {
   absl::Status Wait(Request* request);
   // Until every request posted in this operation completed.
   absl::Status WaitAll();
+  // Drives the transport once, waiting up to about a millisecond for something to happen;
+  // checks the deadline and abort like Wait. For algorithms juggling several transfers.
+  absl::Status ProgressOnce();
 
   // Scratch memory reused across operations; at least `bytes`, 64-byte aligned.
   char* Scratch(size_t bytes);

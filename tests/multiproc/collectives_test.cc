@@ -387,6 +387,10 @@ TEST_P(LargeTest, Allreduce64MiB) {
     const size_t count = (64u << 20) / sizeof(float);
     runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
     runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, true);
+    // The pipelined hierarchy (8 chunks at this size) where there are hosts to span.
+    runner.algorithm = "hierarchical";
+    runner.Allreduce(DataType::kFloat32, ReduceOp::kAvg, count, false);
+    runner.algorithm = "";
     runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, false, false);
     runner.Allgather(DataType::kFloat32, count / size, false, false);
     runner.Broadcast(DataType::kFloat32, count / 4, false);
