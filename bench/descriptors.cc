@@ -1,5 +1,6 @@
 #include "bench/descriptors.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -9,35 +10,27 @@
 namespace cohort::bench {
 namespace {
 
-// Small integers: every reduction of them is exact in every type, so #wrong counts real errors.
-double Value(int rank, size_t index) { return static_cast<double>((rank * 3 + index) % 7) + 1; }
-
-void Fill(std::vector<char>& buffer, DataType type, size_t count, int rank, size_t base = 0) {
-  buffer.assign(count * DataTypeSize(type) + 1, 0);
-  for (size_t index = 0; index < count; ++index) {
-    StoreElement(buffer.data(), type, index, Value(rank, base + index));
-  }
-}
-
-double Reduced(ReduceOp op, int n, size_t index) {
-  double result = Value(0, index);
-  for (int rank = 1; rank < n; ++rank) {
-    double value = Value(rank, index);
-    switch (op) {
-      case ReduceOp::kSum:
-      case ReduceOp::kAvg: result += value; break;
-      case ReduceOp::kProd: result *= value; break;
-      case ReduceOp::kMin: result = std::min(result, value); break;
-      case ReduceOp::kMax: result = std::max(result, value); break;
-      case ReduceOp::kBand: result = static_cast<double>(static_cast<int64_t>(result) & static_cast<int64_t>(value)); break;
-      case ReduceOp::kBor: result = static_cast<double>(static_cast<int64_t>(result) | static_cast<int64_t>(value)); break;
-      case ReduceOp::kBxor: result = static_cast<double>(static_cast<int64_t>(result) ^ static_cast<int64_t>(value)); break;
+// The largest input value for sums of `n` ranks: every partial sum must be an integer the type
+// holds exactly (fp16: 2048, bf16: 256, fp32: 2^24), and integer averages must not wrap.
+int MaxValue(const BenchParams& params, int n) {
+  double limit = 7;
+  if (params.op == ReduceOp::kSum || params.op == ReduceOp::kAvg) {
+    switch (params.dtype) {
+      case DataType::kFloat16: limit = 2048.0 / n; break;
+      case DataType::kBFloat16: limit = 256.0 / n; break;
+      case DataType::kFloat32: limit = 16777216.0 / n; break;
+      case DataType::kInt8: limit = params.op == ReduceOp::kAvg ? 127.0 / n : 7; break;
+      case DataType::kUInt8: limit = params.op == ReduceOp::kAvg ? 255.0 / n : 7; break;
+      default: break;
     }
   }
-  return op == ReduceOp::kAvg ? result / n : result;
+  return static_cast<int>(std::clamp(limit, 1.0, 7.0));
 }
 
-// An exact integer result as the type stores it (two's complement wrap-around).
+// Data of collectives that move but do not reduce: any small integer is exact.
+double Plain(int rank, size_t index) { return static_cast<double>((rank * 3 + index) % 7) + 1; }
+
+// Wraps an exact integer to the type's width (two's complement), like the integer kernels do.
 double Wrapped(double value, DataType type) {
   uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(value));
   switch (type) {
@@ -49,23 +42,19 @@ double Wrapped(double value, DataType type) {
 }
 
 bool Differs(double got, double want, DataType type, ReduceOp op) {
-  if (!IsFloatingPoint(type)) {
-    return got != Wrapped(op == ReduceOp::kAvg ? std::trunc(want) : want, type);
-  }
-  if (op == ReduceOp::kAvg || op == ReduceOp::kProd) {
+  if (IsFloatingPoint(type) && (op == ReduceOp::kAvg || op == ReduceOp::kProd)) {
     double tolerance = (type == DataType::kFloat16 || type == DataType::kBFloat16) ? 1e-2 : 1e-6;
-    return std::fabs(got - want) > tolerance * std::max(1.0, std::fabs(want));
+    return !(std::fabs(got - want) <= tolerance * std::max(1.0, std::fabs(want)));
   }
-  return got != want;
+  return got != want;  // NaN differs from everything
 }
 
-size_t CountWrong(const void* buffer, DataType type, size_t count,
-                  const std::function<double(size_t)>& expected, ReduceOp op) {
-  size_t wrong = 0;
+void Fill(std::vector<char>& buffer, DataType type, size_t count,
+          const std::function<double(size_t)>& value) {
+  buffer.assign(count * DataTypeSize(type) + 1, 0);
   for (size_t index = 0; index < count; ++index) {
-    if (Differs(LoadElement(buffer, type, index), expected(index), type, op)) ++wrong;
+    StoreElement(buffer.data(), type, index, value(index));
   }
-  return wrong;
 }
 
 double One(int) { return 1.0; }
@@ -74,185 +63,312 @@ double TwiceRing(int n) { return 2 * Ring(n); }
 
 constexpr bool kWholeBuffer = false;
 constexpr bool kPerRank = true;
+constexpr int kRootData = 100;  // the "rank" whose Plain values a root sends
+
+char* Element(std::vector<char>& buffer, DataType type, size_t index) {
+  return buffer.data() + index * DataTypeSize(type);
+}
+
+template <typename Options>
+Options Common(const BenchParams& params) {
+  Options options;
+  options.algorithm = params.algorithm;
+  return options;
+}
 
 const Collective kCollectives[] = {
     {"allreduce", true, false, TwiceRing, kWholeBuffer,
-     [](Buffers& b, const BenchParams& p, int rank, int, size_t count) {
+     [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count, rank);
+       Fill(b.input, p.dtype, count, [&](size_t i) { return InputValue(p, n, rank, i); });
        b.output.assign(b.input.size(), 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
-       AllreduceOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<AllreduceOptions>(p);
        o.input = b.input.data();
        o.output = in_place ? b.input.data() : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
-       o.algorithm = p.algorithm;
-       return comm.Allreduce(o);
+       return {comm.Allreduce(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int, int n, bool in_place) {
-       return CountWrong(in_place ? b.input.data() : b.output.data(), p.dtype, b.count,
-                         [&](size_t i) { return Reduced(p.op, n, i); }, p.op);
+     [](Buffers& b, const BenchParams&, int, int, bool in_place) {
+       return ResultRegion{in_place ? b.input.data() : b.output.data(), b.count};
+     },
+     [](const Buffers&, const BenchParams& p, int, int n, size_t i) {
+       return ReducedValue(p, n, i);
      }},
     {"allgather", false, false, Ring, kPerRank,
      [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count, rank);
+       Fill(b.input, p.dtype, count, [&](size_t i) { return Plain(rank, i); });
        b.output.assign(count * n * DataTypeSize(p.dtype) + 1, 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        size_t element = DataTypeSize(p.dtype);
        char* own = b.output.data() + comm.rank() * b.count * element;
        if (in_place && b.count > 0) std::memcpy(own, b.input.data(), b.count * element);
-       AllgatherOptions o;
+       auto o = Common<AllgatherOptions>(p);
        o.input = in_place ? own : b.input.data();
        o.output = b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
-       o.algorithm = p.algorithm;
-       return comm.Allgather(o);
+       return {comm.Allgather(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int, int n, bool) {
-       return CountWrong(b.output.data(), p.dtype, b.count * n,
-                         [&](size_t i) { return Value(static_cast<int>(i / b.count), i % b.count); },
-                         ReduceOp::kSum);
+     [](Buffers& b, const BenchParams&, int, int n, bool) {
+       return ResultRegion{b.output.data(), b.count * n};
+     },
+     [](const Buffers& b, const BenchParams&, int, int, size_t i) {
+       return Plain(static_cast<int>(i / b.count), i % b.count);
      }},
     {"reduce_scatter", true, false, Ring, kPerRank,
      [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count * n, rank);
+       Fill(b.input, p.dtype, count * n, [&](size_t i) { return InputValue(p, n, rank, i); });
        b.output.assign(count * DataTypeSize(p.dtype) + 1, 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
-       size_t element = DataTypeSize(p.dtype);
-       ReduceScatterOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<ReduceScatterOptions>(p);
        o.input = b.input.data();
-       o.output = in_place ? b.input.data() + comm.rank() * b.count * element : b.output.data();
+       o.output = in_place ? Element(b.input, p.dtype, comm.rank() * b.count) : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
-       o.algorithm = p.algorithm;
-       return comm.ReduceScatter(o);
+       return {comm.ReduceScatter(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int rank, int n, bool in_place) {
-       size_t element = DataTypeSize(p.dtype);
-       const char* result =
-           in_place ? b.input.data() + rank * b.count * element : b.output.data();
-       return CountWrong(result, p.dtype, b.count,
-                         [&](size_t i) { return Reduced(p.op, n, rank * b.count + i); }, p.op);
+     [](Buffers& b, const BenchParams& p, int rank, int, bool in_place) {
+       return ResultRegion{
+           in_place ? Element(b.input, p.dtype, rank * b.count) : b.output.data(), b.count};
+     },
+     [](const Buffers& b, const BenchParams& p, int rank, int n, size_t i) {
+       return ReducedValue(p, n, rank * b.count + i);
      }},
     {"broadcast", false, true, One, kWholeBuffer,
      [](Buffers& b, const BenchParams& p, int rank, int, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count, rank == p.root ? 100 : rank);
+       Fill(b.input, p.dtype, count,
+            [&](size_t i) { return Plain(rank == p.root ? kRootData : rank, i); });
        b.output.assign(b.input.size(), 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
-       BroadcastOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<BroadcastOptions>(p);
        o.input = b.input.data();
        o.output = in_place ? b.input.data() : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
-       o.algorithm = p.algorithm;
-       return comm.Broadcast(o);
+       return {comm.Broadcast(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int, int, bool in_place) {
-       return CountWrong(in_place ? b.input.data() : b.output.data(), p.dtype, b.count,
-                         [&](size_t i) { return Value(100, i); }, ReduceOp::kSum);
-     }},
+     [](Buffers& b, const BenchParams&, int, int, bool in_place) {
+       return ResultRegion{in_place ? b.input.data() : b.output.data(), b.count};
+     },
+     [](const Buffers&, const BenchParams&, int, int, size_t i) { return Plain(kRootData, i); }},
     {"reduce", true, true, One, kWholeBuffer,
-     [](Buffers& b, const BenchParams& p, int rank, int, size_t count) {
+     [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count, rank);
+       Fill(b.input, p.dtype, count, [&](size_t i) { return InputValue(p, n, rank, i); });
        b.output.assign(b.input.size(), 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
-       ReduceOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<ReduceOptions>(p);
        o.input = b.input.data();
        o.output = in_place ? b.input.data() : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
        o.root = p.root;
-       o.algorithm = p.algorithm;
-       return comm.Reduce(o);
+       return {comm.Reduce(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int rank, int n, bool in_place) -> size_t {
-       if (rank != p.root) return 0;
-       return CountWrong(in_place ? b.input.data() : b.output.data(), p.dtype, b.count,
-                         [&](size_t i) { return Reduced(p.op, n, i); }, p.op);
+     [](Buffers& b, const BenchParams& p, int rank, int, bool in_place) {
+       if (rank != p.root) return ResultRegion{};
+       return ResultRegion{in_place ? b.input.data() : b.output.data(), b.count};
+     },
+     [](const Buffers&, const BenchParams& p, int, int n, size_t i) {
+       return ReducedValue(p, n, i);
      }},
     {"alltoall", false, false, Ring, kPerRank,
      [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       // Block d of rank r holds Value(r, d * count + i).
-       Fill(b.input, p.dtype, count * n, rank);
+       // Block d of rank r holds Plain(r, d * count + i).
+       Fill(b.input, p.dtype, count * n, [&](size_t i) { return Plain(rank, i); });
        b.output.assign(b.input.size(), 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) {
-       AlltoallOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<AlltoallOptions>(p);
        o.input = b.input.data();
        o.output = in_place ? b.input.data() : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
-       o.algorithm = p.algorithm;
-       return comm.Alltoall(o);
+       return {comm.Alltoall(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int rank, int n, bool in_place) {
-       return CountWrong(in_place ? b.input.data() : b.output.data(), p.dtype, b.count * n,
-                         [&](size_t i) {
-                           return Value(static_cast<int>(i / b.count), rank * b.count + i % b.count);
-                         },
-                         ReduceOp::kSum);
+     [](Buffers& b, const BenchParams&, int, int n, bool in_place) {
+       return ResultRegion{in_place ? b.input.data() : b.output.data(), b.count * n};
+     },
+     [](const Buffers& b, const BenchParams&, int rank, int, size_t i) {
+       return Plain(static_cast<int>(i / b.count), rank * b.count + i % b.count);
+     }},
+    // Each rank sends its buffer to rank + 1 and receives from rank - 1 (nccl-tests'
+    // sendrecv_perf). In place, the receive lands in the buffer the send reads, so a rank may
+    // only receive once its own data has left: even ranks send first and then receive; odd ranks
+    // copy their data aside, send the copy and receive at once. The time is then that of two
+    // transfers one after the other (three for an odd number of ranks).
+    {"sendrecv", false, false, One, kWholeBuffer,
+     [](Buffers& b, const BenchParams& p, int rank, int, size_t count) {
+       b.count = count;
+       Fill(b.input, p.dtype, count, [&](size_t i) { return Plain(rank, i); });
+       b.output.assign(b.input.size(), 0);
+     },
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       const int n = comm.size();
+       const int rank = comm.rank();
+       SendOptions send = Common<SendOptions>(p);
+       send.data = b.input.data();
+       send.count = b.count;
+       send.dtype = p.dtype;
+       send.peer = (rank + 1) % n;
+       RecvOptions recv = Common<RecvOptions>(p);
+       recv.data = in_place ? b.input.data() : b.output.data();
+       recv.count = b.count;
+       recv.dtype = p.dtype;
+       recv.peer = (rank + n - 1) % n;
+       if (n == 1) {
+         // libcohort does not send to itself; a one-rank ring is a local copy, as in NCCL.
+         if (!in_place && b.count > 0) {
+           std::memcpy(b.output.data(), b.input.data(), b.count * DataTypeSize(p.dtype));
+         }
+         return {};
+       }
+       if (!in_place) return {comm.Send(send), comm.Recv(recv)};
+       if (rank % 2 == 1) {
+         b.scratch.assign(b.input.begin(), b.input.end());
+         send.data = b.scratch.data();
+         return {comm.Send(send), comm.Recv(recv)};
+       }
+       std::shared_ptr<Work> sent = comm.Send(send);
+       if (!sent->Wait().ok()) return {sent};
+       return {sent, comm.Recv(recv)};
+     },
+     [](Buffers& b, const BenchParams&, int, int, bool in_place) {
+       return ResultRegion{in_place ? b.input.data() : b.output.data(), b.count};
+     },
+     [](const Buffers&, const BenchParams&, int rank, int n, size_t i) {
+       return Plain((rank + n - 1) % n, i);
      }},
     {"gather", false, true, Ring, kPerRank,
      [](Buffers& b, const BenchParams& p, int rank, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count, rank);
+       Fill(b.input, p.dtype, count, [&](size_t i) { return Plain(rank, i); });
        b.output.assign(count * n * DataTypeSize(p.dtype) + 1, 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool) {
-       GatherOptions o;
-       o.input = b.input.data();
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       size_t element = DataTypeSize(p.dtype);
+       char* own = b.output.data() + comm.rank() * b.count * element;
+       if (in_place && comm.rank() == p.root && b.count > 0) {
+         std::memcpy(own, b.input.data(), b.count * element);
+       }
+       auto o = Common<GatherOptions>(p);
+       o.input = in_place && comm.rank() == p.root ? own : b.input.data();
        o.output = b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
-       o.algorithm = p.algorithm;
-       return comm.Gather(o);
+       return {comm.Gather(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int rank, int n, bool) -> size_t {
-       if (rank != p.root) return 0;
-       return CountWrong(b.output.data(), p.dtype, b.count * n,
-                         [&](size_t i) { return Value(static_cast<int>(i / b.count), i % b.count); },
-                         ReduceOp::kSum);
+     [](Buffers& b, const BenchParams& p, int rank, int n, bool) {
+       if (rank != p.root) return ResultRegion{};
+       return ResultRegion{b.output.data(), b.count * n};
+     },
+     [](const Buffers& b, const BenchParams&, int, int, size_t i) {
+       return Plain(static_cast<int>(i / b.count), i % b.count);
      }},
     {"scatter", false, true, Ring, kPerRank,
      [](Buffers& b, const BenchParams& p, int, int n, size_t count) {
        b.count = count;
-       Fill(b.input, p.dtype, count * n, 100);
+       Fill(b.input, p.dtype, count * n, [&](size_t i) { return Plain(kRootData, i); });
        b.output.assign(count * DataTypeSize(p.dtype) + 1, 0);
      },
-     [](Communicator& comm, Buffers& b, const BenchParams& p, bool) {
-       ScatterOptions o;
+     [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
+       auto o = Common<ScatterOptions>(p);
        o.input = b.input.data();
-       o.output = b.output.data();
+       o.output = in_place && comm.rank() == p.root
+                      ? Element(b.input, p.dtype, comm.rank() * b.count)
+                      : b.output.data();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
-       o.algorithm = p.algorithm;
-       return comm.Scatter(o);
+       return {comm.Scatter(o)};
      },
-     [](const Buffers& b, const BenchParams& p, int rank, int, bool) {
-       return CountWrong(b.output.data(), p.dtype, b.count,
-                         [&](size_t i) { return Value(100, rank * b.count + i); }, ReduceOp::kSum);
+     [](Buffers& b, const BenchParams& p, int rank, int, bool in_place) {
+       bool own_block = in_place && rank == p.root;
+       return ResultRegion{own_block ? Element(b.input, p.dtype, rank * b.count) : b.output.data(),
+                           b.count};
+     },
+     [](const Buffers& b, const BenchParams&, int rank, int, size_t i) {
+       return Plain(kRootData, rank * b.count + i);
      }},
 };
 
 }  // namespace
+
+double InputValue(const BenchParams& params, int n, int rank, size_t index) {
+  if (params.op == ReduceOp::kProd) {
+    // One rank per element contributes a factor from 1 to 5: the product is exact everywhere.
+    return rank == static_cast<int>(index % static_cast<size_t>(n))
+               ? static_cast<double>(index % 5 + 1)
+               : 1.0;
+  }
+  int max_value = MaxValue(params, n);
+  return static_cast<double>((static_cast<size_t>(rank) * 3 + index) % max_value) + 1;
+}
+
+double ReducedValue(const BenchParams& params, int n, size_t index) {
+  double result = InputValue(params, n, 0, index);
+  for (int rank = 1; rank < n; ++rank) {
+    double value = InputValue(params, n, rank, index);
+    auto bits = [](double v) { return static_cast<int64_t>(v); };
+    switch (params.op) {
+      case ReduceOp::kSum:
+      case ReduceOp::kAvg: result += value; break;
+      case ReduceOp::kProd: result *= value; break;
+      case ReduceOp::kMin: result = std::min(result, value); break;
+      case ReduceOp::kMax: result = std::max(result, value); break;
+      case ReduceOp::kBand: result = static_cast<double>(bits(result) & bits(value)); break;
+      case ReduceOp::kBor: result = static_cast<double>(bits(result) | bits(value)); break;
+      case ReduceOp::kBxor: result = static_cast<double>(bits(result) ^ bits(value)); break;
+    }
+  }
+  if (params.op == ReduceOp::kAvg) {
+    result = IsFloatingPoint(params.dtype) ? result / n : std::trunc(result / n);
+  }
+  return IsFloatingPoint(params.dtype) ? result : Wrapped(result, params.dtype);
+}
+
+size_t CountWrong(const Collective& collective, Buffers& buffers, const BenchParams& params,
+                  int rank, int n, bool in_place) {
+  ResultRegion region = collective.result(buffers, params, rank, n, in_place);
+  // Only reducing collectives compare with a tolerance; moved data must arrive bit for bit.
+  ReduceOp compare = collective.reduces ? params.op : ReduceOp::kSum;
+  size_t wrong = 0;
+  for (size_t index = 0; index < region.count; ++index) {
+    double want = collective.expected(buffers, params, rank, n, index);
+    if (Differs(LoadElement(region.data, params.dtype, index), want, params.dtype, compare)) {
+      ++wrong;
+    }
+  }
+  return wrong;
+}
+
+size_t CorruptResult(const Collective& collective, Buffers& buffers, const BenchParams& params,
+                     int rank, int n, bool in_place, size_t elements) {
+  ResultRegion region = collective.result(buffers, params, rank, n, in_place);
+  size_t changed = std::min(elements, region.count);
+  for (size_t index = 0; index < changed; ++index) {
+    double want = collective.expected(buffers, params, rank, n, index);
+    // Far enough from the expectation for every tolerance, and representable in every type.
+    StoreElement(region.data, params.dtype, index, want >= 64 ? want - 32 : want + 32);
+  }
+  return changed;
+}
 
 const Collective* FindCollective(const std::string& name) {
   for (const Collective& collective : kCollectives) {

@@ -1,6 +1,7 @@
 // One descriptor per collective for cohort-bench (after nccl-tests' src/common.h): how a
-// message size maps to element counts and buffers, how to fill and check the data exactly,
-// the bus-bandwidth factor, and how to run it. The sweep engine (sweep.cc) does the rest.
+// message size maps to element counts and buffers, how to fill the data and what every element
+// of the result must be (exactly), the bus-bandwidth factor, and how to run it. The sweep engine
+// (sweep.cc) does the rest; validate (validate.cc) reuses the allreduce descriptor.
 #pragma once
 
 #include <memory>
@@ -21,29 +22,60 @@ struct BenchParams {
 struct Buffers {
   std::vector<char> input;
   std::vector<char> output;
+  std::vector<char> scratch;  // sendrecv in place: the copy a receive-first rank sends from
   size_t count = 0;  // elements per rank block (allgather etc.) or whole buffer (allreduce)
 };
 
+// Where a rank's result lies: `count` elements of the benchmark's type at `data`. A rank with no
+// result (not the root of reduce or gather) has count 0.
+struct ResultRegion {
+  char* data = nullptr;
+  size_t count = 0;
+};
+
+using Works = std::vector<std::shared_ptr<Work>>;
+
 struct Collective {
   const char* name;
-  bool reduces;   // prints redop
-  bool rooted;    // prints root
-  // busbw = algbw * factor(n), as nccl-tests defines it.
+  bool reduces;  // prints redop
+  bool rooted;   // prints root
+  // busbw = algbw * factor(n), as nccl-tests defines it (PERFORMANCE.md there).
   double (*bus_factor)(int n);
   // Whether a sweep size (nccl-tests' "size": the larger of the send and receive buffers) holds
   // one block per rank (allgather, alltoall, ...) or is the whole per-rank buffer (allreduce).
   bool per_rank_blocks;
   // Allocates and fills buffers for `count`.
   void (*prepare)(Buffers& buffers, const BenchParams& params, int rank, int n, size_t count);
-  std::shared_ptr<Work> (*run)(Communicator& comm, Buffers& buffers, const BenchParams& params,
-                               bool in_place);
-  // Elements of the result that differ from the exact expectation.
-  size_t (*count_wrong)(const Buffers& buffers, const BenchParams& params, int rank, int n,
-                        bool in_place);
+  // Issues one operation (sendrecv: a send and a receive). May wait inside when an ordering is
+  // needed for correctness (sendrecv in place).
+  Works (*run)(Communicator& comm, Buffers& buffers, const BenchParams& params, bool in_place);
+  ResultRegion (*result)(Buffers& buffers, const BenchParams& params, int rank, int n,
+                         bool in_place);
+  // The exact value of element `index` of the result region of `rank`.
+  double (*expected)(const Buffers& buffers, const BenchParams& params, int rank, int n,
+                     size_t index);
 };
 
 // nullptr when unknown.
 const Collective* FindCollective(const std::string& name);
 std::vector<std::string> CollectiveNames();
+
+// The input value of `rank` at element `index`: small integers whose reductions are exact in
+// every type, for the type, op and rank count at hand (fp16 and bf16 sums of many ranks use
+// smaller values so that no partial sum is rounded; products multiply at most one factor > 1).
+double InputValue(const BenchParams& params, int n, int rank, size_t index);
+// `op` over ranks 0..n-1 of InputValue, as the type stores it (integers wrap around).
+double ReducedValue(const BenchParams& params, int n, size_t index);
+
+// Elements of the result that differ from the expectation (floating-point averages and
+// products within a relative tolerance, everything else exactly).
+size_t CountWrong(const Collective& collective, Buffers& buffers, const BenchParams& params,
+                  int rank, int n, bool in_place);
+
+// Changes the first `elements` elements of this rank's result so that each differs from its
+// expectation: the deliberate corruption that tests of #wrong use (COHORT_BENCH_CORRUPT).
+// Returns how many were changed (fewer when the region is smaller).
+size_t CorruptResult(const Collective& collective, Buffers& buffers, const BenchParams& params,
+                     int rank, int n, bool in_place, size_t elements);
 
 }  // namespace cohort::bench

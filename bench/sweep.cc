@@ -1,137 +1,387 @@
 #include "bench/sweep.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/progress.h"
+#include "collectives/reduce.h"
 #include "common/status.h"
 
 namespace cohort::bench {
 namespace {
 
-// A reduction of one scalar across ranks through the communicator under test.
-absl::StatusOr<double> AllreduceScalar(Communicator& comm, double value, ReduceOp op) {
+using Clock = std::chrono::steady_clock;
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Combines one value per rank into the one every rank sees: -a's rule, or a plain op.
+absl::Status Combine(Communicator& comm, std::vector<double>& values, Average average) {
+  if (values.empty()) return absl::OkStatus();
+  if (average == Average::kRank0) {
+    BroadcastOptions options;
+    options.input = values.data();
+    options.output = values.data();
+    options.count = values.size();
+    options.dtype = DataType::kFloat64;
+    options.root = 0;
+    return comm.Broadcast(options)->Wait();
+  }
   AllreduceOptions options;
-  options.input = &value;
-  options.output = &value;
-  options.count = 1;
+  options.input = values.data();
+  options.output = values.data();
+  options.count = values.size();
   options.dtype = DataType::kFloat64;
-  options.op = op;
+  options.op = average == Average::kMin   ? ReduceOp::kMin
+               : average == Average::kMax ? ReduceOp::kMax
+                                          : ReduceOp::kSum;
   COHORT_RETURN_IF_ERROR(comm.Allreduce(options)->Wait());
-  return value;
+  if (average == Average::kMean) {
+    for (double& value : values) value /= comm.size();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WaitAll(const Works& works) {
+  for (const auto& work : works) COHORT_RETURN_IF_ERROR(work->Wait());
+  return absl::OkStatus();
+}
+
+std::string SizeText(size_t bytes) {
+  if (bytes >= (size_t{1} << 30) && bytes % (size_t{1} << 30) == 0) {
+    return absl::StrCat(bytes >> 30, " GiB");
+  }
+  if (bytes >= (size_t{1} << 20) && bytes % (size_t{1} << 20) == 0) {
+    return absl::StrCat(bytes >> 20, " MiB");
+  }
+  if (bytes >= 1024 && bytes % 1024 == 0) return absl::StrCat(bytes >> 10, " KiB");
+  return absl::StrCat(bytes, " B");
 }
 
 struct Column {
-  double microseconds = 0;
-  double algbw = 0;
-  double busbw = 0;
-  size_t wrong = 0;
+  const Collective& collective;
+  const SweepOptions& options;
+  const BenchParams& params;
+  Progress& progress;
+  std::string label;
 };
 
-absl::StatusOr<Column> Measure(Communicator& comm, const Collective& collective,
-                               const SweepOptions& options, size_t count, size_t bytes,
-                               bool in_place) {
+absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, size_t count,
+                                     size_t bytes, bool in_place) {
+  const Collective& collective = column.collective;
+  const SweepOptions& options = column.options;
+  const BenchParams& params = column.params;
   const int n = comm.size();
+  const int rank = comm.rank();
+  const std::string what = absl::StrCat(column.label, " ", SizeText(bytes),
+                                        in_place ? " in-place" : " out-of-place");
   Buffers buffers;
-  collective.prepare(buffers, options.params, comm.rank(), n, count);
+  collective.prepare(buffers, params, rank, n, count);
+  column.progress.Update(absl::StrCat(what, ": warm-up"), true);
   for (int i = 0; i < options.warmup; ++i) {
-    COHORT_RETURN_IF_ERROR(collective.run(comm, buffers, options.params, in_place)->Wait());
+    COHORT_RETURN_IF_ERROR(WaitAll(collective.run(comm, buffers, params, in_place)));
   }
   COHORT_RETURN_IF_ERROR(comm.Barrier()->Wait());
-  auto start = std::chrono::steady_clock::now();
-  std::shared_ptr<Work> last;
-  for (int i = 0; i < options.iterations; ++i) {
-    last = collective.run(comm, buffers, options.params, in_place);
-    if (options.blocking) COHORT_RETURN_IF_ERROR(last->Wait());
+
+  // Each operation records when it completed (on the thread that completes it), so the time of
+  // iteration i is its completion minus the later of the previous completion and its issue.
+  const int iterations = options.iterations;
+  constexpr int kMaxWorks = 2;
+  auto completed = std::make_unique<std::atomic<int64_t>[]>(iterations * kMaxWorks);
+  for (int i = 0; i < iterations * kMaxWorks; ++i) completed[i].store(0);
+  std::vector<int64_t> issued(iterations, 0);
+  std::vector<int64_t> returned(iterations, 0);  // an operation with no Work is done by then
+  std::vector<Works> works(iterations);
+  const int64_t start = NowNanos();
+  for (int i = 0; i < iterations; ++i) {
+    issued[i] = NowNanos();
+    works[i] = collective.run(comm, buffers, params, in_place);
+    returned[i] = NowNanos();
+    for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
+      std::atomic<int64_t>* slot = &completed[i * kMaxWorks + j];
+      works[i][j]->OnCompletion([slot](const absl::Status&) { slot->store(NowNanos()); });
+    }
+    if (options.blocking) COHORT_RETURN_IF_ERROR(WaitAll(works[i]));
   }
-  if (last != nullptr) COHORT_RETURN_IF_ERROR(last->Wait());
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-                   std::max(1, options.iterations);
-  // The slowest rank's time is the operation's time.
-  COHORT_ASSIGN_OR_RETURN(seconds, AllreduceScalar(comm, seconds, ReduceOp::kMax));
-  Column column;
-  column.microseconds = seconds * 1e6;
-  column.algbw = seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0;
-  column.busbw = column.algbw * collective.bus_factor(n);
-  if (options.check) {
-    collective.prepare(buffers, options.params, comm.rank(), n, count);
-    COHORT_RETURN_IF_ERROR(collective.run(comm, buffers, options.params, in_place)->Wait());
-    double wrong = static_cast<double>(
-        collective.count_wrong(buffers, options.params, comm.rank(), n, in_place));
-    COHORT_ASSIGN_OR_RETURN(wrong, AllreduceScalar(comm, wrong, ReduceOp::kSum));
-    column.wrong = static_cast<size_t>(wrong);
+  for (int i = 0; i < iterations; ++i) {
+    COHORT_RETURN_IF_ERROR(WaitAll(works[i]));
+    column.progress.Update(absl::StrCat(what, ": iteration ", i + 1, "/", iterations));
   }
-  return column;
+  const int64_t end = NowNanos();
+
+  std::vector<double> per_iteration(iterations);
+  int64_t previous = start;
+  for (int i = 0; i < iterations; ++i) {
+    int64_t done = works[i].empty() ? returned[i] : 0;
+    for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
+      std::atomic<int64_t>& slot = completed[i * kMaxWorks + j];
+      // Complete() marks the work done before it runs callbacks; the stamp follows at once.
+      auto give_up = Clock::now() + std::chrono::milliseconds(100);
+      while (slot.load() == 0 && Clock::now() < give_up) std::this_thread::yield();
+      done = std::max(done, slot.load() != 0 ? slot.load() : end);
+    }
+    int64_t began = std::max(previous, issued[i]);
+    per_iteration[i] = static_cast<double>(std::max<int64_t>(done - began, 0)) / 1e3;  // us
+    previous = std::max(previous, done);
+  }
+  std::vector<double> total = {static_cast<double>(end - start) / 1e3 /
+                               std::max(1, iterations)};
+  COHORT_RETURN_IF_ERROR(Combine(comm, total, options.average));
+  COHORT_RETURN_IF_ERROR(Combine(comm, per_iteration, options.average));
+
+  ColumnResult result;
+  result.microseconds = total[0];
+  result.algbw = total[0] > 0 ? static_cast<double>(bytes) / (total[0] * 1e-6) / 1e9 : 0;
+  result.busbw = result.algbw * collective.bus_factor(n);
+  result.iterations = Summarize(per_iteration);
+
+  for (int check = 0; check < options.check; ++check) {
+    column.progress.Update(absl::StrCat(what, ": checking"), true);
+    collective.prepare(buffers, params, rank, n, count);
+    COHORT_RETURN_IF_ERROR(WaitAll(collective.run(comm, buffers, params, in_place)));
+    if (rank == options.corrupt_rank) {
+      CorruptResult(collective, buffers, params, rank, n, in_place, options.corrupt_elements);
+    }
+    std::vector<double> wrong = {
+        static_cast<double>(CountWrong(collective, buffers, params, rank, n, in_place))};
+    AllreduceOptions sum;
+    sum.input = wrong.data();
+    sum.output = wrong.data();
+    sum.count = 1;
+    sum.dtype = DataType::kFloat64;
+    COHORT_RETURN_IF_ERROR(comm.Allreduce(sum)->Wait());
+    result.checked = true;
+    result.wrong = static_cast<size_t>(wrong[0]);
+    if (result.wrong > 0) break;
+  }
+  return result;
 }
 
+// nccl-tests' time format: fewer decimals as the time grows.
 std::string TimeText(double microseconds) {
-  if (microseconds >= 1e7) return absl::StrFormat("%.0f", microseconds);
-  if (microseconds >= 1e4) return absl::StrFormat("%.1f", microseconds);
-  return absl::StrFormat("%.2f", microseconds);
+  if (microseconds >= 10000.0) return absl::StrFormat("%7.0f", microseconds);
+  if (microseconds >= 100.0) return absl::StrFormat("%7.1f", microseconds);
+  return absl::StrFormat("%7.2f", microseconds);
+}
+
+std::string ColumnText(const ColumnResult& column) {
+  std::string wrong = column.checked ? absl::StrFormat("%5d", column.wrong) : "  N/A";
+  return absl::StrFormat("  %7s  %6.2f  %6.2f  %5s", TimeText(column.microseconds), column.algbw,
+                         column.busbw, wrong);
+}
+
+void PrintHeader(FILE* out, const Communicator& comm, const Collective& collective,
+                 const SweepOptions& options) {
+  std::fprintf(out,
+               "# cohort-bench %s: nranks %d minBytes %zu maxBytes %zu step: %s warmup iters: %d "
+               "iters: %d validation: %d\n",
+               collective.name, comm.size(), options.min_bytes, options.max_bytes,
+               options.step_factor > 1
+                   ? absl::StrFormat("%g(factor)", options.step_factor).c_str()
+                   : absl::StrFormat("%zu(bytes)", options.step_bytes).c_str(),
+               options.warmup, options.iterations, options.check);
+  std::vector<std::string> skipped = options.skipped_types;
+  if (collective.reduces) {
+    skipped.insert(skipped.end(), options.skipped_ops.begin(), options.skipped_ops.end());
+  }
+  if (!skipped.empty()) {
+    std::fprintf(out, "# skipped (libcohort has no such type or op): %s\n",
+                 absl::StrJoin(skipped, ", ").c_str());
+  }
+  if (options.blocking) {
+    std::fprintf(out, "# Blocking Enabled: wait for completion after each collective\n");
+  }
+  const char* averages[] = {"rank 0's time", "the mean of the ranks' times",
+                            "the fastest rank's time", "the slowest rank's time"};
+  std::fprintf(out, "# time: %s (-a %d)\n#\n# Using devices\n",
+               averages[static_cast<int>(options.average)], static_cast<int>(options.average));
+  const Topology& topology = comm.topology();
+  for (int rank = 0; rank < topology.size(); ++rank) {
+    const RankPlace& place = topology.place(rank);
+    std::fprintf(out, "#  Rank %2d Group  0 on %10s local rank %2d device cpu numa %d cpus %s\n",
+                 rank, place.host_name.c_str(), place.local_rank, place.numa_node,
+                 place.cpus.empty() ? "?" : place.cpus.c_str());
+  }
+  std::fprintf(out, "#\n");
+  std::fprintf(out,
+               "# %10s  %12s  %8s  %6s  %6s           out-of-place                       "
+               "in-place          \n",
+               "", "", "", "", "");
+  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s\n",
+               "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
+               "time", "algbw", "busbw", "#wrong");
+  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %5s  %7s  %6s  %6s  %5s\n",
+               "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
+               "(GB/s)", "");
+  std::fflush(out);
 }
 
 }  // namespace
 
+const char* TableTypeName(DataType type) {
+  switch (type) {
+    case DataType::kFloat32: return "float";
+    case DataType::kFloat64: return "double";
+    case DataType::kFloat16: return "half";
+    case DataType::kBFloat16: return "bfloat16";
+    case DataType::kInt8: return "int8";
+    case DataType::kUInt8: return "uint8";
+    case DataType::kInt32: return "int32";
+    case DataType::kInt64: return "int64";
+    case DataType::kBool: return "bool";
+  }
+  return "?";
+}
+
 absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& collective,
                                      const SweepOptions& options, FILE* out) {
   const int n = comm.size();
-  const size_t element = DataTypeSize(options.params.dtype);
   const bool print = comm.rank() == 0 && out != nullptr;
-  if (print) {
-    std::fprintf(out, "# cohort-bench %s: %d ranks, %s%s%s, %zu to %zu bytes, %d iterations, %d warm-up%s\n",
-                 collective.name, n, DataTypeName(options.params.dtype),
-                 collective.reduces ? " " : "", collective.reduces ? ReduceOpName(options.params.op) : "",
-                 options.min_bytes, options.max_bytes, options.iterations, options.warmup,
-                 options.blocking ? ", blocking" : "");
-    std::fprintf(out, "#\n");
-    std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %s  %s\n", "", "", "", "", "",
-                 "         out-of-place          ", "          in-place           ");
-    std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %8s %7s %7s %6s  %8s %7s %7s %6s\n", "size",
-                 "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
-                 "algbw", "busbw", "#wrong");
-    std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %8s %7s %7s %6s  %8s %7s %7s %6s\n", "(B)",
-                 "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
-                 "(GB/s)", "");
-    std::fflush(out);
-  }
+  Progress progress(options.progress && comm.rank() == 0);
+  if (print) PrintHeader(out, comm, collective, options);
+
+  std::vector<DataType> dtypes = options.dtypes;
+  if (dtypes.empty()) dtypes.push_back(options.params.dtype);
+  std::vector<ReduceOp> ops = options.ops;
+  if (ops.empty() || !collective.reduces) ops = {options.params.op};
+
   SweepResult result;
   double bandwidth_sum = 0;
   int bandwidth_columns = 0;
-  for (size_t bytes = options.min_bytes; bytes <= options.max_bytes;) {
-    const size_t blocks = collective.per_rank_blocks ? static_cast<size_t>(n) : 1;
-    size_t count = bytes / element / blocks;
-    size_t used = count * element * blocks;  // sizes not divisible are rounded down
-    COHORT_ASSIGN_OR_RETURN(Column out_of_place,
-                            Measure(comm, collective, options, count, used, false));
-    COHORT_ASSIGN_OR_RETURN(Column in_place, Measure(comm, collective, options, count, used, true));
-    result.wrong += out_of_place.wrong + in_place.wrong;
-    bandwidth_sum += out_of_place.busbw + in_place.busbw;
-    bandwidth_columns += 2;
-    if (print) {
-      std::fprintf(out, "  %10zu  %12zu  %8s  %6s  %6d  %8s %7.3f %7.3f %6zu  %8s %7.3f %7.3f %6zu\n",
-                   used, used / element, DataTypeName(options.params.dtype),
-                   collective.reduces ? ReduceOpName(options.params.op) : "none",
-                   collective.rooted ? options.params.root : -1,
-                   TimeText(out_of_place.microseconds).c_str(), out_of_place.algbw,
-                   out_of_place.busbw, out_of_place.wrong, TimeText(in_place.microseconds).c_str(),
-                   in_place.algbw, in_place.busbw, in_place.wrong);
-      std::fflush(out);
+  for (DataType dtype : dtypes) {
+    for (ReduceOp op : ops) {
+      BenchParams params = options.params;
+      params.dtype = dtype;
+      params.op = op;
+      if (collective.reduces) {
+        absl::Status supported = CheckReduceSupported(dtype, op);
+        if (!supported.ok()) {
+          if (dtypes.size() * ops.size() == 1) return supported;
+          if (print) {
+            std::fprintf(out, "# skipped %s %s: not supported by the reduce kernels\n",
+                         TableTypeName(dtype), ReduceOpName(op));
+          }
+          continue;
+        }
+      }
+      const size_t element = DataTypeSize(dtype);
+      Column column{collective, options, params, progress,
+                    absl::StrCat("[", collective.name, " ", TableTypeName(dtype),
+                                 collective.reduces ? absl::StrCat(" ", ReduceOpName(op)) : "",
+                                 "]")};
+      for (size_t bytes = options.min_bytes; bytes <= options.max_bytes;) {
+        const size_t blocks = collective.per_rank_blocks ? static_cast<size_t>(n) : 1;
+        size_t count = bytes / element / blocks;
+        size_t used = count * element * blocks;  // sizes not divisible are rounded down
+        RowResult row;
+        row.bytes = used;
+        row.count = used / element;
+        row.dtype = dtype;
+        row.op = op;
+        row.root = collective.rooted ? params.root : -1;
+        COHORT_ASSIGN_OR_RETURN(row.out_of_place, Measure(comm, column, count, used, false));
+        COHORT_ASSIGN_OR_RETURN(row.in_place, Measure(comm, column, count, used, true));
+        result.wrong += row.out_of_place.wrong + row.in_place.wrong;
+        bandwidth_sum += row.out_of_place.busbw + row.in_place.busbw;
+        bandwidth_columns += 2;
+        if (print) {
+          progress.Clear();
+          std::fprintf(out, "%12zu  %12zu  %8s  %6s  %6d%s%s\n", row.bytes, row.count,
+                       TableTypeName(dtype), collective.reduces ? ReduceOpName(op) : "none",
+                       row.root, ColumnText(row.out_of_place).c_str(),
+                       ColumnText(row.in_place).c_str());
+          std::fflush(out);
+        }
+        result.rows.push_back(row);
+        size_t next = options.step_factor > 1
+                          ? static_cast<size_t>(static_cast<double>(bytes) * options.step_factor)
+                          : bytes + options.step_bytes;
+        if (next <= bytes) break;
+        bytes = next;
+      }
     }
-    size_t next = options.step_factor > 1
-                      ? static_cast<size_t>(static_cast<double>(bytes) * options.step_factor)
-                      : bytes + options.step_bytes;
-    if (next <= bytes) break;
-    bytes = next;
   }
+  progress.Clear();
   result.average_bus_bandwidth = bandwidth_columns > 0 ? bandwidth_sum / bandwidth_columns : 0;
+  result.bandwidth_ok =
+      options.min_bus_bandwidth < 0 || result.average_bus_bandwidth >= options.min_bus_bandwidth;
+  result.exit_code = (result.wrong > 0 || !result.bandwidth_ok) ? 7 : 0;
   if (print) {
     std::fprintf(out, "# Out of bounds values : %zu %s\n", result.wrong,
-                 result.wrong == 0 ? "OK" : "ERROR");
-    std::fprintf(out, "# Avg bus bandwidth    : %.4f\n#\n", result.average_bus_bandwidth);
+                 result.wrong == 0 ? "OK" : "FAILED");
+    std::fprintf(out, "# Avg bus bandwidth    : %g %s\n", result.average_bus_bandwidth,
+                 options.min_bus_bandwidth < 0 ? ""
+                 : result.bandwidth_ok
+                     ? "OK"
+                     : absl::StrFormat("FAILED (below COHORT_BENCH_MIN_BW=%g GB/s)",
+                                       options.min_bus_bandwidth)
+                           .c_str());
+    std::fprintf(out, "#\n");
     std::fflush(out);
   }
   return result;
+}
+
+nlohmann::json SweepJson(const Collective& collective, const SweepOptions& options,
+                         const SweepResult& result, int nranks, const Topology& topology,
+                         const std::vector<std::string>& argv) {
+  using nlohmann::json;
+  auto column = [](const ColumnResult& c) {
+    json value = {{"time_us", c.microseconds},
+                  {"algbw_gbps", c.algbw},
+                  {"busbw_gbps", c.busbw},
+                  {"wrong", c.checked ? json(c.wrong) : json(nullptr)},
+                  {"iterations", StatsJson(c.iterations, "us")}};
+    return value;
+  };
+  json rows = json::array();
+  for (const RowResult& row : result.rows) {
+    rows.push_back({{"size", row.bytes},
+                    {"count", row.count},
+                    {"type", TableTypeName(row.dtype)},
+                    {"redop", collective.reduces ? ReduceOpName(row.op) : "none"},
+                    {"root", row.root},
+                    {"out_of_place", column(row.out_of_place)},
+                    {"in_place", column(row.in_place)}});
+  }
+  json hosts = json::array();
+  for (const auto& ranks : topology.hosts()) {
+    hosts.push_back({{"name", topology.place(ranks.front()).host_name}, {"ranks", ranks}});
+  }
+  return {
+      {"tool", "cohort-bench"},
+      {"command", argv},
+      {"collective", collective.name},
+      {"nranks", nranks},
+      {"hosts", hosts},
+      {"options",
+       {{"minbytes", options.min_bytes},
+        {"maxbytes", options.max_bytes},
+        {"stepbytes", options.step_bytes},
+        {"stepfactor", options.step_factor},
+        {"iters", options.iterations},
+        {"warmup_iters", options.warmup},
+        {"check", options.check},
+        {"blocking", options.blocking},
+        {"average", static_cast<int>(options.average)},
+        {"algorithm", options.params.algorithm},
+        {"min_bus_bandwidth_gbps",
+         options.min_bus_bandwidth < 0 ? json(nullptr) : json(options.min_bus_bandwidth)}}},
+      {"results", rows},
+      {"out_of_bounds", result.wrong},
+      {"avg_bus_bandwidth_gbps", result.average_bus_bandwidth},
+      {"bandwidth_ok", result.bandwidth_ok},
+      {"exit_code", result.exit_code},
+  };
 }
 
 }  // namespace cohort::bench

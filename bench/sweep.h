@@ -1,15 +1,25 @@
-// The sweep engine of cohort-bench: for each size, warm up, time back-to-back operations, check
-// the result exactly, and print nccl-tests-style rows (rank 0) with algbw and busbw.
+// The sweep engine of cohort-bench: for each data type, reduce op and size, warm up, time
+// back-to-back operations (recording when each one completes), check the result exactly, and
+// print nccl-tests-style rows (rank 0) with algbw and busbw, then the "# Out of bounds values" and
+// "# Avg bus bandwidth" footer. Rank 0 also builds the JSON report (-J) with per-iteration
+// statistics, and shows a one-line progress display when stderr is a terminal.
 #pragma once
 
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "bench/descriptors.h"
+#include "bench/stats.h"
 #include "collectives/communicator.h"
+#include "nlohmann/json.hpp"
 
 namespace cohort::bench {
+
+// nccl-tests' -a: how the ranks' times become the one reported.
+enum class Average { kRank0 = 0, kMean = 1, kMin = 2, kMax = 3 };
 
 struct SweepOptions {
   size_t min_bytes = 32 << 20;
@@ -18,18 +28,66 @@ struct SweepOptions {
   double step_factor = 1;  // > 1: multiply instead of add
   int iterations = 20;
   int warmup = 5;
-  bool check = true;
+  int check = 1;          // checked runs per column (0: none, #wrong prints N/A)
   bool blocking = false;  // wait for each operation before issuing the next
+  Average average = Average::kMean;
+  // Every combination is swept in one table (-d all, -o all); params.dtype / params.op when empty.
+  std::vector<DataType> dtypes;
+  std::vector<ReduceOp> ops;
+  // nccl-tests' types and ops that libcohort lacks ("all" skips them; the header names them).
+  std::vector<std::string> skipped_types;
+  std::vector<std::string> skipped_ops;
   BenchParams params;
+  // COHORT_BENCH_MIN_BW: fail (exit 7) when the average bus bandwidth is below it; < 0: unset.
+  double min_bus_bandwidth = -1;
+  // COHORT_BENCH_CORRUPT: this rank changes `corrupt_elements` elements of every checked result
+  // before counting, so #wrong must see them.
+  int corrupt_rank = -1;
+  size_t corrupt_elements = 0;
+  bool progress = false;  // one-line progress display on stderr (rank 0)
+};
+
+// One column (out-of-place or in-place) of one row.
+struct ColumnResult {
+  double microseconds = 0;  // per operation, the ranks' times combined per -a
+  double algbw = 0;         // GB/s (1e9 bytes)
+  double busbw = 0;
+  bool checked = false;
+  size_t wrong = 0;
+  Stats iterations;  // per-iteration times (us), each combined across ranks per -a
+};
+
+struct RowResult {
+  size_t bytes = 0;
+  size_t count = 0;
+  DataType dtype = DataType::kFloat32;
+  ReduceOp op = ReduceOp::kSum;
+  int root = -1;
+  ColumnResult out_of_place;
+  ColumnResult in_place;
 };
 
 struct SweepResult {
   size_t wrong = 0;
   double average_bus_bandwidth = 0;  // GB/s over every row and both columns
+  bool bandwidth_ok = true;          // false when below min_bus_bandwidth
+  std::vector<RowResult> rows;
+  // 0, or 7 (nccl-tests' exit code for wrong results) when results were wrong or the bandwidth
+  // below COHORT_BENCH_MIN_BW.
+  int exit_code = 0;
 };
 
-// Runs the sweep on every rank of `comm`; rank 0 prints to `out`.
+// Runs the sweep on every rank of `comm`; rank 0 prints to `out` (when not null).
 absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& collective,
                                      const SweepOptions& options, FILE* out);
+
+// The JSON report of a sweep (-J): the command, options, every row with per-iteration
+// statistics, and the footer's figures.
+nlohmann::json SweepJson(const Collective& collective, const SweepOptions& options,
+                         const SweepResult& result, int nranks, const Topology& topology,
+                         const std::vector<std::string>& argv);
+
+// "float", "half", ... as nccl-tests names types in its table.
+const char* TableTypeName(DataType type);
 
 }  // namespace cohort::bench

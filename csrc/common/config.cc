@@ -57,6 +57,9 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_DEBUG", Type::kString, "",
        "Comma-separated debug output to print: TUNING (each collective's algorithm with its "
        "predicted and measured time)."},
+      {"COHORT_TUNER_PROBE", Type::kBool, "0",
+       "Measure the tuner's link models at communicator creation (a short ping-pong inside a "
+       "host and across hosts; rank 0's figures are used by all) instead of the defaults."},
       {"COHORT_TOPO_FILE", Type::kString, "",
        "File with the tuner's link models, one line per class: `intra|inter <latency us> "
        "<bandwidth GB/s> <reduce GB/s>`; unset: built-in defaults."},
@@ -85,6 +88,12 @@ const std::vector<Variable>& BuildRegistry() {
        "host memory and run by cohort on the CPU), or auto (nccl when the extension was built "
        "with NCCL, else staged).",
        {"auto", "nccl", "staged"}},
+      {"COHORT_BENCH_MIN_BW", Type::kString, "",
+       "cohort-bench sweeps exit with code 7 when the average bus bandwidth (GB/s, e.g. 10.5) is "
+       "below it, like nccl-tests' NCCL_TESTS_MIN_BW; empty: no minimum."},
+      {"COHORT_BENCH_CORRUPT", Type::kString, "",
+       "For tests of cohort-bench's #wrong: `RANK[:ELEMENTS]` makes that rank change ELEMENTS "
+       "(default 1) elements of every checked result before counting them; empty: off."},
   };
   return registry;
 }

@@ -1,0 +1,546 @@
+#include "bench/validate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "bench/descriptors.h"
+#include "bench/inventory.h"
+#include "bench/stats.h"
+#include "collectives/reduce.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace cohort::bench {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// What one node measured of one pair in one round: its own sending direction, and the latency
+// when it is the lower node of the pair.
+struct HalfSample {
+  int round = 0;
+  bool repairing = false;
+  int self = 0;
+  int peer = 0;
+  double bandwidth = -1;  // self -> peer, GB/s
+  double latency_us = -1;
+  std::string error;
+};
+
+json HalfJson(const HalfSample& s) {
+  return {{"round", s.round}, {"repairing", s.repairing}, {"self", s.self},   {"peer", s.peer},
+          {"bandwidth", s.bandwidth}, {"latency_us", s.latency_us}, {"error", s.error}};
+}
+
+HalfSample HalfFromJson(const json& j) {
+  HalfSample s;
+  s.round = j.value("round", 0);
+  s.repairing = j.value("repairing", false);
+  s.self = j.value("self", 0);
+  s.peer = j.value("peer", 0);
+  s.bandwidth = j.value("bandwidth", -1.0);
+  s.latency_us = j.value("latency_us", -1.0);
+  s.error = j.value("error", "");
+  return s;
+}
+
+// Point-to-point messages of one pair on the leaders' communicator, each bounded by `timeout`.
+class Pair {
+ public:
+  Pair(Communicator& comm, int peer, absl::Duration timeout)
+      : comm_(comm), peer_(peer), timeout_(timeout) {}
+
+  std::shared_ptr<Work> Send(const void* data, size_t bytes) {
+    SendOptions options;
+    options.data = data;
+    options.count = bytes;
+    options.peer = peer_;
+    options.timeout = timeout_;
+    return comm_.Send(options);
+  }
+  std::shared_ptr<Work> Recv(void* data, size_t bytes) {
+    RecvOptions options;
+    options.data = data;
+    options.count = bytes;
+    options.peer = peer_;
+    options.timeout = timeout_;
+    return comm_.Recv(options);
+  }
+  absl::Status SendNow(const void* data, size_t bytes) { return Send(data, bytes)->Wait(); }
+  absl::Status RecvNow(void* data, size_t bytes) { return Recv(data, bytes)->Wait(); }
+
+ private:
+  Communicator& comm_;
+  int peer_;
+  absl::Duration timeout_;
+};
+
+// Half a round trip of 8 bytes: the median of `iterations` after a few warm-up ones. The lower
+// node sends first and measures; the other echoes.
+absl::StatusOr<double> MeasureLatency(Pair& pair, bool first, int iterations) {
+  uint64_t message = 0;
+  std::vector<double> trips;
+  const int warmup = 5;
+  for (int i = 0; i < warmup + iterations; ++i) {
+    if (first) {
+      auto start = Clock::now();
+      COHORT_RETURN_IF_ERROR(pair.SendNow(&message, sizeof(message)));
+      COHORT_RETURN_IF_ERROR(pair.RecvNow(&message, sizeof(message)));
+      if (i >= warmup) trips.push_back(Seconds(start) * 1e6 / 2);
+    } else {
+      COHORT_RETURN_IF_ERROR(pair.RecvNow(&message, sizeof(message)));
+      COHORT_RETURN_IF_ERROR(pair.SendNow(&message, sizeof(message)));
+    }
+  }
+  return first ? Median(trips) : -1.0;
+}
+
+// The sender tells the receiver what comes next: `count` messages of `bytes`; count 0 ends.
+struct Control {
+  uint64_t bytes = 0;
+  uint64_t count = 0;
+  uint64_t probe = 0;  // 1: a probe (one message), the sender decides what follows
+};
+
+// One direction of the bandwidth test. The sender probes with growing messages until one takes
+// 10 ms (or reaches max_bytes), then streams enough of them back to back to last `seconds`; the
+// receiver acknowledges each probe and the stream with one byte. Returns GB/s at the sender.
+absl::StatusOr<double> MeasureBandwidth(Pair& pair, bool sending, const ValidateOptions& options,
+                                        std::vector<char>& buffer) {
+  char ack = 0;
+  if (!sending) {
+    while (true) {
+      Control control;
+      COHORT_RETURN_IF_ERROR(pair.RecvNow(&control, sizeof(control)));
+      if (control.count == 0) return -1.0;
+      if (buffer.size() < control.bytes) buffer.resize(control.bytes);
+      Works works;
+      for (uint64_t i = 0; i < control.count; ++i) works.push_back(pair.Recv(buffer.data(), control.bytes));
+      for (const auto& work : works) COHORT_RETURN_IF_ERROR(work->Wait());
+      COHORT_RETURN_IF_ERROR(pair.SendNow(&ack, 1));
+    }
+  }
+  size_t bytes = std::min<size_t>(64 << 10, options.p2p_max_bytes);
+  double seconds = 0;
+  while (true) {
+    Control control{bytes, 1, 1};
+    if (buffer.size() < bytes) buffer.resize(bytes, 1);
+    COHORT_RETURN_IF_ERROR(pair.SendNow(&control, sizeof(control)));
+    auto start = Clock::now();
+    COHORT_RETURN_IF_ERROR(pair.SendNow(buffer.data(), bytes));
+    COHORT_RETURN_IF_ERROR(pair.RecvNow(&ack, 1));
+    seconds = Seconds(start);
+    if (seconds >= 0.01 || bytes >= options.p2p_max_bytes) break;
+    bytes = std::min(bytes * 4, options.p2p_max_bytes);
+  }
+  double estimate = static_cast<double>(bytes) / std::max(seconds, 1e-9);
+  uint64_t count = static_cast<uint64_t>(
+      std::clamp(std::ceil(options.p2p_seconds * estimate / static_cast<double>(bytes)), 1.0,
+                 4096.0));
+  Control control{bytes, count, 0};
+  COHORT_RETURN_IF_ERROR(pair.SendNow(&control, sizeof(control)));
+  auto start = Clock::now();
+  Works works;
+  for (uint64_t i = 0; i < count; ++i) works.push_back(pair.Send(buffer.data(), bytes));
+  for (const auto& work : works) COHORT_RETURN_IF_ERROR(work->Wait());
+  COHORT_RETURN_IF_ERROR(pair.RecvNow(&ack, 1));
+  double elapsed = Seconds(start);
+  Control end{0, 0, 0};
+  COHORT_RETURN_IF_ERROR(pair.SendNow(&end, sizeof(end)));
+  return static_cast<double>(count * bytes) / elapsed / 1e9;
+}
+
+// Both directions and the latency of one pair; `self` < `peer` decides who goes first.
+HalfSample MeasurePair(Communicator& comm, int self, int peer, const ValidateOptions& options,
+                       std::vector<char>& buffer) {
+  HalfSample sample;
+  sample.self = self;
+  sample.peer = peer;
+  Pair pair(comm, peer, options.timeout);
+  const bool lower = self < peer;
+  auto latency = MeasureLatency(pair, lower, options.latency_iterations);
+  if (!latency.ok()) {
+    sample.error = absl::StrCat("latency test: ", latency.status().message());
+    return sample;
+  }
+  sample.latency_us = *latency;
+  for (bool sending : {lower, !lower}) {
+    auto bandwidth = MeasureBandwidth(pair, sending, options, buffer);
+    if (!bandwidth.ok()) {
+      sample.error = absl::StrCat("bandwidth test: ", bandwidth.status().message());
+      return sample;
+    }
+    if (sending) sample.bandwidth = *bandwidth;
+  }
+  return sample;
+}
+
+double MemcpyGbps() {
+  const size_t bytes = size_t{32} << 20;
+  std::vector<char> source(bytes, 1), target(bytes, 0);
+  std::memcpy(target.data(), source.data(), bytes);
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto start = Clock::now();
+    std::memcpy(target.data(), source.data(), bytes);
+    best = std::max(best, static_cast<double>(bytes) / Seconds(start) / 1e9);
+  }
+  return best;
+}
+
+// A fixed amount of local work, the same on every rank: float32 sums over arrays that stay in
+// the cache, so its time depends on the core (clock, contention), not on memory.
+class FixedWork {
+ public:
+  FixedWork() : a_(kCount, 1.0f), b_(kCount, 2.0f), out_(kCount) {
+    fn_ = GetReduceFn(DataType::kFloat32, ReduceOp::kSum);
+  }
+  double RunMicros() {
+    auto start = Clock::now();
+    for (int rep = 0; rep < kReps; ++rep) fn_(out_.data(), a_.data(), b_.data(), kCount);
+    return Seconds(start) * 1e6;
+  }
+
+ private:
+  static constexpr size_t kCount = 16384;  // 3 x 64 KiB
+  static constexpr int kReps = 256;
+  std::vector<float> a_, b_, out_;
+  ReduceFn fn_;
+};
+
+// Times `iterations` float32 sum allreduces of `bytes` after one warm-up; the slowest rank's
+// time per operation, in seconds.
+absl::StatusOr<double> TimeAllreduce(Communicator& comm, size_t bytes, int iterations,
+                                     const std::string& algorithm, absl::Duration timeout) {
+  const size_t count = std::max<size_t>(bytes / sizeof(float), 1);
+  std::vector<float> input(count, 1.0f), output(count);
+  AllreduceOptions options;
+  options.input = input.data();
+  options.output = output.data();
+  options.count = count;
+  options.algorithm = algorithm;
+  options.timeout = timeout;
+  COHORT_RETURN_IF_ERROR(comm.Allreduce(options)->Wait());
+  BarrierOptions barrier;
+  barrier.timeout = timeout;
+  COHORT_RETURN_IF_ERROR(comm.Barrier(barrier)->Wait());
+  auto start = Clock::now();
+  for (int i = 0; i < iterations; ++i) COHORT_RETURN_IF_ERROR(comm.Allreduce(options)->Wait());
+  double seconds = Seconds(start) / std::max(1, iterations);
+  AllreduceOptions slowest;
+  slowest.input = &seconds;
+  slowest.output = &seconds;
+  slowest.count = 1;
+  slowest.dtype = DataType::kFloat64;
+  slowest.op = ReduceOp::kMax;
+  slowest.timeout = timeout;
+  COHORT_RETURN_IF_ERROR(comm.Allreduce(slowest)->Wait());
+  return seconds;
+}
+
+absl::Status Barrier(Communicator& comm, absl::Duration timeout) {
+  BarrierOptions options;
+  options.timeout = timeout;
+  return comm.Barrier(options)->Wait();
+}
+
+double BusFactor(int n) { return n > 1 ? 2.0 * (n - 1) / n : 0; }
+
+}  // namespace
+
+std::vector<std::vector<std::pair<int, int>>> RoundRobin(int n) {
+  std::vector<std::vector<std::pair<int, int>>> rounds;
+  if (n < 2) return rounds;
+  const int players = n % 2 == 0 ? n : n + 1;  // the extra one is "resting"
+  const int fixed = players - 1;
+  for (int round = 0; round < players - 1; ++round) {
+    std::vector<std::pair<int, int>> pairs;
+    auto add = [&](int x, int y) {
+      if (x >= n || y >= n) return;
+      pairs.emplace_back(std::min(x, y), std::max(x, y));
+    };
+    add(fixed, round);
+    for (int i = 1; i < players / 2; ++i) {
+      add((round + i) % fixed, (round - i + fixed) % fixed);
+    }
+    std::sort(pairs.begin(), pairs.end());
+    rounds.push_back(pairs);
+  }
+  return rounds;
+}
+
+std::vector<std::pair<int, int>> RandomPairing(int n, uint64_t seed) {
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 generator(seed);
+  std::shuffle(order.begin(), order.end(), generator);
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i + 1 < n; i += 2) {
+    pairs.emplace_back(std::min(order[i], order[i + 1]), std::max(order[i], order[i + 1]));
+  }
+  std::sort(pairs.begin(), pairs.end());
+  return pairs;
+}
+
+absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
+                                const std::string& prefix, const ValidateOptions& options,
+                                FILE* out, const std::string& json_path) {
+  const auto started = Clock::now();
+  const Topology& topology = world.topology();
+  const int rank = world.rank();
+  const int size = world.size();
+  const auto& hosts = topology.hosts();
+  const int node_count = static_cast<int>(hosts.size());
+  const int node = topology.place(rank).host;
+  const int local_rank = topology.place(rank).local_rank;
+  const int local_size = static_cast<int>(hosts[node].size());
+  const bool leader = local_rank == 0;
+  const absl::Duration timeout = options.timeout;
+  auto key = [&](const std::string& name) { return absl::StrCat(prefix, "/validate/", name); };
+  // Results travel through the store; waiting for them may take as long as every phase.
+  const absl::Duration gather_timeout = timeout * 4 + absl::Seconds(30);
+
+  // The expectations, read at rank 0 only (the file need not exist on the other nodes).
+  Expectations expectations;
+  if (rank == 0) {
+    std::string problem;
+    if (!options.expect_path.empty()) {
+      auto loaded = LoadExpectations(options.expect_path);
+      if (loaded.ok()) {
+        expectations = *loaded;
+      } else {
+        problem = std::string(loaded.status().message());
+      }
+    }
+    if (options.threshold > 0) expectations.threshold = options.threshold;
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(key("expect"), problem));
+    if (!problem.empty()) {
+      std::fprintf(stderr, "cohort-bench validate: %s\n", problem.c_str());
+      return 2;
+    }
+  } else {
+    COHORT_ASSIGN_OR_RETURN(std::string problem, bootstrap.Get(key("expect"), gather_timeout));
+    if (!problem.empty()) return 2;
+  }
+  uint64_t seed = options.seed;
+  if (rank == 0) {
+    if (seed == 0) seed = std::random_device()() | 1;
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(key("seed"), std::to_string(seed)));
+  } else {
+    COHORT_ASSIGN_OR_RETURN(std::string text, bootstrap.Get(key("seed"), gather_timeout));
+    seed = std::stoull(text);
+  }
+
+  // One communicator per node with several ranks, and one of the nodes' first ranks.
+  std::unique_ptr<Communicator> node_comm, leaders;
+  if (local_size > 1) {
+    CommOptions comm_options;
+    comm_options.name = absl::StrCat(prefix, "-node", node);
+    COHORT_ASSIGN_OR_RETURN(node_comm, Communicator::Create(bootstrap, local_rank, local_size,
+                                                            comm_options));
+  }
+  if (leader && node_count > 1) {
+    CommOptions comm_options;
+    comm_options.name = absl::StrCat(prefix, "-leaders");
+    COHORT_ASSIGN_OR_RETURN(leaders,
+                            Communicator::Create(bootstrap, node, node_count, comm_options));
+  }
+
+  // Inventory and memory bandwidth, every node at once.
+  json node_result;
+  COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  if (leader) {
+    node_result["inventory"] = CollectInventory();
+    node_result["memcpy_gbps"] = MemcpyGbps();
+  }
+
+  // Stragglers: steps of fixed local work, then an allreduce that waits for the slowest rank.
+  COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  FixedWork work;
+  work.RunMicros();
+  std::vector<double> computes, waits;
+  {
+    std::vector<float> data(16384, 1.0f);
+    AllreduceOptions step;
+    step.input = data.data();
+    step.output = data.data();
+    step.count = data.size();
+    step.timeout = timeout;
+    for (int i = 0; i < options.straggler_steps; ++i) {
+      computes.push_back(work.RunMicros());
+      auto start = Clock::now();
+      COHORT_RETURN_IF_ERROR(world.Allreduce(step)->Wait());
+      waits.push_back(Seconds(start) * 1e6);
+    }
+  }
+  json rank_result = {{"rank", rank},
+                      {"node", node},
+                      {"compute_best_us", *std::min_element(computes.begin(), computes.end())},
+                      {"compute_median_us", Median(computes)},
+                      {"wait_median_us", Median(waits)}};
+
+  // Point to point between nodes: round-robin rounds, then random re-pairings; the pairs of a
+  // round run at the same time, and a barrier separates rounds.
+  COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  std::vector<std::vector<std::pair<int, int>>> rounds = RoundRobin(node_count);
+  const int round_robin = static_cast<int>(rounds.size());
+  if (node_count > 2) {
+    for (int i = 0; i < options.repairings; ++i) {
+      rounds.push_back(RandomPairing(node_count, seed + static_cast<uint64_t>(i)));
+    }
+  }
+  json halves = json::array();
+  if (leaders != nullptr) {
+    std::vector<char> buffer;
+    std::string broken;
+    for (size_t round = 0; round < rounds.size(); ++round) {
+      if (broken.empty()) {
+        absl::Status synced = Barrier(*leaders, timeout);
+        if (!synced.ok()) broken = std::string(synced.message());
+      }
+      for (const auto& [a, b] : rounds[round]) {
+        if (a != node && b != node) continue;
+        int peer = a == node ? b : a;
+        HalfSample sample;
+        if (broken.empty()) {
+          sample = MeasurePair(*leaders, node, peer, options, buffer);
+          if (!sample.error.empty()) broken = sample.error;
+        } else {
+          sample.self = node;
+          sample.peer = peer;
+          sample.error = absl::StrCat("not measured: an earlier measurement failed: ", broken);
+        }
+        sample.round = static_cast<int>(round);
+        sample.repairing = static_cast<int>(round) >= round_robin;
+        halves.push_back(HalfJson(sample));
+      }
+    }
+  }
+  COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+
+  // Allreduce inside each node, all nodes at once.
+  if (node_comm != nullptr) {
+    COHORT_ASSIGN_OR_RETURN(double seconds, TimeAllreduce(*node_comm, options.intra_bytes,
+                                                          options.iterations, "", timeout));
+    if (leader) {
+      node_result["intra_busbw_gbps"] =
+          static_cast<double>(options.intra_bytes) / seconds / 1e9 * BusFactor(local_size);
+    }
+  }
+  if (leader) {
+    node_result["halves"] = halves;
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(key(absl::StrCat("node/", node)), node_result.dump()));
+  }
+  COHORT_RETURN_IF_ERROR(bootstrap.Set(key(absl::StrCat("rank/", rank)), rank_result.dump()));
+
+  // Rank 0 gathers the nodes' results and sizes the cluster allreduce to take about 0.1 s at the
+  // slowest node's best link.
+  Measurements m;
+  if (rank == 0) {
+    m.rounds = round_robin;
+    m.repairings = static_cast<int>(rounds.size()) - round_robin;
+    m.intra_bytes = options.intra_bytes;
+    std::map<std::tuple<int, int, int>, PairSample> samples;  // (round, a, b)
+    for (int index = 0; index < node_count; ++index) {
+      m.nodes.push_back(topology.place(hosts[index].front()).host_name);
+      m.ranks_per_node.push_back(static_cast<int>(hosts[index].size()));
+      COHORT_ASSIGN_OR_RETURN(std::string text,
+                              bootstrap.Get(key(absl::StrCat("node/", index)), gather_timeout));
+      json result = json::parse(text);
+      m.inventory.push_back(result.value("inventory", json::object()));
+      m.memcpy_gbps.push_back(result.value("memcpy_gbps", -1.0));
+      m.intra_busbw_gbps.push_back(result.value("intra_busbw_gbps", -1.0));
+      for (const json& half_json : result.value("halves", json::array())) {
+        HalfSample half = HalfFromJson(half_json);
+        int a = std::min(half.self, half.peer), b = std::max(half.self, half.peer);
+        PairSample& sample = samples[{half.round, a, b}];
+        sample.a = a;
+        sample.b = b;
+        sample.round = half.round;
+        sample.repairing = half.repairing;
+        (half.self == a ? sample.bandwidth_ab : sample.bandwidth_ba) = half.bandwidth;
+        if (half.latency_us >= 0) sample.latency_us = half.latency_us;
+        if (!half.error.empty() && sample.error.empty()) {
+          sample.error = absl::StrCat(topology.place(hosts[half.self].front()).host_name, ": ",
+                                      half.error);
+        }
+      }
+    }
+    for (auto& [where, sample] : samples) m.samples.push_back(sample);
+    size_t bytes = options.allreduce_bytes;
+    if (bytes == 0) {
+      double slowest = -1;
+      for (const PairSample& sample : m.samples) {
+        for (double bandwidth : {sample.bandwidth_ab, sample.bandwidth_ba}) {
+          if (bandwidth > 0) slowest = slowest < 0 ? bandwidth : std::min(slowest, bandwidth);
+        }
+      }
+      if (slowest < 0) slowest = 1.0;  // one node: memory speeds; 1 GB/s keeps it short
+      double target = 0.1 * slowest * 1e9 / std::max(BusFactor(size), 1.0);
+      bytes = static_cast<size_t>(std::clamp(target, 64.0 * 1024, 64.0 * 1024 * 1024));
+    }
+    bytes = std::max<size_t>(bytes / (4 * size) * (4 * size), 4 * size);
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(key("cluster_bytes"), std::to_string(bytes)));
+    m.cluster_bytes = bytes;
+  }
+  COHORT_ASSIGN_OR_RETURN(std::string bytes_text, bootstrap.Get(key("cluster_bytes"), gather_timeout));
+  const size_t cluster_bytes = std::stoull(bytes_text);
+  double cluster_seconds = -1;
+  if (size > 1) {
+    COHORT_ASSIGN_OR_RETURN(cluster_seconds,
+                            TimeAllreduce(world, cluster_bytes, options.iterations,
+                                          options.cluster_algorithm, timeout));
+  }
+
+  if (rank == 0) {
+    for (int other = 0; other < size; ++other) {
+      COHORT_ASSIGN_OR_RETURN(std::string text,
+                              bootstrap.Get(key(absl::StrCat("rank/", other)), gather_timeout));
+      json result = json::parse(text);
+      RankTiming timing;
+      timing.rank = result.value("rank", other);
+      timing.node = result.value("node", 0);
+      timing.compute_best_us = result.value("compute_best_us", -1.0);
+      timing.compute_median_us = result.value("compute_median_us", -1.0);
+      timing.wait_median_us = result.value("wait_median_us", -1.0);
+      m.ranks.push_back(timing);
+    }
+    if (cluster_seconds > 0) {
+      m.cluster_algorithm = options.cluster_algorithm;
+      m.cluster_time_us = cluster_seconds * 1e6;
+      m.cluster_busbw_gbps =
+          static_cast<double>(cluster_bytes) / cluster_seconds / 1e9 * BusFactor(size);
+    }
+    m.seconds = Seconds(started);
+    Report report = Judge(m, expectations);
+    if (out != nullptr) PrintReport(out, m, report, expectations);
+    if (!json_path.empty()) {
+      json document = ReportJson(m, report, expectations);
+      document["seed"] = seed;
+      std::ofstream file(json_path);
+      file << document.dump(2) << "\n";
+      if (!file) {
+        std::fprintf(stderr, "cohort-bench validate: cannot write %s\n", json_path.c_str());
+      }
+    }
+    COHORT_RETURN_IF_ERROR(bootstrap.Set(key("exit"), std::to_string(report.exit_code)));
+    return report.exit_code;
+  }
+  COHORT_ASSIGN_OR_RETURN(std::string exit_text, bootstrap.Get(key("exit"), gather_timeout));
+  return std::stoi(exit_text);
+}
+
+}  // namespace cohort::bench
