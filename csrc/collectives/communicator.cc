@@ -1,5 +1,6 @@
 #include "collectives/communicator.h"
 
+#include <chrono>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -116,7 +117,76 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   logging::SetRank(rank);
   auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
   engine->Start();
-  return std::unique_ptr<Communicator>(new Communicator(std::move(engine)));
+  std::unique_ptr<Communicator> comm(new Communicator(std::move(engine)));
+  COHORT_ASSIGN_OR_RETURN(bool probe, config::GetBool("COHORT_TUNER_PROBE"));
+  if (probe) COHORT_RETURN_IF_ERROR(comm->ProbeLinks());
+  return comm;
+}
+
+namespace {
+
+// Seconds per round trip of `bytes` between this rank and `peer` (this rank starts).
+absl::StatusOr<double> PingPong(Communicator& comm, int peer, bool first, size_t bytes,
+                                int rounds) {
+  std::vector<char> buffer(std::max<size_t>(bytes, 1));
+  SendOptions send;
+  send.data = buffer.data();
+  send.count = bytes;
+  send.peer = peer;
+  send.tag = 0x7072;
+  RecvOptions receive;
+  receive.data = buffer.data();
+  receive.count = bytes;
+  receive.peer = peer;
+  receive.tag = 0x7072;
+  auto start = std::chrono::steady_clock::now();
+  for (int round = 0; round < rounds; ++round) {
+    if (first) {
+      COHORT_RETURN_IF_ERROR(comm.Send(send)->Wait());
+      COHORT_RETURN_IF_ERROR(comm.Recv(receive)->Wait());
+    } else {
+      COHORT_RETURN_IF_ERROR(comm.Recv(receive)->Wait());
+      COHORT_RETURN_IF_ERROR(comm.Send(send)->Wait());
+    }
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / rounds;
+}
+
+}  // namespace
+
+absl::Status Communicator::ProbeLinks() {
+  // Rank 0 measures one local and one remote link; every rank adopts the result, so that all
+  // make the same choices.
+  const Topology& topology = engine_->topology();
+  double model[6] = {0, 0, 0, 0, 0, 0};  // intra latency, bandwidth, valid; inter ...
+  const std::vector<int>& first_host = topology.hosts()[0];
+  int local_peer = first_host.size() > 1 ? first_host[1] : -1;
+  int remote_peer = topology.hosts().size() > 1 ? topology.hosts()[1][0] : -1;
+  for (int which = 0; which < 2; ++which) {
+    int peer = which == 0 ? local_peer : remote_peer;
+    if (peer < 0 || (rank() != 0 && rank() != peer)) continue;
+    int other = rank() == 0 ? peer : 0;
+    COHORT_ASSIGN_OR_RETURN(double small, PingPong(*this, other, rank() == 0, 8, 20));
+    COHORT_ASSIGN_OR_RETURN(double large, PingPong(*this, other, rank() == 0, 4 << 20, 3));
+    model[which * 3] = small / 2;
+    model[which * 3 + 1] = (4 << 20) / std::max(1e-9, large / 2 - small / 2);
+    model[which * 3 + 2] = 1;
+  }
+  BroadcastOptions broadcast;
+  broadcast.output = model;
+  broadcast.count = 6;
+  broadcast.dtype = DataType::kFloat64;
+  broadcast.root = 0;
+  COHORT_RETURN_IF_ERROR(Broadcast(broadcast)->Wait());
+  Tuning tuning = engine_->tuning();
+  if (model[2] != 0) tuning.intra = {model[0], model[1], tuning.intra.reduce_bytes_per_second};
+  if (model[5] != 0) tuning.inter = {model[3], model[4], tuning.inter.reduce_bytes_per_second};
+  engine_->SetTuning(tuning);
+  COHORT_LOG(INFO) << "tuner probe: intra " << tuning.intra.latency_seconds * 1e6 << " us, "
+                   << tuning.intra.bytes_per_second / 1e9 << " GB/s; inter "
+                   << tuning.inter.latency_seconds * 1e6 << " us, "
+                   << tuning.inter.bytes_per_second / 1e9 << " GB/s";
+  return absl::OkStatus();
 }
 
 Communicator::Communicator(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {}

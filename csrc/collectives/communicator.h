@@ -161,6 +161,8 @@ class Communicator {
 
  private:
   explicit Communicator(std::shared_ptr<Engine> engine);
+  // COHORT_TUNER_PROBE: measures the link models at creation (rank 0 decides for all).
+  absl::Status ProbeLinks();
   std::shared_ptr<Work> Submit(OpArgs args, const CommonOptions& common);
   std::shared_ptr<Engine> engine_;
 };

@@ -48,6 +48,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   const Transport& transport() const { return *transport_; }
   const Topology& topology() const { return *config_.topology; }
+  // Only before the first operation (the tuner probe): every rank must hold the same models.
+  const Tuning& tuning() const { return config_.tuning; }
+  void SetTuning(const Tuning& tuning) {
+    config_.tuning = tuning;
+    config_.tuning.topology = config_.topology.get();
+  }
   const std::string& SelectName(const OpArgs& args) const;
 
  private:

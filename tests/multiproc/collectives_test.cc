@@ -403,3 +403,24 @@ INSTANTIATE_TEST_SUITE_P(Worlds, LargeTest,
 
 }  // namespace
 }  // namespace cohort
+
+namespace cohort {
+namespace {
+
+// With measured link models every rank still makes the same choices (rank 0's figures are used
+// by all): collectives across two "hosts" stay correct.
+TEST(Tuner, ProbedModelsAgreeOnEveryRank) {
+  testing::RunRanks(4, [](int rank, int size, Bootstrap& bootstrap) {
+    setenv("COHORT_TUNER_PROBE", "1", 1);
+    SetLayout("mixed", rank, size);
+    auto comm = Communicator::Create(bootstrap, rank, size, {.name = "probe"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    Runner runner{**comm, ""};
+    for (size_t count : {size_t{1}, size_t{4099}, size_t{1} << 20}) {
+      runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace cohort
