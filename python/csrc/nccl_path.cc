@@ -327,6 +327,7 @@ c10::intrusive_ptr<c10d::Work> NcclPath::Run(c10d::OpType type, const char* titl
                 comm->error);
   }
   c10::cuda::CUDAGuard guard(device);
+  at::NoGradGuard no_grad;  // staging copies move raw data, as NCCL does
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   auto work = c10::make_intrusive<NcclWork>(rank_, type, title, comm, device, std::move(outputs),
                                             OpTimeout(timeout), what);

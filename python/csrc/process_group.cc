@@ -64,6 +64,10 @@ std::vector<const at::Tensor*> All(const std::vector<std::vector<at::Tensor>>& l
 // runs on the copies and the results are copied back when it completes.
 class HostStaging {
  public:
+  HostStaging() = default;
+  HostStaging(const HostStaging&) = delete;
+  HostStaging& operator=(const HostStaging&) = delete;
+
   at::Tensor Input(const at::Tensor& tensor) const { return tensor.to(at::kCPU); }
   std::vector<at::Tensor> Inputs(const std::vector<at::Tensor>& tensors) const {
     std::vector<at::Tensor> result;
@@ -90,6 +94,7 @@ class HostStaging {
   }
 
  private:
+  at::NoGradGuard no_grad_;  // copies of tensors that require grad are plain data
   std::vector<std::pair<at::Tensor, at::Tensor>> copies_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include <ATen/record_function.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -18,11 +20,19 @@ std::exception_ptr ToException(const absl::Status& status) {
   return std::make_exception_ptr(std::runtime_error(message));
 }
 
+namespace {
+
+// torch's Work starts a profiler range when given a title: only worth it while profiling (it
+// allocates on every operation otherwise).
+bool Profiling() { return at::hasCallbacks(); }
+
+}  // namespace
+
 CohortWork::CohortWork(int rank, c10d::OpType type, const char* profiling_title,
                        const std::vector<at::Tensor>& profiling_inputs,
                        std::vector<at::Tensor> outputs)
-    : c10d::Work(rank, type, profiling_title,
-                 OptionalTensors(profiling_inputs)),
+    : c10d::Work(rank, type, Profiling() ? profiling_title : nullptr,
+                 Profiling() ? OptionalTensors(profiling_inputs) : OptionalTensors()),
       type_(type),
       outputs_(std::move(outputs)) {}
 
@@ -57,6 +67,10 @@ void CohortWork::OnPartDone(const absl::Status& status) {
   std::exception_ptr error;
   if (failure.ok()) {
     try {
+      // Results are written into the caller's tensors as raw data, as gloo does: no autograd
+      // (this thread's grad mode is on by default, and a leaf that requires grad would refuse
+      // an in-place copy).
+      at::NoGradGuard no_grad;
       for (auto& epilogue : epilogues_) epilogue();
     } catch (...) {
       error = std::current_exception();

@@ -269,6 +269,11 @@ def noncontiguous_body(rank, world):
     dist.all_reduce(z)
     if not torch.equal(z, torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64) * 6):
         failures.append(f"complex sum: {z}")
+    # Tensors that require grad are written as plain data (gloo does the same), views included.
+    weight = torch.full((3, 4), float(rank), requires_grad=True)
+    dist.all_reduce(weight.t())
+    if not torch.equal(weight.detach(), torch.full((3, 4), float(total))):
+        failures.append(f"allreduce into a view of a leaf that requires grad: {weight}")
     # Empty tensors are legal and move nothing.
     empty = torch.zeros(0)
     dist.all_reduce(empty)
