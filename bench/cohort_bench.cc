@@ -101,8 +101,50 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
 }
 
+// Forks the ranks first and starts the store afterwards: a process that forks while it runs
+// other threads (the store's) hands its children whatever locks those threads held, and a
+// child that needs one (OpenSSL's, for the store handshake) would wait forever. The children
+// learn the store's port through a pipe.
 int SpawnLocal(const Command& command) {
-  std::string token = crypto::RandomHex(16);
+  int port_pipe[2];
+  if (pipe(port_pipe) != 0) {
+    std::perror("cohort-bench: pipe");
+    return kExitFailure;
+  }
+  const std::string token = crypto::RandomHex(16);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < command.nranks; ++rank) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("cohort-bench: fork");
+      close(port_pipe[1]);
+      for (pid_t child : children) kill(child, SIGKILL);
+      for (pid_t child : children) waitpid(child, nullptr, 0);
+      return kExitFailure;
+    }
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      close(port_pipe[1]);
+      int32_t port = 0;
+      // Each write of the parent is one port, read whole by one child (writes up to PIPE_BUF
+      // bytes are atomic); end of file means the store did not start.
+      if (read(port_pipe[0], &port, sizeof(port)) != sizeof(port)) _exit(kExitFailure);
+      close(port_pipe[0]);
+      store::StoreClientOptions client_options;
+      client_options.host = "127.0.0.1";
+      client_options.port = port;
+      client_options.token = token;
+      client_options.job_id = "cohort-bench";
+      int code = RunRank(command, client_options, rank, command.nranks);
+      std::fflush(stdout);
+      std::fflush(stderr);
+      _exit(code);
+    }
+    children.push_back(pid);
+  }
+  close(port_pipe[0]);
   store::StoreServerOptions server_options;
   server_options.host = "127.0.0.1";
   server_options.token = token;
@@ -111,34 +153,14 @@ int SpawnLocal(const Command& command) {
   if (!server.ok()) {
     std::fprintf(stderr, "cohort-bench: cannot start the local store: %s\n",
                  Message(server.status()).c_str());
-    return kExitFailure;
-  }
-  store::StoreClientOptions client_options;
-  client_options.host = "127.0.0.1";
-  client_options.port = (*server)->port();
-  client_options.token = token;
-  client_options.job_id = "cohort-bench";
-  std::fflush(stdout);
-  std::fflush(stderr);
-  std::vector<pid_t> children;
-  for (int rank = 0; rank < command.nranks; ++rank) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      std::perror("cohort-bench: fork");
-      for (pid_t child : children) kill(child, SIGKILL);
-      for (pid_t child : children) waitpid(child, nullptr, 0);
-      return kExitFailure;
+  } else {
+    int32_t port = (*server)->port();
+    for (size_t i = 0; i < children.size(); ++i) {
+      if (write(port_pipe[1], &port, sizeof(port)) != sizeof(port)) break;
     }
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int code = RunRank(command, client_options, rank, command.nranks);
-      std::fflush(stdout);
-      std::fflush(stderr);
-      _exit(code);
-    }
-    children.push_back(pid);
   }
-  int worst = 0;
+  close(port_pipe[1]);
+  int worst = server.ok() ? 0 : kExitFailure;
   for (size_t rank = 0; rank < children.size(); ++rank) {
     int status = 0;
     waitpid(children[rank], &status, 0);

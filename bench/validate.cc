@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <thread>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -201,24 +202,71 @@ double MemcpyGbps() {
   return best;
 }
 
-// A fixed amount of local work, the same on every rank: float32 sums over arrays that stay in
-// the cache, so its time depends on the core (clock, contention), not on memory.
+// A fixed amount of local work, the same on every rank: a chain of dependent floating-point
+// operations. Each waits for the one before, so its time is a number of core clock cycles -
+// the core's own speed (a throttled or slow core shows) - and neither memory, caches nor a busy
+// sibling hyperthread change it. One sample is about a tenth of a millisecond, far shorter than
+// a scheduler time slice, so the fastest of many samples holds even where ranks outnumber cores.
 class FixedWork {
  public:
-  FixedWork() : a_(kCount, 1.0f), b_(kCount, 2.0f), out_(kCount) {
-    fn_ = GetReduceFn(DataType::kFloat32, ReduceOp::kSum);
-  }
-  double RunMicros() {
+  double SampleMicros() {
     auto start = Clock::now();
-    for (int rep = 0; rep < kReps; ++rep) fn_(out_.data(), a_.data(), b_.data(), kCount);
+    double x = value_;
+    for (int i = 0; i < kChain; ++i) {
+      x = x * 0.999999 + 1e-6;
+      asm volatile("" : "+x"(x));  // keeps the chain: the compiler may not fold or vectorize it
+    }
+    value_ = x;
     return Seconds(start) * 1e6;
   }
 
  private:
-  static constexpr size_t kCount = 16384;  // 3 x 64 KiB
-  static constexpr int kReps = 256;
-  std::vector<float> a_, b_, out_;
-  ReduceFn fn_;
+  static constexpr int kChain = 20000;
+  double value_ = 1.0;
+};
+
+// The straggler check's steps: 40 samples of fixed work with short pauses between them (so the
+// ranks of an oversubscribed node get turns to run alone), then an allreduce of every rank.
+class Straggler {
+ public:
+  Straggler(Communicator& world, int rank, absl::Duration timeout)
+      : world_(world), rank_(rank), timeout_(timeout), data_(16384, 1.0f) {
+    work_.SampleMicros();
+  }
+
+  absl::Status Run(int steps) {
+    AllreduceOptions step;
+    step.input = data_.data();
+    step.output = data_.data();
+    step.count = data_.size();
+    step.timeout = timeout_;
+    for (int i = 0; i < steps; ++i) {
+      double step_compute = 0;
+      for (int sample = 0; sample < 40; ++sample) {
+        double micros = work_.SampleMicros();
+        step_compute += micros;
+        fastest_ = fastest_ < 0 ? micros : std::min(fastest_, micros);
+        std::this_thread::sleep_for(std::chrono::microseconds(100 + 37 * ((rank_ + sample) % 7)));
+      }
+      computes_.push_back(step_compute);
+      auto start = Clock::now();
+      COHORT_RETURN_IF_ERROR(world_.Allreduce(step)->Wait());
+      waits_.push_back(Seconds(start) * 1e6);
+    }
+    return absl::OkStatus();
+  }
+  double fastest() const { return fastest_; }
+  const std::vector<double>& computes() const { return computes_; }
+  const std::vector<double>& waits() const { return waits_; }
+
+ private:
+  Communicator& world_;
+  const int rank_;
+  const absl::Duration timeout_;
+  FixedWork work_;
+  std::vector<float> data_;
+  double fastest_ = -1;
+  std::vector<double> computes_, waits_;
 };
 
 // Times `iterations` float32 sum allreduces of `bytes` after one warm-up; the slowest rank's
@@ -367,30 +415,12 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     node_result["memcpy_gbps"] = MemcpyGbps();
   }
 
-  // Stragglers: steps of fixed local work, then an allreduce that waits for the slowest rank.
+  // Stragglers: steps of fixed local work, each followed by an allreduce that waits for the
+  // slowest rank; half now and half after the network tests, so that one busy moment of the
+  // machine cannot make a rank look slow.
   COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
-  FixedWork work;
-  work.RunMicros();
-  std::vector<double> computes, waits;
-  {
-    std::vector<float> data(16384, 1.0f);
-    AllreduceOptions step;
-    step.input = data.data();
-    step.output = data.data();
-    step.count = data.size();
-    step.timeout = timeout;
-    for (int i = 0; i < options.straggler_steps; ++i) {
-      computes.push_back(work.RunMicros());
-      auto start = Clock::now();
-      COHORT_RETURN_IF_ERROR(world.Allreduce(step)->Wait());
-      waits.push_back(Seconds(start) * 1e6);
-    }
-  }
-  json rank_result = {{"rank", rank},
-                      {"node", node},
-                      {"compute_best_us", *std::min_element(computes.begin(), computes.end())},
-                      {"compute_median_us", Median(computes)},
-                      {"wait_median_us", Median(waits)}};
+  Straggler straggler(world, rank, timeout);
+  COHORT_RETURN_IF_ERROR(straggler.Run((options.straggler_steps + 1) / 2));
 
   // Point to point between nodes: round-robin rounds, then random re-pairings; the pairs of a
   // round run at the same time, and a barrier separates rounds.
@@ -440,6 +470,13 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
           static_cast<double>(options.intra_bytes) / seconds / 1e9 * BusFactor(local_size);
     }
   }
+  COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  COHORT_RETURN_IF_ERROR(straggler.Run(options.straggler_steps / 2));
+  json rank_result = {{"rank", rank},
+                      {"node", node},
+                      {"compute_best_us", straggler.fastest()},
+                      {"compute_median_us", Median(straggler.computes())},
+                      {"wait_median_us", Median(straggler.waits())}};
   if (leader) {
     node_result["halves"] = halves;
     COHORT_RETURN_IF_ERROR(bootstrap.Set(key(absl::StrCat("node/", node)), node_result.dump()));

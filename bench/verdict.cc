@@ -386,7 +386,7 @@ Report Judge(const Measurements& m, const Expectations& expectations) {
   const double median_memcpy = Median(Present(m.memcpy_gbps));
   const double median_intra = Median(Present(m.intra_busbw_gbps));
 
-  // Stragglers: a rank whose fastest step of fixed work is slower than threshold x the median.
+  // Stragglers: a rank whose fastest sample of fixed work is below threshold x the median speed.
   std::vector<double> computes;
   for (const RankTiming& timing : m.ranks) {
     if (timing.compute_best_us > 0) computes.push_back(timing.compute_best_us);
@@ -450,7 +450,7 @@ Report Judge(const Measurements& m, const Expectations& expectations) {
     if (node.compute_ratio >= 0 && node.compute_ratio < threshold) {
       Raise(node.level, Level::kSlow);
       node.reasons.push_back(absl::StrFormat(
-          "rank %d is a straggler: its fastest step of fixed work took %s, %s of the median "
+          "rank %d is a straggler: its fastest sample of fixed work took %s, %s of the median "
           "rank's speed",
           node.slowest_rank, Micros(median_compute / node.compute_ratio),
           Percent(node.compute_ratio)));

@@ -30,13 +30,13 @@ struct PairSample {
   std::string error;          // why the measurement failed; empty when it did not
 };
 
-// What one rank measured in the straggler phase: steps of a fixed amount of local work followed
-// by an allreduce of every rank.
+// What one rank measured in the straggler phase: steps of local work (many short samples of a
+// fixed amount) each followed by an allreduce of every rank.
 struct RankTiming {
   int rank = 0;
   int node = 0;
-  double compute_best_us = -1;    // the fastest step's local work
-  double compute_median_us = -1;
+  double compute_best_us = -1;    // the fastest sample of fixed work: the core's own speed
+  double compute_median_us = -1;  // a step's work, median over steps (contention shows here)
   double wait_median_us = -1;     // time in the step's allreduce (waiting for the others)
 };
 
