@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -58,10 +59,20 @@ void RankGroup::Start(int size, RankBody body) {
   int port = server_->port();
   fflush(stdout);
   fflush(stderr);
+  // The ranks start talking to the store only once every rank is forked: a fork while the
+  // store's thread is inside a handshake could copy a lock it holds (OpenSSL's, for one) into
+  // the child, locked forever.
+  int release[2];
+  ASSERT_EQ(pipe(release), 0);
   for (int rank = 0; rank < size; ++rank) {
     pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+      close(release[1]);
+      char go;
+      while (read(release[0], &go, 1) < 0 && errno == EINTR) {
+      }
+      close(release[0]);
       store::StoreClientOptions options;
       options.host = "127.0.0.1";
       options.port = port;
@@ -80,6 +91,8 @@ void RankGroup::Start(int size, RankBody body) {
     }
     pids_.push_back(pid);
   }
+  close(release[0]);
+  close(release[1]);  // end of file: every rank goes
 }
 
 std::vector<RankExit> RankGroup::Join(absl::Duration limit) {
