@@ -48,7 +48,7 @@ compare: build
 
 # The torch backend "cohort" vs gloo, both through torch.distributed.all_reduce, same run.
 compare-torch: build
-	/usr/bin/python3 bench/compare/compare.py --ours torch --python-path $(abspath $(BUILD))/python --repeat 3
+	/usr/bin/python3 bench/compare/compare.py --ours torch --build $(BUILD) --python-path $(abspath $(BUILD))/python --repeat 3
 
 clean:
 	rm -rf $(BUILD)
