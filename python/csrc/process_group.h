@@ -95,9 +95,9 @@ class ProcessGroupCohort final : public BackendBase {
   c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(
       std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
       const c10d::ReduceScatterOptions& opts) override;
-  // Declared without `override`: present in recent torch 2.x only, where they override.
-  void abort();
-  void shutdown();
+  // Recent torch 2.x (the GPU machines' 2.11 included) has these; older 2.x does not.
+  void abort() override;
+  void shutdown() override;
 #endif
 
   // One Work for several CohortWorks (coalesced groups).
