@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/descriptors.h"
 #include "bench/inventory.h"
+#include "bench/progress.h"
 #include "bench/stats.h"
 #include "collectives/reduce.h"
 #include "common/status.h"
@@ -361,6 +362,10 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   // Results travel through the store; waiting for them may take as long as every phase.
   const absl::Duration gather_timeout = timeout * 4 + absl::Seconds(30);
 
+  // Rank 0 shows which phase runs, on a terminal.
+  Progress progress(rank == 0 && out != nullptr);
+  progress.Update("validate: reading the expectations", true);
+
   // The expectations, read at rank 0 only (the file need not exist on the other nodes).
   Expectations expectations;
   if (rank == 0) {
@@ -393,6 +398,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   }
 
   // One communicator per node with several ranks, and one of the nodes' first ranks.
+  progress.Update("validate: connecting the nodes' communicators", true);
   std::unique_ptr<Communicator> node_comm, leaders;
   if (local_size > 1) {
     CommOptions comm_options;
@@ -410,6 +416,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   // Inventory and memory bandwidth, every node at once.
   json node_result;
   COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  progress.Update("validate: inventory and memcpy", true);
   if (leader) {
     node_result["inventory"] = CollectInventory();
     node_result["memcpy_gbps"] = MemcpyGbps();
@@ -419,6 +426,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   // slowest rank; half now and half after the network tests, so that one busy moment of the
   // machine cannot make a rank look slow.
   COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  progress.Update("validate: straggler check (1 of 2)", true);
   Straggler straggler(world, rank, timeout);
   COHORT_RETURN_IF_ERROR(straggler.Run((options.straggler_steps + 1) / 2));
 
@@ -437,6 +445,11 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     std::vector<char> buffer;
     std::string broken;
     for (size_t round = 0; round < rounds.size(); ++round) {
+      progress.Update(absl::StrCat("validate: point to point, round ", round + 1, " of ",
+                                   rounds.size(), static_cast<int>(round) >= round_robin
+                                                      ? " (random re-pairing)"
+                                                      : ""),
+                      true);
       if (broken.empty()) {
         absl::Status synced = Barrier(*leaders, timeout);
         if (!synced.ok()) broken = std::string(synced.message());
@@ -462,6 +475,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
 
   // Allreduce inside each node, all nodes at once.
+  progress.Update("validate: intra-node allreduce", true);
   if (node_comm != nullptr) {
     COHORT_ASSIGN_OR_RETURN(double seconds, TimeAllreduce(*node_comm, options.intra_bytes,
                                                           options.iterations, "", timeout));
@@ -471,6 +485,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     }
   }
   COHORT_RETURN_IF_ERROR(Barrier(world, timeout));
+  progress.Update("validate: straggler check (2 of 2)", true);
   COHORT_RETURN_IF_ERROR(straggler.Run(options.straggler_steps / 2));
   json rank_result = {{"rank", rank},
                       {"node", node},
@@ -525,7 +540,10 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
           if (bandwidth > 0) slowest = slowest < 0 ? bandwidth : std::min(slowest, bandwidth);
         }
       }
-      if (slowest < 0) slowest = 1.0;  // one node: memory speeds; 1 GB/s keeps it short
+      for (double busbw : m.intra_busbw_gbps) {  // one node: its own allreduce's pace
+        if (slowest < 0 && busbw > 0) slowest = busbw;
+      }
+      if (slowest < 0) slowest = 1.0;
       double target = 0.1 * slowest * 1e9 / std::max(BusFactor(size), 1.0);
       bytes = static_cast<size_t>(std::clamp(target, 64.0 * 1024, 64.0 * 1024 * 1024));
     }
@@ -536,6 +554,9 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   COHORT_ASSIGN_OR_RETURN(std::string bytes_text, bootstrap.Get(key("cluster_bytes"), gather_timeout));
   const size_t cluster_bytes = std::stoull(bytes_text);
   double cluster_seconds = -1;
+  progress.Update(absl::StrCat("validate: cluster allreduce (", options.cluster_algorithm, ", ",
+                               cluster_bytes, " bytes)"),
+                  true);
   if (size > 1) {
     COHORT_ASSIGN_OR_RETURN(cluster_seconds,
                             TimeAllreduce(world, cluster_bytes, options.iterations,
@@ -563,6 +584,7 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     }
     m.seconds = Seconds(started);
     Report report = Judge(m, expectations);
+    progress.Clear();
     if (out != nullptr) PrintReport(out, m, report, expectations);
     if (!json_path.empty()) {
       json document = ReportJson(m, report, expectations);
