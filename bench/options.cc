@@ -298,6 +298,9 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
     } else if (flag == "--repairings") {
       status = only(validate_mode);
       if (status.ok()) status = integer(&validate.repairings, 0, 1000);
+    } else if (flag == "--confirmations") {
+      status = only(validate_mode);
+      if (status.ok()) status = integer(&validate.confirmations, 0, 100);
     } else if (flag == "--seed") {
       status = only(validate_mode);
       if (status.ok() && !absl::SimpleAtoi(value, &validate.seed)) status = bad("an integer");
@@ -379,6 +382,7 @@ void PrintUsage(FILE* out) {
       "  --p2p-max-bytes SIZE      largest message of the bandwidth test (default 16M)\n"
       "  --latency-iters N         round trips per pair (default 50)\n"
       "  --repairings N            random re-pairing rounds (default 2)\n"
+      "  --confirmations N         passes re-measuring slow-looking links (default 2)\n"
       "  --seed N                  seed of the re-pairings (default random)\n"
       "  --intra-bytes SIZE        intra-node allreduce size (default 16M)\n"
       "  --allreduce-bytes SIZE    cluster allreduce size (default: ~0.1 s at the slowest link)\n"

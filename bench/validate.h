@@ -25,6 +25,7 @@ struct ValidateOptions {
   size_t p2p_max_bytes = 16 << 20;  // --p2p-max-bytes: largest message of the bandwidth test
   int latency_iterations = 50;    // --latency-iters: round trips per pair
   int repairings = 2;             // --repairings: random re-pairing rounds after the round-robin
+  int confirmations = 2;          // --confirmations: passes re-measuring slow-looking links
   uint64_t seed = 0;              // --seed: of the re-pairings; 0: random (printed in the JSON)
   size_t intra_bytes = 16 << 20;  // --intra-bytes: intra-node allreduce size
   size_t allreduce_bytes = 0;     // --allreduce-bytes: cluster allreduce; 0: ~0.1 s at the slowest link

@@ -620,9 +620,11 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
       }
     };
     if (count <= 32) {
-      std::fprintf(out, "#\n# Point to point: %d round-robin rounds + %d random re-pairings, the "
-                        "pairs of a round in parallel; best sample of each pair\n",
-                   m.rounds, m.repairings);
+      std::fprintf(out,
+                   "#\n# Point to point: %d round-robin rounds + %d random re-pairings + %d "
+                   "rounds re-measuring slow-looking links, the pairs of a round in parallel; "
+                   "best sample of each pair\n",
+                   m.rounds, m.repairings, m.confirmation_rounds);
       matrix("Bandwidth (GB/s; the row node sends to the column node)", bandwidth, "%.4g");
       matrix("Latency (us; half a round trip of 8 bytes)", latency, "%.4g");
     } else {
@@ -712,6 +714,7 @@ nlohmann::json ReportJson(const Measurements& m, const Report& report,
                        {"b", m.nodes[sample.b]},
                        {"round", sample.round},
                        {"repairing", sample.repairing},
+                       {"confirming", sample.confirming},
                        {"bandwidth_ab_gbps", number(sample.bandwidth_ab)},
                        {"bandwidth_ba_gbps", number(sample.bandwidth_ba)},
                        {"latency_us", number(sample.latency_us)},
@@ -740,7 +743,10 @@ nlohmann::json ReportJson(const Measurements& m, const Report& report,
           {"nodes", nodes},
           {"links", links},
           {"p2p",
-           {{"rounds", m.rounds}, {"repairings", m.repairings}, {"samples", samples}}},
+           {{"rounds", m.rounds},
+            {"repairings", m.repairings},
+            {"confirmation_rounds", m.confirmation_rounds},
+            {"samples", samples}}},
           {"ranks", ranks},
           {"intra_allreduce_bytes", m.intra_bytes},
           {"cluster_allreduce",

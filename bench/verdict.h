@@ -24,6 +24,7 @@ struct PairSample {
   int b = 0;
   int round = 0;
   bool repairing = false;     // from a random re-pairing, not the round-robin
+  bool confirming = false;    // a re-measurement of a link that looked slow
   double bandwidth_ab = -1;   // GB/s, a sending to b; < 0: not measured
   double bandwidth_ba = -1;
   double latency_us = -1;     // half a round trip of a small message
@@ -50,6 +51,7 @@ struct Measurements {
   std::vector<PairSample> samples;
   int rounds = 0;                            // round-robin rounds
   int repairings = 0;                        // random re-pairing rounds
+  int confirmation_rounds = 0;               // rounds re-measuring slow-looking links
   std::vector<RankTiming> ranks;
   double cluster_busbw_gbps = -1;            // < 0: not measured (one rank)
   double cluster_time_us = 0;
