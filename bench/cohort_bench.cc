@@ -40,8 +40,8 @@ int RunSweepRank(const Command& command, Communicator& comm) {
   const Collective& collective = *FindCollective(command.collective);
   if (collective.rooted && command.sweep.params.root >= comm.size()) {
     if (comm.rank() == 0) {
-      std::fprintf(stderr, "cohort-bench: -r %d is not a rank of %d\n",
-                   command.sweep.params.root, comm.size());
+      std::fprintf(stderr, "cohort-bench: -r %d is not a rank of %d\n", command.sweep.params.root,
+                   comm.size());
     }
     return kExitUsage;
   }
@@ -187,7 +187,7 @@ int RunLaunched(const Command& command) {
   }
   auto address_text = config::GetString("COHORT_STORE_ADDR");
   auto address = address_text.ok() ? ParseHostPort(*address_text)
-                                    : absl::StatusOr<HostPort>(address_text.status());
+                                   : absl::StatusOr<HostPort>(address_text.status());
   if (!address.ok()) {
     std::fprintf(stderr, "cohort-bench: COHORT_STORE_ADDR: %s\n",
                  Message(address.status()).c_str());

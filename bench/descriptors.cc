@@ -16,12 +16,23 @@ int MaxValue(const BenchParams& params, int n) {
   double limit = 7;
   if (params.op == ReduceOp::kSum || params.op == ReduceOp::kAvg) {
     switch (params.dtype) {
-      case DataType::kFloat16: limit = 2048.0 / n; break;
-      case DataType::kBFloat16: limit = 256.0 / n; break;
-      case DataType::kFloat32: limit = 16777216.0 / n; break;
-      case DataType::kInt8: limit = params.op == ReduceOp::kAvg ? 127.0 / n : 7; break;
-      case DataType::kUInt8: limit = params.op == ReduceOp::kAvg ? 255.0 / n : 7; break;
-      default: break;
+      case DataType::kFloat16:
+        limit = 2048.0 / n;
+        break;
+      case DataType::kBFloat16:
+        limit = 256.0 / n;
+        break;
+      case DataType::kFloat32:
+        limit = 16777216.0 / n;
+        break;
+      case DataType::kInt8:
+        limit = params.op == ReduceOp::kAvg ? 127.0 / n : 7;
+        break;
+      case DataType::kUInt8:
+        limit = params.op == ReduceOp::kAvg ? 255.0 / n : 7;
+        break;
+      default:
+        break;
     }
   }
   return static_cast<int>(std::clamp(limit, 1.0, 7.0));
@@ -34,10 +45,14 @@ double Plain(int rank, size_t index) { return static_cast<double>((rank * 3 + in
 double Wrapped(double value, DataType type) {
   uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(value));
   switch (type) {
-    case DataType::kInt8: return static_cast<int8_t>(bits);
-    case DataType::kUInt8: return static_cast<uint8_t>(bits);
-    case DataType::kInt32: return static_cast<int32_t>(bits);
-    default: return value;
+    case DataType::kInt8:
+      return static_cast<int8_t>(bits);
+    case DataType::kUInt8:
+      return static_cast<uint8_t>(bits);
+    case DataType::kInt32:
+      return static_cast<int32_t>(bits);
+    default:
+      return value;
   }
 }
 
@@ -137,8 +152,8 @@ const Collective kCollectives[] = {
        return {comm.ReduceScatter(o)};
      },
      [](Buffers& b, const BenchParams& p, int rank, int, bool in_place) {
-       return ResultRegion{
-           in_place ? Element(b.input, p.dtype, rank * b.count) : b.output.data(), b.count};
+       return ResultRegion{in_place ? Element(b.input, p.dtype, rank * b.count) : b.output.data(),
+                           b.count};
      },
      [](const Buffers& b, const BenchParams& p, int rank, int n, size_t i) {
        return ReducedValue(p, n, rank * b.count + i);
@@ -328,13 +343,27 @@ double ReducedValue(const BenchParams& params, int n, size_t index) {
     auto bits = [](double v) { return static_cast<int64_t>(v); };
     switch (params.op) {
       case ReduceOp::kSum:
-      case ReduceOp::kAvg: result += value; break;
-      case ReduceOp::kProd: result *= value; break;
-      case ReduceOp::kMin: result = std::min(result, value); break;
-      case ReduceOp::kMax: result = std::max(result, value); break;
-      case ReduceOp::kBand: result = static_cast<double>(bits(result) & bits(value)); break;
-      case ReduceOp::kBor: result = static_cast<double>(bits(result) | bits(value)); break;
-      case ReduceOp::kBxor: result = static_cast<double>(bits(result) ^ bits(value)); break;
+      case ReduceOp::kAvg:
+        result += value;
+        break;
+      case ReduceOp::kProd:
+        result *= value;
+        break;
+      case ReduceOp::kMin:
+        result = std::min(result, value);
+        break;
+      case ReduceOp::kMax:
+        result = std::max(result, value);
+        break;
+      case ReduceOp::kBand:
+        result = static_cast<double>(bits(result) & bits(value));
+        break;
+      case ReduceOp::kBor:
+        result = static_cast<double>(bits(result) | bits(value));
+        break;
+      case ReduceOp::kBxor:
+        result = static_cast<double>(bits(result) ^ bits(value));
+        break;
     }
   }
   if (params.op == ReduceOp::kAvg) {

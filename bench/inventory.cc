@@ -126,8 +126,8 @@ nlohmann::json Rdma() {
              {"active", port_attributes.state == IBV_PORT_ACTIVE},
              {"speed_gbps",
               InfinibandGbps(port_attributes.active_speed, port_attributes.active_width)},
-             {"link_layer", port_attributes.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet"
-                                                                                  : "InfiniBand"}});
+             {"link_layer",
+              port_attributes.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet" : "InfiniBand"}});
       }
     }
     ibv_close_device(context);
@@ -164,24 +164,52 @@ nlohmann::json Gpus() {
 double InfinibandGbps(int active_speed, int active_width) {
   double lane = 0;
   switch (active_speed) {
-    case 1: lane = 2.5; break;        // SDR
-    case 2: lane = 5.0; break;        // DDR
-    case 4: lane = 10.0; break;       // QDR
-    case 8: lane = 10.3125; break;    // FDR10
-    case 16: lane = 14.0625; break;   // FDR
-    case 32: lane = 25.78125; break;  // EDR
-    case 64: lane = 50.0; break;      // HDR
-    case 128: lane = 100.0; break;    // NDR
-    default: return 0;
+    case 1:
+      lane = 2.5;
+      break;  // SDR
+    case 2:
+      lane = 5.0;
+      break;  // DDR
+    case 4:
+      lane = 10.0;
+      break;  // QDR
+    case 8:
+      lane = 10.3125;
+      break;  // FDR10
+    case 16:
+      lane = 14.0625;
+      break;  // FDR
+    case 32:
+      lane = 25.78125;
+      break;  // EDR
+    case 64:
+      lane = 50.0;
+      break;  // HDR
+    case 128:
+      lane = 100.0;
+      break;  // NDR
+    default:
+      return 0;
   }
   int lanes = 0;
   switch (active_width) {
-    case 1: lanes = 1; break;
-    case 2: lanes = 4; break;
-    case 4: lanes = 8; break;
-    case 8: lanes = 12; break;
-    case 16: lanes = 2; break;
-    default: return 0;
+    case 1:
+      lanes = 1;
+      break;
+    case 2:
+      lanes = 4;
+      break;
+    case 4:
+      lanes = 8;
+      break;
+    case 8:
+      lanes = 12;
+      break;
+    case 16:
+      lanes = 2;
+      break;
+    default:
+      return 0;
   }
   return lane * lanes;
 }

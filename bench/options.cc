@@ -24,16 +24,16 @@ struct TypeName {
 
 // nccl-tests' names first (the order of -d all), then aliases.
 const TypeName kTypeNames[] = {
-    {"int8", true, DataType::kInt8},         {"uint8", true, DataType::kUInt8},
-    {"int32", true, DataType::kInt32},       {"uint32", false, DataType::kInt32},
-    {"int64", true, DataType::kInt64},       {"uint64", false, DataType::kInt64},
-    {"half", true, DataType::kFloat16},      {"float", true, DataType::kFloat32},
-    {"double", true, DataType::kFloat64},    {"bfloat16", true, DataType::kBFloat16},
-    {"fp8_e4m3", false, DataType::kUInt8},   {"fp8_e5m2", false, DataType::kUInt8},
-    {"char", true, DataType::kInt8},         {"int", true, DataType::kInt32},
-    {"float16", true, DataType::kFloat16},   {"float32", true, DataType::kFloat32},
-    {"float64", true, DataType::kFloat64},   {"bf16", true, DataType::kBFloat16},
-    {"f8e4m3", false, DataType::kUInt8},     {"f8e5m2", false, DataType::kUInt8},
+    {"int8", true, DataType::kInt8},       {"uint8", true, DataType::kUInt8},
+    {"int32", true, DataType::kInt32},     {"uint32", false, DataType::kInt32},
+    {"int64", true, DataType::kInt64},     {"uint64", false, DataType::kInt64},
+    {"half", true, DataType::kFloat16},    {"float", true, DataType::kFloat32},
+    {"double", true, DataType::kFloat64},  {"bfloat16", true, DataType::kBFloat16},
+    {"fp8_e4m3", false, DataType::kUInt8}, {"fp8_e5m2", false, DataType::kUInt8},
+    {"char", true, DataType::kInt8},       {"int", true, DataType::kInt32},
+    {"float16", true, DataType::kFloat16}, {"float32", true, DataType::kFloat32},
+    {"float64", true, DataType::kFloat64}, {"bf16", true, DataType::kBFloat16},
+    {"f8e4m3", false, DataType::kUInt8},   {"f8e5m2", false, DataType::kUInt8},
 };
 constexpr int kNcclTestsTypes = 12;  // the first entries: what "all" walks through
 
@@ -81,8 +81,8 @@ absl::StatusOr<std::vector<DataType>> ParseTypes(const std::string& text,
   for (const TypeName& entry : kTypeNames) {
     if (lower != entry.name) continue;
     if (!entry.supported) {
-      return Fail(absl::StrCat("-d ", text, ": libcohort has no ", entry.name,
-                               " type; it accepts ", TypeNamesText()));
+      return Fail(absl::StrCat("-d ", text, ": libcohort has no ", entry.name, " type; it accepts ",
+                               TypeNamesText()));
     }
     return std::vector<DataType>{entry.type};
   }
@@ -168,8 +168,8 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
   } else if (FindCollective(first) != nullptr) {
     command.collective = first;
   } else {
-    return Fail(absl::StrCat("unknown collective or subcommand \"", first, "\"; accepted: ",
-                             absl::StrJoin(CollectiveNames(), ", "),
+    return Fail(absl::StrCat("unknown collective or subcommand \"", first,
+                             "\"; accepted: ", absl::StrJoin(CollectiveNames(), ", "),
                              ", validate, topo, algos, memcpy"));
   }
   SweepOptions& sweep = command.sweep;

@@ -21,17 +21,17 @@ struct Command {
   int nranks = 0;          // 0: one rank of a launched job (RANK, WORLD_SIZE, COHORT_STORE_ADDR)
   SweepOptions sweep;
   ValidateOptions validate;
-  std::string json_path;              // -J: the JSON report (rank 0 writes it)
+  std::string json_path;                          // -J: the JSON report (rank 0 writes it)
   absl::Duration timeout = absl::ZeroDuration();  // -T: per operation; zero: COHORT_TIMEOUT
-  std::vector<std::string> argv;      // as given, for reports
+  std::vector<std::string> argv;                  // as given, for reports
 };
 
 // Exit codes, as nccl-tests and the rest of cohort use them.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitVerdict = 1;   // validate: a node or link is SLOW or FAIL
-inline constexpr int kExitUsage = 2;     // bad flag, value or variable
-inline constexpr int kExitFailure = 3;   // could not run (store, connection, timeout)
-inline constexpr int kExitWrong = 7;     // wrong results, or bandwidth below COHORT_BENCH_MIN_BW
+inline constexpr int kExitVerdict = 1;  // validate: a node or link is SLOW or FAIL
+inline constexpr int kExitUsage = 2;    // bad flag, value or variable
+inline constexpr int kExitFailure = 3;  // could not run (store, connection, timeout)
+inline constexpr int kExitWrong = 7;    // wrong results, or bandwidth below COHORT_BENCH_MIN_BW
 
 // Parses argv (argv[0] is the program). An error names the flag, the value and what is accepted.
 absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv);

@@ -11,7 +11,8 @@ namespace cohort::bench {
 
 class Progress {
  public:
-  // `enabled` false (or a `stream` that is not a terminal, unless `force`) makes every call a no-op.
+  // `enabled` false (or a `stream` that is not a terminal, unless `force`) makes every call a
+  // no-op.
   explicit Progress(bool enabled, FILE* stream = stderr, bool force = false);
   ~Progress();
   Progress(const Progress&) = delete;

@@ -37,9 +37,12 @@ Stats Summarize(std::vector<double> samples) {
 
 nlohmann::json StatsJson(const Stats& stats, const char* unit) {
   std::string suffix = unit != nullptr && *unit != '\0' ? std::string("_") + unit : "";
-  return {{"samples", stats.samples},     {"min" + suffix, stats.min},
-          {"max" + suffix, stats.max},    {"p50" + suffix, stats.p50},
-          {"p99" + suffix, stats.p99},    {"mean" + suffix, stats.mean},
+  return {{"samples", stats.samples},
+          {"min" + suffix, stats.min},
+          {"max" + suffix, stats.max},
+          {"p50" + suffix, stats.p50},
+          {"p99" + suffix, stats.p99},
+          {"mean" + suffix, stats.mean},
           {"cv", stats.cv}};
 }
 

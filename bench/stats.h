@@ -13,10 +13,10 @@ struct Stats {
   int samples = 0;
   double min = 0;
   double max = 0;
-  double p50 = 0;   // median (the mean of the two middle samples for an even count)
-  double p99 = 0;   // nearest-rank 99th percentile
+  double p50 = 0;  // median (the mean of the two middle samples for an even count)
+  double p99 = 0;  // nearest-rank 99th percentile
   double mean = 0;
-  double cv = 0;    // population standard deviation / mean (0 when the mean is 0)
+  double cv = 0;  // population standard deviation / mean (0 when the mean is 0)
 };
 
 Stats Summarize(std::vector<double> samples);

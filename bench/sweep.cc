@@ -82,8 +82,8 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   const BenchParams& params = column.params;
   const int n = comm.size();
   const int rank = comm.rank();
-  const std::string what = absl::StrCat(column.label, " ", SizeText(bytes),
-                                        in_place ? " in-place" : " out-of-place");
+  const std::string what =
+      absl::StrCat(column.label, " ", SizeText(bytes), in_place ? " in-place" : " out-of-place");
   Buffers buffers;
   collective.prepare(buffers, params, rank, n, count);
   column.progress.Update(absl::StrCat(what, ": warm-up"), true);
@@ -133,8 +133,7 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
     per_iteration[i] = static_cast<double>(std::max<int64_t>(done - began, 0)) / 1e3;  // us
     previous = std::max(previous, done);
   }
-  std::vector<double> total = {static_cast<double>(end - start) / 1e3 /
-                               std::max(1, iterations)};
+  std::vector<double> total = {static_cast<double>(end - start) / 1e3 / std::max(1, iterations)};
   COHORT_RETURN_IF_ERROR(Combine(comm, total, options.average));
   COHORT_RETURN_IF_ERROR(Combine(comm, per_iteration, options.average));
 
@@ -185,9 +184,8 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
                "# cohort-bench %s: nranks %d minBytes %zu maxBytes %zu step: %s warmup iters: %d "
                "iters: %d validation: %d\n",
                collective.name, comm.size(), options.min_bytes, options.max_bytes,
-               options.step_factor > 1
-                   ? absl::StrFormat("%g(factor)", options.step_factor).c_str()
-                   : absl::StrFormat("%zu(bytes)", options.step_bytes).c_str(),
+               options.step_factor > 1 ? absl::StrFormat("%g(factor)", options.step_factor).c_str()
+                                       : absl::StrFormat("%zu(bytes)", options.step_bytes).c_str(),
                options.warmup, options.iterations, options.check);
   std::vector<std::string> skipped = options.skipped_types;
   if (collective.reduces) {
@@ -216,12 +214,12 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
                "# %10s  %12s  %8s  %6s  %6s           out-of-place                       "
                "in-place          \n",
                "", "", "", "", "");
-  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s\n",
-               "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
-               "time", "algbw", "busbw", "#wrong");
-  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %5s  %7s  %6s  %6s  %5s\n",
-               "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
-               "(GB/s)", "");
+  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s\n", "size",
+               "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
+               "algbw", "busbw", "#wrong");
+  std::fprintf(out, "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %5s  %7s  %6s  %6s  %5s\n", "(B)",
+               "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)",
+               "");
   std::fflush(out);
 }
 
@@ -229,15 +227,24 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
 
 const char* TableTypeName(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return "float";
-    case DataType::kFloat64: return "double";
-    case DataType::kFloat16: return "half";
-    case DataType::kBFloat16: return "bfloat16";
-    case DataType::kInt8: return "int8";
-    case DataType::kUInt8: return "uint8";
-    case DataType::kInt32: return "int32";
-    case DataType::kInt64: return "int64";
-    case DataType::kBool: return "bool";
+    case DataType::kFloat32:
+      return "float";
+    case DataType::kFloat64:
+      return "double";
+    case DataType::kFloat16:
+      return "half";
+    case DataType::kBFloat16:
+      return "bfloat16";
+    case DataType::kInt8:
+      return "int8";
+    case DataType::kUInt8:
+      return "uint8";
+    case DataType::kInt32:
+      return "int32";
+    case DataType::kInt64:
+      return "int64";
+    case DataType::kBool:
+      return "bool";
   }
   return "?";
 }
@@ -274,10 +281,10 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
         }
       }
       const size_t element = DataTypeSize(dtype);
-      Column column{collective, options, params, progress,
-                    absl::StrCat("[", collective.name, " ", TableTypeName(dtype),
-                                 collective.reduces ? absl::StrCat(" ", ReduceOpName(op)) : "",
-                                 "]")};
+      Column column{
+          collective, options, params, progress,
+          absl::StrCat("[", collective.name, " ", TableTypeName(dtype),
+                       collective.reduces ? absl::StrCat(" ", ReduceOpName(op)) : "", "]")};
       for (size_t bytes = options.min_bytes; bytes <= options.max_bytes;) {
         const size_t blocks = collective.per_rank_blocks ? static_cast<size_t>(n) : 1;
         size_t count = bytes / element / blocks;

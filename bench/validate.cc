@@ -48,9 +48,14 @@ struct HalfSample {
 };
 
 json HalfJson(const HalfSample& s) {
-  return {{"round", s.round}, {"repairing", s.repairing}, {"confirming", s.confirming},
-          {"self", s.self},   {"peer", s.peer},
-          {"bandwidth", s.bandwidth}, {"latency_us", s.latency_us}, {"error", s.error}};
+  return {{"round", s.round},
+          {"repairing", s.repairing},
+          {"confirming", s.confirming},
+          {"self", s.self},
+          {"peer", s.peer},
+          {"bandwidth", s.bandwidth},
+          {"latency_us", s.latency_us},
+          {"error", s.error}};
 }
 
 HalfSample HalfFromJson(const json& j) {
@@ -137,7 +142,8 @@ absl::StatusOr<double> MeasureBandwidth(Pair& pair, bool sending, const Validate
       if (control.count == 0) return -1.0;
       if (buffer.size() < control.bytes) buffer.resize(control.bytes);
       Works works;
-      for (uint64_t i = 0; i < control.count; ++i) works.push_back(pair.Recv(buffer.data(), control.bytes));
+      for (uint64_t i = 0; i < control.count; ++i)
+        works.push_back(pair.Recv(buffer.data(), control.bytes));
       for (const auto& work : works) COHORT_RETURN_IF_ERROR(work->Wait());
       COHORT_RETURN_IF_ERROR(pair.SendNow(&ack, 1));
     }
@@ -156,9 +162,8 @@ absl::StatusOr<double> MeasureBandwidth(Pair& pair, bool sending, const Validate
     bytes = std::min(bytes * 4, options.p2p_max_bytes);
   }
   double estimate = static_cast<double>(bytes) / std::max(seconds, 1e-9);
-  uint64_t count = static_cast<uint64_t>(
-      std::clamp(std::ceil(options.p2p_seconds * estimate / static_cast<double>(bytes)), 1.0,
-                 4096.0));
+  uint64_t count = static_cast<uint64_t>(std::clamp(
+      std::ceil(options.p2p_seconds * estimate / static_cast<double>(bytes)), 1.0, 4096.0));
   Control control{bytes, count, 0};
   COHORT_RETURN_IF_ERROR(pair.SendNow(&control, sizeof(control)));
   auto start = Clock::now();
@@ -373,7 +378,8 @@ std::vector<std::pair<int, int>> SuspiciousPairs(int n, const std::vector<double
 }
 
 // Rounds of disjoint pairs covering `pairs` (greedy, in order).
-std::vector<std::vector<std::pair<int, int>>> DisjointRounds(std::vector<std::pair<int, int>> pairs) {
+std::vector<std::vector<std::pair<int, int>>> DisjointRounds(
+    std::vector<std::pair<int, int>> pairs) {
   std::vector<std::vector<std::pair<int, int>>> rounds;
   while (!pairs.empty()) {
     std::vector<std::pair<int, int>> round, rest;
@@ -501,8 +507,8 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   if (local_size > 1) {
     CommOptions comm_options;
     comm_options.name = absl::StrCat(prefix, "-node", node);
-    COHORT_ASSIGN_OR_RETURN(node_comm, Communicator::Create(bootstrap, local_rank, local_size,
-                                                            comm_options));
+    COHORT_ASSIGN_OR_RETURN(node_comm,
+                            Communicator::Create(bootstrap, local_rank, local_size, comm_options));
   }
   if (leader && node_count > 1) {
     CommOptions comm_options;
@@ -683,8 +689,8 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
         (half.self == a ? sample.bandwidth_ab : sample.bandwidth_ba) = half.bandwidth;
         if (half.latency_us >= 0) sample.latency_us = half.latency_us;
         if (!half.error.empty() && sample.error.empty()) {
-          sample.error = absl::StrCat(topology.place(hosts[half.self].front()).host_name, ": ",
-                                      half.error);
+          sample.error =
+              absl::StrCat(topology.place(hosts[half.self].front()).host_name, ": ", half.error);
         }
       }
     }
@@ -708,7 +714,8 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     COHORT_RETURN_IF_ERROR(bootstrap.Set(key("cluster_bytes"), std::to_string(bytes)));
     m.cluster_bytes = bytes;
   }
-  COHORT_ASSIGN_OR_RETURN(std::string bytes_text, bootstrap.Get(key("cluster_bytes"), gather_timeout));
+  COHORT_ASSIGN_OR_RETURN(std::string bytes_text,
+                          bootstrap.Get(key("cluster_bytes"), gather_timeout));
   const size_t cluster_bytes = std::stoull(bytes_text);
   double cluster_seconds = -1;
   progress.Update(absl::StrCat("validate: cluster allreduce (", options.cluster_algorithm, ", ",
@@ -720,7 +727,8 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
   if (rank == 0) {
     for (const NodeVerdict& verdict : Judge(m, expectations).nodes) {
       if (verdict.p2p_gbps > 0) {
-        slowest_link = slowest_link < 0 ? verdict.p2p_gbps : std::min(slowest_link, verdict.p2p_gbps);
+        slowest_link =
+            slowest_link < 0 ? verdict.p2p_gbps : std::min(slowest_link, verdict.p2p_gbps);
       }
     }
   }

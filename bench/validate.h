@@ -19,19 +19,20 @@
 namespace cohort::bench {
 
 struct ValidateOptions {
-  std::string expect_path;        // --expect: minima per link and node (JSON)
-  double threshold = -1;          // --threshold: fraction of the median; < 0: the file's or 0.8
-  double p2p_seconds = 0.25;      // --p2p-seconds: timed transfer per pair and direction
+  std::string expect_path;          // --expect: minima per link and node (JSON)
+  double threshold = -1;            // --threshold: fraction of the median; < 0: the file's or 0.8
+  double p2p_seconds = 0.25;        // --p2p-seconds: timed transfer per pair and direction
   size_t p2p_max_bytes = 16 << 20;  // --p2p-max-bytes: largest message of the bandwidth test
-  int latency_iterations = 50;    // --latency-iters: round trips per pair
-  int repairings = 2;             // --repairings: random re-pairing rounds after the round-robin
-  int confirmations = 2;          // --confirmations: passes re-measuring slow-looking links
-  uint64_t seed = 0;              // --seed: of the re-pairings; 0: random (printed in the JSON)
-  size_t intra_bytes = 16 << 20;  // --intra-bytes: intra-node allreduce size
-  size_t allreduce_bytes = 0;     // --allreduce-bytes: cluster allreduce; 0: ~0.1 s at the slowest link
-  int iterations = 5;             // -n: timed allreduce iterations (intra-node and cluster)
-  int straggler_steps = 12;       // --steps: work + allreduce steps of the straggler check
-  std::string cluster_algorithm = "ring";  // --algo
+  int latency_iterations = 50;      // --latency-iters: round trips per pair
+  int repairings = 2;               // --repairings: random re-pairing rounds after the round-robin
+  int confirmations = 2;            // --confirmations: passes re-measuring slow-looking links
+  uint64_t seed = 0;                // --seed: of the re-pairings; 0: random (printed in the JSON)
+  size_t intra_bytes = 16 << 20;    // --intra-bytes: intra-node allreduce size
+  size_t allreduce_bytes =
+      0;                     // --allreduce-bytes: cluster allreduce; 0: ~0.1 s at the slowest link
+  int iterations = 5;        // -n: timed allreduce iterations (intra-node and cluster)
+  int straggler_steps = 12;  // --steps: work + allreduce steps of the straggler check
+  std::string cluster_algorithm = "ring";      // --algo
   absl::Duration timeout = absl::Seconds(60);  // -T: any single wait of the measurements
 };
 

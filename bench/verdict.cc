@@ -43,9 +43,8 @@ absl::Status CheckKeys(const json& object, const std::set<std::string>& known, c
   }
   for (const auto& item : object.items()) {
     if (known.count(item.key()) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown key \"", item.key(), "\" in ", where, "; accepted: ",
-          absl::StrJoin(known, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat("unknown key \"", item.key(), "\" in ", where,
+                                                     "; accepted: ", absl::StrJoin(known, ", ")));
     }
   }
   return absl::OkStatus();
@@ -67,12 +66,13 @@ absl::StatusOr<Expectations::Node> ParseNode(const json& object, const std::stri
                                    "min_intra_allreduce_busbw_gbps", "min_gpus"},
                                   where.c_str());
   double gpus = -1;
-  if (status.ok()) status = ReadNumber(object, "min_p2p_bandwidth_gbps", &node.min_p2p_bandwidth_gbps);
+  if (status.ok())
+    status = ReadNumber(object, "min_p2p_bandwidth_gbps", &node.min_p2p_bandwidth_gbps);
   if (status.ok()) status = ReadNumber(object, "max_latency_us", &node.max_latency_us);
   if (status.ok()) status = ReadNumber(object, "min_memcpy_gbps", &node.min_memcpy_gbps);
   if (status.ok()) {
-    status = ReadNumber(object, "min_intra_allreduce_busbw_gbps",
-                        &node.min_intra_allreduce_busbw_gbps);
+    status =
+        ReadNumber(object, "min_intra_allreduce_busbw_gbps", &node.min_intra_allreduce_busbw_gbps);
   }
   if (status.ok()) status = ReadNumber(object, "min_gpus", &gpus);
   if (!status.ok()) return status;
@@ -161,7 +161,7 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
   if (static_cast<int>(m.inventory.size()) != count) return;
   // name -> per node: state up?, speed
   struct Seen {
-    std::vector<int> up;       // 1 up, 0 present but down, -1 absent
+    std::vector<int> up;  // 1 up, 0 present but down, -1 absent
     std::vector<double> speed;
   };
   std::map<std::string, Seen> nics, ports;
@@ -185,8 +185,8 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
     const json& rdma = inventory.value("rdma", json::object());
     for (const json& device : rdma.value("devices", json::array())) {
       for (const json& port : device.value("ports", json::array())) {
-        Seen& seen = entry(ports, absl::StrCat(device.value("name", "?"), " port ",
-                                               port.value("port", 0)));
+        Seen& seen =
+            entry(ports, absl::StrCat(device.value("name", "?"), " port ", port.value("port", 0)));
         seen.up[node] = port.value("active", false) ? 1 : 0;
         seen.speed[node] = port.value("speed_gbps", -1.0);
       }
@@ -205,15 +205,14 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
       for (int node = 0; node < count; ++node) {
         if (seen.up[node] != 1) {
           Raise(nodes[node].level, Level::kFail);
-          nodes[node].reasons.push_back(absl::StrCat(
-              name, seen.up[node] < 0 ? " missing" : absl::StrCat(" ", down_word), " (", up,
-              " of ", count, " nodes have it up)"));
+          nodes[node].reasons.push_back(
+              absl::StrCat(name, seen.up[node] < 0 ? " missing" : absl::StrCat(" ", down_word),
+                           " (", up, " of ", count, " nodes have it up)"));
         } else if (median > 0 && seen.speed[node] > 0 &&
                    seen.speed[node] < expectations.threshold * median) {
           Raise(nodes[node].level, Level::kSlow);
-          nodes[node].reasons.push_back(absl::StrFormat("%s runs at %g %s, the others at %g %s",
-                                                        name, seen.speed[node], unit, median,
-                                                        unit));
+          nodes[node].reasons.push_back(absl::StrFormat(
+              "%s runs at %g %s, the others at %g %s", name, seen.speed[node], unit, median, unit));
         }
       }
     }
@@ -222,7 +221,8 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
   judge(ports, "not ACTIVE", "Gb/s");
   std::vector<double> gpu_counts;
   for (int node = 0; node < count; ++node) {
-    gpu_counts.push_back(static_cast<double>(m.inventory[node].value("gpus", json::array()).size()));
+    gpu_counts.push_back(
+        static_cast<double>(m.inventory[node].value("gpus", json::array()).size()));
   }
   double median_gpus = Median(gpu_counts);
   for (int node = 0; node < count; ++node) {
@@ -230,9 +230,9 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
     double wanted = minimum >= 0 ? minimum : median_gpus;
     if (gpu_counts[node] < wanted) {
       Raise(nodes[node].level, Level::kFail);
-      nodes[node].reasons.push_back(absl::StrFormat(
-          "%g GPUs, %s %g", gpu_counts[node], minimum >= 0 ? "expected" : "the others have",
-          wanted));
+      nodes[node].reasons.push_back(absl::StrFormat("%g GPUs, %s %g", gpu_counts[node],
+                                                    minimum >= 0 ? "expected" : "the others have",
+                                                    wanted));
     }
   }
 }
@@ -241,9 +241,12 @@ void CheckInventory(const Measurements& m, const Expectations& expectations,
 
 const char* LevelName(Level level) {
   switch (level) {
-    case Level::kPass: return "PASS";
-    case Level::kSlow: return "SLOW";
-    case Level::kFail: return "FAIL";
+    case Level::kPass:
+      return "PASS";
+    case Level::kSlow:
+      return "SLOW";
+    case Level::kFail:
+      return "FAIL";
   }
   return "?";
 }
@@ -316,8 +319,7 @@ absl::StatusOr<Expectations> LoadExpectations(const std::string& path) {
   }
   auto expectations = ParseExpectations(document);
   if (!expectations.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", expectations.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", expectations.status().message()));
   }
   expectations->source = path;
   return expectations;
@@ -460,7 +462,8 @@ Report Judge(const Measurements& m, const Expectations& expectations) {
 
   for (auto& [key, link] : links) {
     const std::string name = LinkName(m.nodes, link.a, link.b);
-    const Expectations::Link expect = LinkExpectation(expectations, m.nodes[link.a], m.nodes[link.b]);
+    const Expectations::Link expect =
+        LinkExpectation(expectations, m.nodes[link.a], m.nodes[link.b]);
     if (link.samples == 0) {
       Raise(link.level, Level::kFail);
       link.reasons.push_back(absl::StrCat("measurement failed: ", errors[key]));
@@ -471,8 +474,8 @@ Report Judge(const Measurements& m, const Expectations& expectations) {
         Raise(link.level, Level::kSlow);
         link.reasons.push_back(finding);
       }
-      finding = CheckLatency("latency", link.latency_us, expect.max_latency_us,
-                             median_link_latency, expectations);
+      finding = CheckLatency("latency", link.latency_us, expect.max_latency_us, median_link_latency,
+                             expectations);
       if (!finding.empty()) {
         Raise(link.level, Level::kSlow);
         link.reasons.push_back(finding);
@@ -493,21 +496,22 @@ Report Judge(const Measurements& m, const Expectations& expectations) {
   if (m.cluster_busbw_gbps >= 0) {
     double slowest = -1;
     for (const NodeVerdict& node : report.nodes) {
-      if (node.p2p_gbps >= 0) slowest = slowest < 0 ? node.p2p_gbps : std::min(slowest, node.p2p_gbps);
+      if (node.p2p_gbps >= 0)
+        slowest = slowest < 0 ? node.p2p_gbps : std::min(slowest, node.p2p_gbps);
     }
     if (expectations.min_cluster_allreduce_busbw_gbps >= 0) {
       if (m.cluster_busbw_gbps < expectations.min_cluster_allreduce_busbw_gbps) {
         report.cluster_level = Level::kSlow;
-        report.cluster_reasons.push_back(absl::StrCat(
-            "allreduce busbw ", Gbps(m.cluster_busbw_gbps), " is below the expected ",
-            Gbps(expectations.min_cluster_allreduce_busbw_gbps)));
+        report.cluster_reasons.push_back(
+            absl::StrCat("allreduce busbw ", Gbps(m.cluster_busbw_gbps), " is below the expected ",
+                         Gbps(expectations.min_cluster_allreduce_busbw_gbps)));
       }
     } else if (slowest > 0 && m.cluster_busbw_gbps < threshold * slowest) {
       report.cluster_level = Level::kSlow;
-      report.cluster_reasons.push_back(absl::StrCat(
-          "allreduce busbw ", Gbps(m.cluster_busbw_gbps), " is ",
-          Percent(m.cluster_busbw_gbps / slowest), " of the slowest node's best link ",
-          Gbps(slowest), " (links are fine alone but not all at once)"));
+      report.cluster_reasons.push_back(
+          absl::StrCat("allreduce busbw ", Gbps(m.cluster_busbw_gbps), " is ",
+                       Percent(m.cluster_busbw_gbps / slowest), " of the slowest node's best link ",
+                       Gbps(slowest), " (links are fine alone but not all at once)"));
     }
   }
 
@@ -552,12 +556,12 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
   const int count = static_cast<int>(m.nodes.size());
   int ranks = 0;
   for (int r : m.ranks_per_node) ranks += r;
-  std::fprintf(out, "# cohort-bench validate: %d nodes, %d ranks, %s\n", count, ranks,
-               expectations.source.empty()
-                   ? absl::StrCat("thresholds: ", Percent(expectations.threshold),
-                                  " of the cluster median")
-                         .c_str()
-                   : absl::StrCat("thresholds from ", expectations.source).c_str());
+  std::fprintf(
+      out, "# cohort-bench validate: %d nodes, %d ranks, %s\n", count, ranks,
+      expectations.source.empty()
+          ? absl::StrCat("thresholds: ", Percent(expectations.threshold), " of the cluster median")
+                .c_str()
+          : absl::StrCat("thresholds from ", expectations.source).c_str());
   std::fprintf(out, "#\n# Inventory\n");
   std::fprintf(out, "#  %-16s %5s %5s %4s %8s  %s\n", "node", "ranks", "cores", "numa", "memory",
                "network / rdma / gpus");
@@ -635,8 +639,8 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
 
   std::fprintf(out, "#\n# Nodes\n#  %-16s %-7s %12s %10s %10s %12s %8s  %s\n", "node", "verdict",
                "p2p best", "latency", "memcpy", "intra ar", "compute", "findings");
-  std::fprintf(out, "#  %-16s %-7s %12s %10s %10s %12s %8s\n", "", "", "(GB/s)", "(us)",
-               "(GB/s)", "busbw(GB/s)", "(slowest)");
+  std::fprintf(out, "#  %-16s %-7s %12s %10s %10s %12s %8s\n", "", "", "(GB/s)", "(us)", "(GB/s)",
+               "busbw(GB/s)", "(slowest)");
   auto figure = [](double value, const char* format) {
     return value < 0 ? std::string("-") : absl::StrFormat(format, value);
   };
@@ -663,7 +667,8 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
     }
   }
   if (m.cluster_busbw_gbps >= 0) {
-    std::fprintf(out, "#\n# Cluster allreduce (%s, %d ranks, %zu bytes): %.2f us, busbw %s  %s%s%s\n",
+    std::fprintf(out,
+                 "#\n# Cluster allreduce (%s, %d ranks, %zu bytes): %.2f us, busbw %s  %s%s%s\n",
                  m.cluster_algorithm.c_str(), ranks, m.cluster_bytes, m.cluster_time_us,
                  Gbps(m.cluster_busbw_gbps).c_str(), LevelName(report.cluster_level),
                  report.cluster_reasons.empty() ? "" : "  ",
@@ -705,8 +710,8 @@ nlohmann::json ReportJson(const Measurements& m, const Report& report,
                      {"bandwidth_ba_gbps", number(link.bandwidth_ba)},
                      {"latency_us", number(link.latency_us)},
                      {"samples", link.samples},
-                     {"explained_by", link.explained_by >= 0 ? json(m.nodes[link.explained_by])
-                                                             : json(nullptr)}});
+                     {"explained_by",
+                      link.explained_by >= 0 ? json(m.nodes[link.explained_by]) : json(nullptr)}});
   }
   json samples = json::array();
   for (const PairSample& sample : m.samples) {
@@ -722,40 +727,41 @@ nlohmann::json ReportJson(const Measurements& m, const Report& report,
   }
   json ranks = json::array();
   for (const RankTiming& timing : m.ranks) {
-    ranks.push_back({{"rank", timing.rank},
-                     {"node", timing.node < static_cast<int>(m.nodes.size())
-                                  ? json(m.nodes[timing.node])
-                                  : json(nullptr)},
-                     {"compute_best_us", number(timing.compute_best_us)},
-                     {"compute_median_us", number(timing.compute_median_us)},
-                     {"wait_median_us", number(timing.wait_median_us)}});
+    ranks.push_back(
+        {{"rank", timing.rank},
+         {"node", timing.node < static_cast<int>(m.nodes.size()) ? json(m.nodes[timing.node])
+                                                                 : json(nullptr)},
+         {"compute_best_us", number(timing.compute_best_us)},
+         {"compute_median_us", number(timing.compute_median_us)},
+         {"wait_median_us", number(timing.wait_median_us)}});
   }
-  return {{"tool", "cohort-bench validate"},
-          {"verdict", LevelName(report.overall)},
-          {"culprits", report.culprits},
-          {"summary", report.summary},
-          {"exit_code", report.exit_code},
-          {"seconds", m.seconds},
-          {"thresholds",
-           {{"relative", expectations.threshold},
-            {"latency_slack_us", expectations.latency_slack_us},
-            {"expect_file", expectations.source.empty() ? json(nullptr) : json(expectations.source)}}},
-          {"nodes", nodes},
-          {"links", links},
-          {"p2p",
-           {{"rounds", m.rounds},
-            {"repairings", m.repairings},
-            {"confirmation_rounds", m.confirmation_rounds},
-            {"samples", samples}}},
-          {"ranks", ranks},
-          {"intra_allreduce_bytes", m.intra_bytes},
-          {"cluster_allreduce",
-           {{"algorithm", m.cluster_algorithm},
-            {"bytes", m.cluster_bytes},
-            {"time_us", m.cluster_time_us},
-            {"busbw_gbps", number(m.cluster_busbw_gbps)},
-            {"verdict", LevelName(report.cluster_level)},
-            {"reasons", report.cluster_reasons}}}};
+  return {
+      {"tool", "cohort-bench validate"},
+      {"verdict", LevelName(report.overall)},
+      {"culprits", report.culprits},
+      {"summary", report.summary},
+      {"exit_code", report.exit_code},
+      {"seconds", m.seconds},
+      {"thresholds",
+       {{"relative", expectations.threshold},
+        {"latency_slack_us", expectations.latency_slack_us},
+        {"expect_file", expectations.source.empty() ? json(nullptr) : json(expectations.source)}}},
+      {"nodes", nodes},
+      {"links", links},
+      {"p2p",
+       {{"rounds", m.rounds},
+        {"repairings", m.repairings},
+        {"confirmation_rounds", m.confirmation_rounds},
+        {"samples", samples}}},
+      {"ranks", ranks},
+      {"intra_allreduce_bytes", m.intra_bytes},
+      {"cluster_allreduce",
+       {{"algorithm", m.cluster_algorithm},
+        {"bytes", m.cluster_bytes},
+        {"time_us", m.cluster_time_us},
+        {"busbw_gbps", number(m.cluster_busbw_gbps)},
+        {"verdict", LevelName(report.cluster_level)},
+        {"reasons", report.cluster_reasons}}}};
 }
 
 }  // namespace cohort::bench

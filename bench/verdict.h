@@ -23,12 +23,12 @@ struct PairSample {
   int a = 0;
   int b = 0;
   int round = 0;
-  bool repairing = false;     // from a random re-pairing, not the round-robin
-  bool confirming = false;    // a re-measurement of a link that looked slow
-  double bandwidth_ab = -1;   // GB/s, a sending to b; < 0: not measured
+  bool repairing = false;    // from a random re-pairing, not the round-robin
+  bool confirming = false;   // a re-measurement of a link that looked slow
+  double bandwidth_ab = -1;  // GB/s, a sending to b; < 0: not measured
   double bandwidth_ba = -1;
-  double latency_us = -1;     // half a round trip of a small message
-  std::string error;          // why the measurement failed; empty when it did not
+  double latency_us = -1;  // half a round trip of a small message
+  std::string error;       // why the measurement failed; empty when it did not
 };
 
 // What one rank measured in the straggler phase: steps of local work (many short samples of a
@@ -42,22 +42,22 @@ struct RankTiming {
 };
 
 struct Measurements {
-  std::vector<std::string> nodes;            // host names, in topology order
+  std::vector<std::string> nodes;  // host names, in topology order
   std::vector<int> ranks_per_node;
-  std::vector<nlohmann::json> inventory;     // per node (inventory.h)
-  std::vector<double> memcpy_gbps;           // per node; < 0: not measured
-  std::vector<double> intra_busbw_gbps;      // per node; < 0: one rank (nothing to measure)
+  std::vector<nlohmann::json> inventory;  // per node (inventory.h)
+  std::vector<double> memcpy_gbps;        // per node; < 0: not measured
+  std::vector<double> intra_busbw_gbps;   // per node; < 0: one rank (nothing to measure)
   size_t intra_bytes = 0;
   std::vector<PairSample> samples;
-  int rounds = 0;                            // round-robin rounds
-  int repairings = 0;                        // random re-pairing rounds
-  int confirmation_rounds = 0;               // rounds re-measuring slow-looking links
+  int rounds = 0;               // round-robin rounds
+  int repairings = 0;           // random re-pairing rounds
+  int confirmation_rounds = 0;  // rounds re-measuring slow-looking links
   std::vector<RankTiming> ranks;
-  double cluster_busbw_gbps = -1;            // < 0: not measured (one rank)
+  double cluster_busbw_gbps = -1;  // < 0: not measured (one rank)
   double cluster_time_us = 0;
   size_t cluster_bytes = 0;
   std::string cluster_algorithm;
-  double seconds = 0;                        // how long validate ran
+  double seconds = 0;  // how long validate ran
 };
 
 // Minima from --expect (the format is in docs/bench.md); a figure without one is judged
@@ -74,14 +74,14 @@ struct Expectations {
     double min_intra_allreduce_busbw_gbps = -1;
     int min_gpus = -1;
   };
-  double threshold = 0.8;          // relative mode: flag what is below this fraction of the median
-  double latency_slack_us = 50;    // relative latency: flag above median / threshold + slack
-  Link link;                       // every link
+  double threshold = 0.8;        // relative mode: flag what is below this fraction of the median
+  double latency_slack_us = 50;  // relative latency: flag above median / threshold + slack
+  Link link;                     // every link
   std::map<std::string, Link> links;  // "nodeA-nodeB" (either order)
-  Node node;                       // every node
+  Node node;                          // every node
   std::map<std::string, Node> nodes;  // by host name
   double min_cluster_allreduce_busbw_gbps = -1;
-  std::string source;              // the file, for the report
+  std::string source;  // the file, for the report
 };
 
 absl::StatusOr<Expectations> ParseExpectations(const nlohmann::json& document);
@@ -91,13 +91,13 @@ struct NodeVerdict {
   std::string name;
   Level level = Level::kPass;
   std::vector<std::string> reasons;  // one per finding, with the figure
-  double p2p_gbps = -1;       // its best link (min of both directions, best sample)
-  double latency_us = -1;     // its lowest-latency link
+  double p2p_gbps = -1;              // its best link (min of both directions, best sample)
+  double latency_us = -1;            // its lowest-latency link
   double memcpy_gbps = -1;
   double intra_busbw_gbps = -1;
   double compute_ratio = -1;  // its slowest rank's speed / the median rank's (1 = median)
   int slowest_rank = -1;
-  bool p2p_culprit = false;   // SLOW or FAIL for its network figures: explains its links
+  bool p2p_culprit = false;  // SLOW or FAIL for its network figures: explains its links
 };
 
 struct LinkVerdict {
@@ -105,7 +105,7 @@ struct LinkVerdict {
   int b = 0;
   double bandwidth_ab = -1;  // best sample, GB/s
   double bandwidth_ba = -1;
-  double latency_us = -1;    // lowest sample
+  double latency_us = -1;  // lowest sample
   int samples = 0;
   Level level = Level::kPass;
   std::vector<std::string> reasons;

@@ -60,9 +60,15 @@ void BM_Store(benchmark::State& state, Op op) {
   int64_t round = 0;
   for (auto _ : state) {
     switch (op) {
-      case Op::kSet: Check(client->Set(key, value)); break;
-      case Op::kGet: Check(client->Get(key)); break;
-      case Op::kAdd: Check(client->Add(key + "/counter", 1)); break;
+      case Op::kSet:
+        Check(client->Set(key, value));
+        break;
+      case Op::kGet:
+        Check(client->Get(key));
+        break;
+      case Op::kAdd:
+        Check(client->Add(key + "/counter", 1));
+        break;
       case Op::kCompareSet: {
         // Alternates the stored value, so every call swaps.
         std::string from = round % 2 == 0 ? value : "other";
@@ -70,13 +76,19 @@ void BM_Store(benchmark::State& state, Op op) {
         Check(client->CompareSet(key, from, to));
         break;
       }
-      case Op::kWait: Check(client->Wait({key})); break;
+      case Op::kWait:
+        Check(client->Wait({key}));
+        break;
       case Op::kDelete:
         Check(client->Set(key + "/gone", "x"));
         Check(client->Delete(key + "/gone"));
         break;
-      case Op::kList: Check(client->List(key + "/list/")); break;
-      case Op::kPing: Check(client->Ping()); break;
+      case Op::kList:
+        Check(client->List(key + "/list/"));
+        break;
+      case Op::kPing:
+        Check(client->Ping());
+        break;
     }
     ++round;
   }
@@ -91,10 +103,10 @@ void RegisterAll() {
     const char* name;
     Op op;
   };
-  const Entry entries[] = {{"store/set", Op::kSet},         {"store/get", Op::kGet},
-                           {"store/add", Op::kAdd},         {"store/compare_set", Op::kCompareSet},
-                           {"store/wait", Op::kWait},       {"store/set_then_delete", Op::kDelete},
-                           {"store/list", Op::kList},       {"store/ping", Op::kPing}};
+  const Entry entries[] = {{"store/set", Op::kSet},   {"store/get", Op::kGet},
+                           {"store/add", Op::kAdd},   {"store/compare_set", Op::kCompareSet},
+                           {"store/wait", Op::kWait}, {"store/set_then_delete", Op::kDelete},
+                           {"store/list", Op::kList}, {"store/ping", Op::kPing}};
   for (const Entry& entry : entries) {
     auto* benchmark = benchmark::RegisterBenchmark(entry.name, BM_Store, entry.op)->Arg(64);
     if (entry.op == Op::kSet || entry.op == Op::kGet) benchmark->Arg(64 << 10)->Arg(4 << 20);

@@ -125,8 +125,9 @@ class Link {
     auto created = tcp::TcpTransport::Create(bootstrap, 0, 2, options);
     connect1.join();
     if (!created.ok() || transports[1] == nullptr) {
-      std::fprintf(stderr, "cannot connect two ranks: %s\n",
-                   created.ok() ? "rank 1 failed" : std::string(created.status().message()).c_str());
+      std::fprintf(
+          stderr, "cannot connect two ranks: %s\n",
+          created.ok() ? "rank 1 failed" : std::string(created.status().message()).c_str());
       std::abort();
     }
     self_ = std::move(*created);

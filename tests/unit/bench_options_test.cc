@@ -23,9 +23,10 @@ std::string Error(std::vector<std::string> args) {
 }
 
 TEST(BenchOptions, NcclTestsFlags) {
-  auto command = Parse({"allreduce", "-b", "8", "-e", "128M", "-f", "2", "-n", "7", "-w", "2",
-                        "-c", "0", "-z", "1", "-o", "max", "-d", "half", "-r", "3", "-a", "3",
-                        "-T", "9", "-J", "/tmp/x.json", "--nranks", "4"});
+  auto command =
+      Parse({"allreduce", "-b", "8", "-e", "128M", "-f", "2",           "-n",       "7",    "-w",
+             "2",         "-c", "0", "-z", "1",    "-o", "max",         "-d",       "half", "-r",
+             "3",         "-a", "3", "-T", "9",    "-J", "/tmp/x.json", "--nranks", "4"});
   ASSERT_TRUE(command.ok()) << command.status();
   EXPECT_EQ(command->mode, Mode::kSweep);
   EXPECT_EQ(command->collective, "allreduce");
@@ -78,12 +79,12 @@ TEST(BenchOptions, NcclTestsTypeNames) {
   struct Case {
     const char* name;
     DataType type;
-  } cases[] = {{"int8", DataType::kInt8},       {"char", DataType::kInt8},
-               {"uint8", DataType::kUInt8},     {"int32", DataType::kInt32},
-               {"int", DataType::kInt32},       {"int64", DataType::kInt64},
-               {"half", DataType::kFloat16},    {"float16", DataType::kFloat16},
-               {"float", DataType::kFloat32},   {"float32", DataType::kFloat32},
-               {"double", DataType::kFloat64},  {"float64", DataType::kFloat64},
+  } cases[] = {{"int8", DataType::kInt8},         {"char", DataType::kInt8},
+               {"uint8", DataType::kUInt8},       {"int32", DataType::kInt32},
+               {"int", DataType::kInt32},         {"int64", DataType::kInt64},
+               {"half", DataType::kFloat16},      {"float16", DataType::kFloat16},
+               {"float", DataType::kFloat32},     {"float32", DataType::kFloat32},
+               {"double", DataType::kFloat64},    {"float64", DataType::kFloat64},
                {"bfloat16", DataType::kBFloat16}, {"BF16", DataType::kBFloat16}};
   for (const Case& c : cases) {
     auto types = ParseTypes(c.name, nullptr);
@@ -105,9 +106,9 @@ TEST(BenchOptions, AllTypesInNcclTestsOrderNamingTheMissingOnes) {
   auto command = Parse({"reduce", "-d", "all", "-o", "all"});
   ASSERT_TRUE(command.ok()) << command.status();
   EXPECT_EQ(command->sweep.dtypes, expected);
-  EXPECT_EQ(command->sweep.ops, (std::vector<ReduceOp>{ReduceOp::kSum, ReduceOp::kProd,
-                                                       ReduceOp::kMax, ReduceOp::kMin,
-                                                       ReduceOp::kAvg}));
+  EXPECT_EQ(command->sweep.ops,
+            (std::vector<ReduceOp>{ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMax, ReduceOp::kMin,
+                                   ReduceOp::kAvg}));
   EXPECT_EQ(command->sweep.skipped_ops, (std::vector<std::string>{"mulsum"}));
 }
 
@@ -148,10 +149,20 @@ TEST(BenchOptions, BadFlagsNameFlagValueAndAccepted) {
 }
 
 TEST(BenchOptions, Validate) {
-  auto command = Parse({"validate", "--expect", "e.json", "--threshold", "0.7", "--p2p-seconds",
-                        "0.5", "--p2p-max-bytes", "4M", "--repairings", "3", "--seed", "42",
-                        "--intra-bytes", "1M", "--allreduce-bytes", "2M", "-n", "9", "--steps",
-                        "4", "--latency-iters", "10", "-T", "30", "-J", "v.json"});
+  auto command = Parse({"validate", "--expect",
+                        "e.json",   "--threshold",
+                        "0.7",      "--p2p-seconds",
+                        "0.5",      "--p2p-max-bytes",
+                        "4M",       "--repairings",
+                        "3",        "--seed",
+                        "42",       "--intra-bytes",
+                        "1M",       "--allreduce-bytes",
+                        "2M",       "-n",
+                        "9",        "--steps",
+                        "4",        "--latency-iters",
+                        "10",       "-T",
+                        "30",       "-J",
+                        "v.json"});
   ASSERT_TRUE(command.ok()) << command.status();
   EXPECT_EQ(command->mode, Mode::kValidate);
   const ValidateOptions& v = command->validate;

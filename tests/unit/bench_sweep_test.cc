@@ -194,8 +194,7 @@ TEST_P(EveryCollective, CorruptedResultIsCounted) {
   EXPECT_EQ(runs[0].json["exit_code"], 7);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, EveryCollective,
-                         ::testing::ValuesIn(CollectiveNames()),
+INSTANTIATE_TEST_SUITE_P(All, EveryCollective, ::testing::ValuesIn(CollectiveNames()),
                          [](const auto& info) { return info.param; });
 
 TEST(BenchSweep, BandwidthBelowMinimumFails) {
@@ -208,8 +207,7 @@ TEST(BenchSweep, BandwidthBelowMinimumFails) {
   EXPECT_FALSE(runs[0].result->bandwidth_ok);
   EXPECT_EQ(runs[0].result->exit_code, 7);
   EXPECT_EQ(runs[1].result->exit_code, 7);
-  EXPECT_NE(runs[0].output.find("FAILED (below COHORT_BENCH_MIN_BW=1e+06 GB/s)"),
-            std::string::npos)
+  EXPECT_NE(runs[0].output.find("FAILED (below COHORT_BENCH_MIN_BW=1e+06 GB/s)"), std::string::npos)
       << runs[0].output;
 
   options.min_bus_bandwidth = 0;

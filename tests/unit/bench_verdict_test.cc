@@ -22,14 +22,16 @@ json Inventory() {
   return {{"cores_usable", 32},
           {"numa_nodes", 2},
           {"memory_bytes", 1e12},
-          {"nics", json::array({{{"name", "eth0"}, {"state", "up"}, {"speed_mbps", 100000},
-                                 {"virtual", false}}})},
-          {"rdma", {{"library", true},
-                    {"devices", json::array({{{"name", "mlx5_0"},
-                                              {"ports", json::array({{{"port", 1},
-                                                                      {"state", "ACTIVE"},
-                                                                      {"active", true},
-                                                                      {"speed_gbps", 200.0}}})}}})}}},
+          {"nics",
+           json::array(
+               {{{"name", "eth0"}, {"state", "up"}, {"speed_mbps", 100000}, {"virtual", false}}})},
+          {"rdma",
+           {{"library", true},
+            {"devices", json::array({{{"name", "mlx5_0"},
+                                      {"ports", json::array({{{"port", 1},
+                                                              {"state", "ACTIVE"},
+                                                              {"active", true},
+                                                              {"speed_gbps", 200.0}}})}}})}}},
           {"gpus", json::array({{{"bus", "0000:01:00.0"}}, {{"bus", "0000:02:00.0"}}})}};
 }
 
@@ -145,8 +147,7 @@ TEST(BenchVerdict, TwoNodesCannotBlameEitherWithoutExpectations) {
   Report report = Judge(m, expect);
   EXPECT_EQ(report.overall, Level::kSlow);
   EXPECT_EQ(report.culprits, std::vector<std::string>{"node0-node1"});
-  EXPECT_EQ(report.links[0].reasons.front(),
-            "bandwidth 1 GB/s is below the expected 10 GB/s");
+  EXPECT_EQ(report.links[0].reasons.front(), "bandwidth 1 GB/s is below the expected 10 GB/s");
 }
 
 TEST(BenchVerdict, BestSampleOfALinkCounts) {
@@ -169,7 +170,8 @@ TEST(BenchVerdict, ExpectationsFromAFile) {
     "node": {"min_memcpy_gbps": 5, "min_gpus": 2},
     "nodes": {"node0": {"min_memcpy_gbps": 11}},
     "cluster": {"min_allreduce_busbw_gbps": 11}
-  })", file);
+  })",
+             file);
   std::fclose(file);
   auto expect = LoadExpectations(path);
   ASSERT_TRUE(expect.ok()) << expect.status();
@@ -194,8 +196,10 @@ TEST(BenchVerdict, BadExpectationsAreErrors) {
                 .message()
                 .find("unknown key \"min_bw\" in \"links\".\"a-b\""),
             std::string::npos);
-  EXPECT_NE(ParseExpectations(json::parse(R"({"threshold": 2})")).status().message().find(
-                "\"threshold\" must be a fraction"),
+  EXPECT_NE(ParseExpectations(json::parse(R"({"threshold": 2})"))
+                .status()
+                .message()
+                .find("\"threshold\" must be a fraction"),
             std::string::npos);
   EXPECT_NE(ParseExpectations(json::parse(R"({"node": {"min_memcpy_gbps": "fast"}})"))
                 .status()
