@@ -56,6 +56,19 @@ absl::Status WaitAll(const Works& works) {
   return absl::OkStatus();
 }
 
+// A failed operation leaves later ones in flight on buffers this sweep is about to free: fail
+// them all (the communicator is unusable after an error anyway) and wait until they let go.
+absl::Status AbortAndDrain(Communicator& comm, const std::vector<Works>& works,
+                           absl::Status status) {
+  comm.Abort(status);
+  for (const Works& iteration : works) {
+    for (const auto& work : iteration) {
+      if (work != nullptr) (void)work->Wait();
+    }
+  }
+  return status;
+}
+
 std::string SizeText(size_t bytes) {
   if (bytes >= (size_t{1} << 30) && bytes % (size_t{1} << 30) == 0) {
     return absl::StrCat(bytes >> 30, " GiB");
@@ -96,8 +109,9 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   // iteration i is its completion minus the later of the previous completion and its issue.
   const int iterations = options.iterations;
   constexpr int kMaxWorks = 2;
-  auto completed = std::make_unique<std::atomic<int64_t>[]>(iterations * kMaxWorks);
-  for (int i = 0; i < iterations * kMaxWorks; ++i) completed[i].store(0);
+  // Shared with the completion callbacks, which may outlive this function when it fails.
+  auto completed = std::make_shared<std::vector<std::atomic<int64_t>>>(iterations * kMaxWorks);
+  for (auto& slot : *completed) slot.store(0);
   std::vector<int64_t> issued(iterations, 0);
   std::vector<int64_t> returned(iterations, 0);  // an operation with no Work is done by then
   std::vector<Works> works(iterations);
@@ -107,13 +121,18 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
     works[i] = collective.run(comm, buffers, params, in_place);
     returned[i] = NowNanos();
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
-      std::atomic<int64_t>* slot = &completed[i * kMaxWorks + j];
-      works[i][j]->OnCompletion([slot](const absl::Status&) { slot->store(NowNanos()); });
+      works[i][j]->OnCompletion([completed, index = i * kMaxWorks + j](const absl::Status&) {
+        (*completed)[index].store(NowNanos());
+      });
     }
-    if (options.blocking) COHORT_RETURN_IF_ERROR(WaitAll(works[i]));
+    if (options.blocking) {
+      absl::Status status = WaitAll(works[i]);
+      if (!status.ok()) return AbortAndDrain(comm, works, status);
+    }
   }
   for (int i = 0; i < iterations; ++i) {
-    COHORT_RETURN_IF_ERROR(WaitAll(works[i]));
+    absl::Status status = WaitAll(works[i]);
+    if (!status.ok()) return AbortAndDrain(comm, works, status);
     column.progress.Update(absl::StrCat(what, ": iteration ", i + 1, "/", iterations));
   }
   const int64_t end = NowNanos();
@@ -123,7 +142,7 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   for (int i = 0; i < iterations; ++i) {
     int64_t done = works[i].empty() ? returned[i] : 0;
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
-      std::atomic<int64_t>& slot = completed[i * kMaxWorks + j];
+      std::atomic<int64_t>& slot = (*completed)[i * kMaxWorks + j];
       // Complete() marks the work done before it runs callbacks; the stamp follows at once.
       auto give_up = Clock::now() + std::chrono::milliseconds(100);
       while (slot.load() == 0 && Clock::now() < give_up) std::this_thread::yield();
