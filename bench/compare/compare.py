@@ -71,7 +71,8 @@ def main():
         ours = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend", "cohort",
                 "--nranks", args.nranks] + sweep
     else:
-        ours = [bench, "allreduce", "--nranks", args.nranks, "-z", "1"] + sweep
+        # -a 3: the slowest rank's time, as the torch and MPI sides report.
+        ours = [bench, "allreduce", "--nranks", args.nranks, "-z", "1", "-a", "3"] + sweep
     commands = {"cohort": (ours, env)}
     if not args.no_torch:
         commands[f"torch-{args.backend}"] = (
