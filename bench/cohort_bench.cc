@@ -3,6 +3,7 @@
 // server in this process, forked ranks); without --nranks it runs as one rank of a job started
 // by a launcher (RANK, WORLD_SIZE, COHORT_STORE_ADDR in the environment, as cohortrun sets them).
 // `cohort-bench validate` checks a cluster (validate.h). Flags are parsed in options.cc.
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -101,6 +102,30 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
 }
 
+// Pins a spawned rank to one CPU of those this process may use, so that two ranks never
+// share a core and a polling rank never keeps its peer from running.
+void BindRank(const Command& command, int rank) {
+  if (command.bind == Command::Bind::kNone) return;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  }
+  if (cpus.empty()) return;
+  if (command.bind == Command::Bind::kAuto && static_cast<int>(cpus.size()) < command.nranks) {
+    return;
+  }
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus[rank % cpus.size()], &one);
+  if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+    std::fprintf(stderr, "cohort-bench: rank %d: cannot bind to CPU %d: %s\n", rank,
+                 cpus[rank % cpus.size()], std::strerror(errno));
+  }
+}
+
 // Forks the ranks first and starts the store afterwards: a process that forks while it runs
 // other threads (the store's) hands its children whatever locks those threads held, and a
 // child that needs one (OpenSSL's, for the store handshake) would wait forever. The children
@@ -126,6 +151,7 @@ int SpawnLocal(const Command& command) {
     }
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      BindRank(command, rank);
       close(port_pipe[1]);
       int32_t port = 0;
       // Each write of the parent is one port, read whole by one child (writes up to PIPE_BUF

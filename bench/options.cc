@@ -212,6 +212,16 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
     absl::Status status;
     if (flag == "--nranks") {
       status = integer(&command.nranks, 1, 512);
+    } else if (flag == "--bind") {
+      if (value == "auto") {
+        command.bind = Command::Bind::kAuto;
+      } else if (value == "core") {
+        command.bind = Command::Bind::kCore;
+      } else if (value == "none") {
+        command.bind = Command::Bind::kNone;
+      } else {
+        status = bad("auto, core or none");
+      }
     } else if (flag == "--tag") {
       // A label on the command line only (tests find their processes by it).
     } else if (flag == "-J" || flag == "--output_file" || flag == "--json") {
@@ -354,6 +364,8 @@ void PrintUsage(FILE* out) {
       "\n"
       "Sweep flags (nccl-tests' meanings):\n"
       "  --nranks N                spawn N local ranks\n"
+      "  --bind auto|core|none     pin spawned rank i to the i-th allowed CPU; auto (default):\n"
+      "                            when there are at least N CPUs (as mpirun binds by default)\n"
       "  -b, --minbytes SIZE       smallest size (default 32M; suffixes K, M, G)\n"
       "  -e, --maxbytes SIZE       largest size (default 32M)\n"
       "  -i, --stepbytes SIZE      increment between sizes (default 1M)\n"

@@ -19,6 +19,8 @@ struct Command {
   Mode mode = Mode::kSweep;
   std::string collective;  // kSweep
   int nranks = 0;          // 0: one rank of a launched job (RANK, WORLD_SIZE, COHORT_STORE_ADDR)
+  // --nranks: pin rank i to the i-th allowed CPU (as mpirun does by default for small jobs).
+  enum class Bind { kAuto, kCore, kNone } bind = Bind::kAuto;
   SweepOptions sweep;
   ValidateOptions validate;
   std::string json_path;                          // -J: the JSON report (rank 0 writes it)

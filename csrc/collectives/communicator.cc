@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "collectives/transport/tcp/address.h"
 #include "collectives/algorithms/registry.h"
 #include "collectives/engine.h"
@@ -64,6 +65,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
         "; the rank must be from 0 to size - 1"));
   }
   COHORT_RETURN_IF_ERROR(config::ValidateEnvironment());
+  // Debian builds Abseil with its debug-mode mutex deadlock detection on: a global graph update
+  // on every lock and on every mutex's destruction (one per Work), several microseconds per
+  // small collective. Our lock order is fixed (executing, then queue; a Work's alone).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   EngineConfig config;
   if (options.timeout == absl::ZeroDuration()) {
     COHORT_ASSIGN_OR_RETURN(options.timeout, config::GetDuration("COHORT_TIMEOUT"));
@@ -94,6 +99,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   tcp_options.ring_bytes = static_cast<size_t>(ring_bytes);
   COHORT_ASSIGN_OR_RETURN(int64_t single_copy, config::GetBytes("COHORT_SHM_SINGLE_COPY_BYTES"));
   tcp_options.single_copy_bytes = static_cast<size_t>(single_copy);
+  COHORT_ASSIGN_OR_RETURN(int64_t lane_bytes, config::GetBytes("COHORT_SHM_LANE_BYTES"));
+  tcp_options.lane_bytes = (static_cast<size_t>(lane_bytes) + 63) / 64 * 64;
   auto transport = tcp::TcpTransport::Create(bootstrap, rank, size, tcp_options);
   if (!transport.ok()) {
     return absl::Status(transport.status().code(),

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/reduce.h"
+#include "collectives/transport/shm/lane.h"
 #include "common/logging.h"
 
 namespace cohort {
@@ -29,6 +30,11 @@ Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
       rank_(transport_->rank()),
       size_(transport_->size()) {
   config_.tuning.topology = config_.topology.get();
+  config_.tuning.lane_bytes = LaneBytes();
+}
+
+size_t Engine::LaneBytes() const {
+  return transport_->lane() != nullptr ? transport_->lane()->capacity() : 0;
 }
 
 Engine::~Engine() { Shutdown(); }

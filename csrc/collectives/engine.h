@@ -53,6 +53,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void SetTuning(const Tuning& tuning) {
     config_.tuning = tuning;
     config_.tuning.topology = config_.topology.get();
+    config_.tuning.lane_bytes = LaneBytes();
   }
   const std::string& SelectName(const OpArgs& args) const;
 
@@ -67,6 +68,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     Request request;  // point-to-point operations
   };
 
+  size_t LaneBytes() const;
   void ProgressThread();
   // Requires executing_: drains the queue and drives point-to-point transfers until `until`
   // completes (nullptr: until nothing is left).

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/transport/shm/lane.h"
 #include "common/status.h"
 
 namespace cohort {
@@ -71,10 +72,53 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
                    "COHORT_TIMEOUT if the work is legitimately slow"));
 }
 
+int OpContext::SpinMicros() const {
+  return settings_.spin_microseconds >= 0 ? settings_.spin_microseconds
+                                          : transport_.PreferredSpinMicros();
+}
+
+absl::Status OpContext::LaneWait(uint32_t stage) {
+  shm::Lane& lane = *transport_.lane();
+  if (lane.Reached(stage)) return absl::OkStatus();
+  // Poll while the peers are likely to be a moment away: the whole spin budget when every rank
+  // has a core, else a few yields. Polling for a rank that last ran on this very CPU only keeps
+  // it from running (the scheduler often wakes both onto one core): yield to it instead.
+  const int spin = SpinMicros();
+  const int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
+  for (uint32_t round = 0;; ++round) {
+    for (int poll = 0; poll < 64; ++poll) {
+      if (lane.Reached(stage)) return absl::OkStatus();
+      __builtin_ia32_pause();
+    }
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    if (spin == 0 ? round >= 8 : NowNanos() >= spin_until) break;
+    int laggard = lane.Laggard(stage);
+    if (laggard < 0) return absl::OkStatus();
+    if (spin == 0 || lane.SharesCpuWith(laggard) || (round & 31) == 31) sched_yield();
+  }
+  while (!lane.Reached(stage)) {
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    COHORT_RETURN_IF_ERROR(transport_.CheckPeers());
+    if (lane.Reached(stage)) break;
+    if (deadline_.Expired()) {
+      int laggard = lane.Laggard(stage);
+      return absl::DeadlineExceededError(absl::StrCat(
+          "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
+          ") to join through shared memory. That rank may be stuck, slow or in a different "
+          "operation; raise COHORT_TIMEOUT if the work is legitimately slow"));
+    }
+    lane.Sleep(stage, std::max(1, std::min(5, deadline_.RemainingMillis(5))));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status OpContext::Wait(Request* request) {
   if (request == nullptr || request->complete) return absl::OkStatus();
-  int spin = settings_.spin_microseconds >= 0 ? settings_.spin_microseconds
-                                              : transport_.PreferredSpinMicros();
+  int spin = SpinMicros();
   int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
   uint32_t polls = 0;
   while (!request->complete) {

@@ -51,6 +51,14 @@ class OpContext {
   // checks the deadline and abort like Wait. For algorithms juggling several transfers.
   absl::Status ProgressOnce();
 
+  // The lane when every rank shares this host (transport/shm/lane.h), else nullptr.
+  shm::Lane* lane() const { return transport_.lane(); }
+  // Until every rank published `stage` on the lane: polls as Wait does, then sleeps on the
+  // doorbell and looks at the connections every few milliseconds (a lost peer, an abort or a
+  // mismatching collective ends the wait); checks the deadline and abort like Wait.
+  absl::Status LaneWait(uint32_t stage);
+  const Fingerprint& fingerprint() const { return fingerprint_; }
+
   // Scratch memory reused across operations; at least `bytes`, 64-byte aligned.
   char* Scratch(size_t bytes);
 
@@ -63,6 +71,7 @@ class OpContext {
 
  private:
   absl::Status TimeoutError(const Request* request) const;
+  int SpinMicros() const;
 
   Transport& transport_;
   const Topology& topology_;

@@ -54,6 +54,11 @@ const std::vector<Variable>& BuildRegistry() {
        "Messages between ranks on one host at least this large are read straight from the "
        "sender's memory (process_vm_readv); 0 always copies through the ring.",
        {}, 0, int64_t{1} << 40},
+      {"COHORT_SHM_LANE_BYTES", Type::kBytes, "1M",
+       "When every rank is on one host, each has a shared staging slot of this size (twice, plus "
+       "a page) that collectives of up to this many bytes per rank use directly: one "
+       "synchronisation instead of messages. 0 turns the lane off.",
+       {}, 0, int64_t{1} << 30},
       {"COHORT_DEBUG", Type::kString, "",
        "Comma-separated debug output to print: TUNING (each collective's algorithm with its "
        "predicted and measured time)."},

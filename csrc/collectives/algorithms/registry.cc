@@ -21,6 +21,7 @@ const std::vector<Algorithm>& Algorithms() {
     RegisterDirectAlgorithms(entries);
     RegisterHierarchicalAlgorithms(entries);
     RegisterShotAlgorithms(entries);
+    RegisterLaneAlgorithms(entries);
     return entries;
   }();
   return registry;

@@ -27,6 +27,7 @@ struct Tuning {
   const Topology* topology = nullptr;
   LinkModel intra;  // ranks of one host (shared memory, or TCP loopback with COHORT_SHM=0)
   LinkModel inter;  // ranks on different hosts
+  size_t lane_bytes = 0;  // the lane's slot size when every rank shares a host (0: no lane)
   int size() const { return topology->size(); }
   bool multi_host() const { return topology->hosts().size() > 1; }
   // The link that bounds a flat algorithm (ring, tree, ...): the network when ranks span hosts.
@@ -70,6 +71,7 @@ void RegisterTreeAlgorithms(std::vector<Algorithm>& registry);
 void RegisterDirectAlgorithms(std::vector<Algorithm>& registry);
 void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry);
 void RegisterShotAlgorithms(std::vector<Algorithm>& registry);
+void RegisterLaneAlgorithms(std::vector<Algorithm>& registry);
 
 // Element offsets of per-rank blocks: args.displacements when given, else prefix sums of
 // `counts` (or of the equal count).

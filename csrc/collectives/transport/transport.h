@@ -13,6 +13,10 @@
 
 namespace cohort {
 
+namespace shm {
+class Lane;
+}
+
 inline constexpr int kAnySource = -1;
 
 // One send or receive. The poster owns it and keeps it (and its buffer) alive until it is
@@ -60,6 +64,13 @@ class Transport {
   // How long a waiter should poll before sleeping when COHORT_SPIN_US is auto: worth it only
   // where peers answer through memory and every local rank has a core of its own.
   virtual int PreferredSpinMicros() const { return 0; }
+
+  // Shared staging memory among all ranks when they all live on one host (see shm/lane.h);
+  // nullptr otherwise. Lane collectives wait on it and call CheckPeers now and then.
+  virtual shm::Lane* lane() { return nullptr; }
+  // Looks at every connection now (closes, aborts, mismatching frames) and drives pending
+  // transfers, without blocking. Errors as Progress.
+  virtual absl::Status CheckPeers() { return Progress(0); }
 
   // Best effort: tells every peer this rank failed with `reason`, then forgets every queued
   // request (their owners are about to go away).

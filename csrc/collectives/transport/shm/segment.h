@@ -14,12 +14,15 @@ namespace cohort::shm {
 
 class Segment {
  public:
-  // Layout: Doorbell, then for each of `peers` inbound slots a RingControl and `ring_bytes`.
-  static size_t BytesFor(int peers, size_t ring_bytes);
+  // Layout: Doorbell, then for each of `peers` inbound slots a RingControl and `ring_bytes`,
+  // then (page-aligned) `lane_bytes` of lane memory (see lane.h).
+  static size_t BytesFor(int peers, size_t ring_bytes, size_t lane_bytes);
 
   // Creates (owner) or opens (peer) and maps a segment.
-  static absl::StatusOr<Segment> Create(const std::string& name, int peers, size_t ring_bytes);
-  static absl::StatusOr<Segment> Open(const std::string& name, int peers, size_t ring_bytes);
+  static absl::StatusOr<Segment> Create(const std::string& name, int peers, size_t ring_bytes,
+                                        size_t lane_bytes);
+  static absl::StatusOr<Segment> Open(const std::string& name, int peers, size_t ring_bytes,
+                                      size_t lane_bytes);
 
   Segment() = default;
   Segment(Segment&& other) noexcept;
@@ -33,6 +36,8 @@ class Segment {
 
   Doorbell& doorbell() const { return *reinterpret_cast<Doorbell*>(base_); }
   RingView ring(int slot) const;
+  // The lane memory; nullptr when the segment has none.
+  char* lane() const;
   const std::string& name() const { return name_; }
 
  private:
@@ -40,6 +45,8 @@ class Segment {
   char* base_ = nullptr;
   size_t bytes_ = 0;
   size_t ring_bytes_ = 0;
+  int peers_ = 0;
+  size_t lane_bytes_ = 0;
   bool owner_ = false;
   bool linked_ = false;
 };

@@ -852,11 +852,14 @@ absl::Status TcpTransport::PollSockets(int timeout_ms) {
   return failure_;
 }
 
-int TcpTransport::PreferredSpinMicros() const {
-  if (local_ranks_.empty()) return 0;
-  // Polling pays only when every rank on this host has a core to itself.
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  return static_cast<long>(local_ranks_.size()) + 1 <= cores ? 200 : 0;
+int TcpTransport::PreferredSpinMicros() const { return preferred_spin_micros_; }
+
+absl::Status TcpTransport::CheckPeers() {
+  if (!failure_.ok()) return failure_;
+  absl::Status status;
+  (void)PollSharedMemory(&status);
+  if (!status.ok()) return Fail(status);
+  return PollSockets(0);
 }
 
 void TcpTransport::Wake() {
@@ -1007,7 +1010,11 @@ absl::Status TcpTransport::SetUpSharedMemory(Bootstrap& bootstrap,
   };
   const std::string& prefix = options_.prefix;
   std::string name = absl::StrCat("/cohort-", getpid(), "-", crypto::RandomHex(6));
-  COHORT_ASSIGN_OR_RETURN(segment_, shm::Segment::Create(name, slots, options_.ring_bytes));
+  // Every rank on this host: a lane in each segment for one-host collectives.
+  const bool lane = static_cast<int>(group.size()) == size_ && options_.lane_bytes > 0;
+  const size_t lane_bytes = lane ? shm::Lane::BytesFor(options_.lane_bytes) : 0;
+  COHORT_ASSIGN_OR_RETURN(segment_,
+                          shm::Segment::Create(name, slots, options_.ring_bytes, lane_bytes));
   // A cookie peers read from our memory to learn whether single-copy reads work here.
   static const uint64_t cookie = 0x636f686f7274ULL ^ static_cast<uint64_t>(getpid());
   COHORT_RETURN_IF_ERROR(bootstrap.Set(
@@ -1025,7 +1032,7 @@ absl::Status TcpTransport::SetUpSharedMemory(Bootstrap& bootstrap,
       return absl::DataLossError(absl::StrCat("malformed shared-memory record of rank ", rank));
     }
     COHORT_ASSIGN_OR_RETURN(peer_segments_[rank],
-                            shm::Segment::Open(parts[0], slots, options_.ring_bytes));
+                            shm::Segment::Open(parts[0], slots, options_.ring_bytes, lane_bytes));
     Peer& peer = peers_[rank];
     peer.local = true;
     peer.pid = addresses[rank].pid;
@@ -1057,6 +1064,21 @@ absl::Status TcpTransport::SetUpSharedMemory(Bootstrap& bootstrap,
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   segment_.Unlink();
+  // Polling pays only when every rank on this host has a core to itself. (Decided once:
+  // sysconf reads a sysfs file each time.)
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  preferred_spin_micros_ = static_cast<long>(local_ranks_.size()) + 1 <= cores ? 200 : 0;
+  if (lane) {
+    std::vector<char*> memory(size_);
+    std::vector<shm::Doorbell*> doorbells(size_);
+    for (int rank = 0; rank < size_; ++rank) {
+      const shm::Segment& owner = rank == rank_ ? segment_ : peer_segments_[rank];
+      memory[rank] = owner.lane();
+      doorbells[rank] = &owner.doorbell();
+    }
+    lane_ = std::make_unique<shm::Lane>(rank_, std::move(memory), std::move(doorbells),
+                                        options_.lane_bytes);
+  }
   COHORT_LOG(DEBUG) << "shared memory with ranks on this host: " << local_ranks_.size();
   return absl::OkStatus();
 }

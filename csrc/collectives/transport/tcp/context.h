@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "collectives/transport/shm/lane.h"
 #include "collectives/transport/shm/ring.h"
 #include "collectives/transport/shm/segment.h"
 #include "collectives/transport/tcp/address.h"
@@ -35,6 +36,7 @@ struct TcpOptions {
   bool shared_memory = true;        // peers on this host talk through shared memory
   size_t ring_bytes = 1 << 20;      // per ordered pair; a power of two
   size_t single_copy_bytes = 64 << 10;  // 0: never read from the peer's memory directly
+  size_t lane_bytes = 1 << 20;  // lane slot size when every rank is on this host; 0: no lane
 };
 
 class TcpTransport final : public Transport {
@@ -56,6 +58,8 @@ class TcpTransport final : public Transport {
   void DropRequests() override;
   void Close(bool clean, Deadline deadline) override;
   int PreferredSpinMicros() const override;
+  shm::Lane* lane() override { return lane_.get(); }
+  absl::Status CheckPeers() override;
 
   // Ranks reached through shared memory (for tests and topology output).
   const std::vector<int>& local_peers() const { return local_ranks_; }
@@ -142,6 +146,8 @@ class TcpTransport final : public Transport {
   int remote_peers_ = 0;
   shm::Segment segment_;             // our doorbell and inbound rings
   std::vector<shm::Segment> peer_segments_;  // indexed by rank; mapped for local peers
+  std::unique_ptr<shm::Lane> lane_;          // when every rank is on this host
+  int preferred_spin_micros_ = 0;
   uint64_t next_remote_id_ = 1;
   uint64_t polls_ = 0;
   Fd epoll_;

@@ -1,0 +1,71 @@
+#include "collectives/transport/shm/lane.h"
+
+#include <sched.h>
+
+#include <new>
+
+namespace cohort::shm {
+namespace {
+
+// The slots start on their own page after the control block.
+constexpr size_t kControlBytes = 4096;
+static_assert(sizeof(LaneControl) <= kControlBytes);
+
+// Wrap-safe "a is at least b" for stage counters.
+bool AtLeast(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) >= 0; }
+
+}  // namespace
+
+size_t Lane::BytesFor(size_t capacity) { return kControlBytes + 2 * capacity; }
+
+Lane::Lane(int rank, std::vector<char*> memory, std::vector<Doorbell*> doorbells, size_t capacity)
+    : rank_(rank), capacity_(capacity), doorbells_(std::move(doorbells)) {
+  for (char* base : memory) {
+    controls_.push_back(reinterpret_cast<LaneControl*>(base));
+    data_.push_back(base + kControlBytes);
+  }
+  // Our own control block starts from zero; peers construct theirs in their memory.
+  new (controls_[rank_]) LaneControl();
+}
+
+int Lane::Begin(const Fingerprint& fingerprint) {
+  int half = static_cast<int>(operations_++ & 1);
+  controls_[rank_]->call[half].SetFingerprint(fingerprint);
+  return half;
+}
+
+uint32_t Lane::Publish() {
+  ++published_;
+  controls_[rank_]->cpu.store(sched_getcpu(), std::memory_order_relaxed);
+  controls_[rank_]->stages.store(published_, std::memory_order_seq_cst);
+  // Ring pairs its fence with a sleeper's store of `sleeping` before it re-checks the stages.
+  for (int peer = 0; peer < size(); ++peer) {
+    if (peer != rank_) Ring(*doorbells_[peer]);
+  }
+  return published_;
+}
+
+bool Lane::Reached(uint32_t stage) const { return Laggard(stage) < 0; }
+
+int Lane::Laggard(uint32_t stage) const {
+  for (int peer = 0; peer < size(); ++peer) {
+    if (!AtLeast(controls_[peer]->stages.load(std::memory_order_acquire), stage)) return peer;
+  }
+  return -1;
+}
+
+bool Lane::SharesCpuWith(int peer) const {
+  int cpu = sched_getcpu();
+  controls_[rank_]->cpu.store(cpu, std::memory_order_relaxed);
+  return controls_[peer]->cpu.load(std::memory_order_relaxed) == cpu;
+}
+
+void Lane::Sleep(uint32_t stage, int timeout_ms) const {
+  Doorbell& own = *doorbells_[rank_];
+  own.sleeping.store(1, std::memory_order_seq_cst);
+  uint32_t seen = own.value.load(std::memory_order_seq_cst);
+  if (!Reached(stage)) shm::Sleep(own, seen, timeout_ms);
+  own.sleeping.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace cohort::shm
