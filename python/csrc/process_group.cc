@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/transport.h"
 #include "common/config.h"
@@ -27,7 +28,7 @@ enum class Placement { kCpu, kCuda };
 
 // Where the tensors of one call live. All must be on the CPU, or all on CUDA devices; anything
 // else is rejected with a message that names what was passed.
-Placement PlacementOf(const char* what, const std::vector<const at::Tensor*>& tensors) {
+Placement PlacementOf(const char* what, c10::ArrayRef<const at::Tensor*> tensors) {
   const at::Tensor* first = nullptr;
   for (const at::Tensor* tensor : tensors) {
     if (!tensor->defined()) continue;
@@ -45,15 +46,18 @@ Placement PlacementOf(const char* what, const std::vector<const at::Tensor*>& te
   return first != nullptr && first->device().is_cuda() ? Placement::kCuda : Placement::kCpu;
 }
 
-std::vector<const at::Tensor*> All(const std::vector<at::Tensor>& tensors) {
-  std::vector<const at::Tensor*> result;
+// The tensors of a call, for PlacementOf (inline: no allocation on the latency path).
+using TensorPointers = absl::InlinedVector<const at::Tensor*, 4>;
+
+TensorPointers All(const std::vector<at::Tensor>& tensors) {
+  TensorPointers result;
   for (const at::Tensor& tensor : tensors) result.push_back(&tensor);
   return result;
 }
 
-std::vector<const at::Tensor*> All(const std::vector<std::vector<at::Tensor>>& lists,
-                                   const std::vector<at::Tensor>& more = {}) {
-  std::vector<const at::Tensor*> result = All(more);
+TensorPointers All(const std::vector<std::vector<at::Tensor>>& lists,
+                   const std::vector<at::Tensor>& more = {}) {
+  TensorPointers result = All(more);
   for (const auto& list : lists) {
     for (const at::Tensor& tensor : list) result.push_back(&tensor);
   }
@@ -212,9 +216,9 @@ absl::Duration ProcessGroupCohort::OpTimeout(std::chrono::milliseconds timeout) 
 }
 
 c10::intrusive_ptr<CohortWork> ProcessGroupCohort::MakeWork(c10d::OpType type, const char* title,
-                                                            const std::vector<at::Tensor>& inputs,
-                                                            std::vector<at::Tensor> outputs) {
-  auto work = c10::make_intrusive<CohortWork>(rank_, type, title, inputs, std::move(outputs));
+                                                            c10::ArrayRef<at::Tensor> inputs,
+                                                            c10::ArrayRef<at::Tensor> outputs) {
+  auto work = c10::make_intrusive<CohortWork>(rank_, type, title, inputs, outputs);
   if (type == c10d::OpType::SEND || type == c10d::OpType::RECV ||
       type == c10d::OpType::RECVANYSOURCE) {
     // libcohort's point-to-point transfers have no deadline of their own.
@@ -226,7 +230,7 @@ c10::intrusive_ptr<CohortWork> ProcessGroupCohort::MakeWork(c10d::OpType type, c
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Group(
     const std::vector<c10::intrusive_ptr<c10d::Work>>& works) {
   std::vector<at::Tensor> outputs;
-  std::vector<std::shared_ptr<cohort::Work>> parts;
+  CohortWork::Parts parts;
   for (const auto& work : works) {
     auto* member = dynamic_cast<CohortWork*>(work.get());
     TORCH_CHECK(member != nullptr, "cohort: cannot coalesce CPU and GPU operations in one group");
@@ -234,12 +238,18 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Group(
     for (const auto& part : member->parts()) parts.push_back(part);
   }
   auto group = MakeWork(kCoalescedOpType, "cohort:coalesced", {}, outputs);
+  for (const auto& work : works) {
+    group->AddMember(
+        c10::intrusive_ptr<CohortWork>::reclaim_copy(static_cast<CohortWork*>(work.get())));
+  }
   group->Attach(std::move(parts));
   return group;
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Launch(
-    const c10::intrusive_ptr<CohortWork>& work, std::vector<std::shared_ptr<cohort::Work>> parts) {
+    const c10::intrusive_ptr<CohortWork>& work, std::shared_ptr<cohort::Work> part) {
+  CohortWork::Parts parts;
+  parts.push_back(std::move(part));
   work->Attach(std::move(parts));
   return Record(work);
 }
@@ -467,7 +477,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::alltoall_base(
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::alltoall(std::vector<at::Tensor>& output_tensors,
                                                             std::vector<at::Tensor>& input_tensors,
                                                             const c10d::AllToAllOptions& opts) {
-  std::vector<const at::Tensor*> tensors = All(output_tensors);
+  TensorPointers tensors = All(output_tensors);
   for (const at::Tensor& tensor : input_tensors) tensors.push_back(&tensor);
   if (PlacementOf("alltoall", tensors) == Placement::kCuda) {
     COHORT_GPU(Nccl().Alltoall(output_tensors, input_tensors, opts), {
@@ -485,7 +495,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::barrier(const c10d::BarrierOp
   BarrierOptions options;
   options.timeout = OpTimeout(opts.timeout);
   auto work = MakeWork(c10d::OpType::BARRIER, "cohort:barrier", {}, {});
-  return Launch(work, {comm().Barrier(options)});
+  return Launch(work, comm().Barrier(options));
 }
 
 void ProcessGroupCohort::monitoredBarrier(const c10d::BarrierOptions& opts, bool wait_all_ranks) {
@@ -594,7 +604,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::BroadcastCpu(std::vector<at::
   options.dtype = elements.type;
   options.root = static_cast<int>(opts.rootRank);
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Broadcast(options)});
+  return Launch(work, comm().Broadcast(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllreduceCpu(std::vector<at::Tensor>& tensors,
@@ -613,7 +623,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllreduceCpu(std::vector<at::
   options.dtype = elements.type;
   options.op = ToReduceOp(opts.reduceOp, tensor.scalar_type(), "allreduce");
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Allreduce(options)});
+  return Launch(work, comm().Allreduce(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllreduceCoalescedCpu(
@@ -638,7 +648,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllreduceCoalescedCpu(
   options.dtype = elements.type;
   options.op = ToReduceOp(opts.reduceOp, tensors[0].scalar_type(), "allreduce_coalesced");
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Allreduce(options)});
+  return Launch(work, comm().Allreduce(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceCpu(std::vector<at::Tensor>& tensors,
@@ -661,7 +671,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceCpu(std::vector<at::Ten
   options.op = ToReduceOp(opts.reduceOp, tensor.scalar_type(), "reduce");
   options.root = static_cast<int>(opts.rootRank);
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Reduce(options)});
+  return Launch(work, comm().Reduce(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherCpu(
@@ -699,7 +709,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherCpu(
     options.counts = counts;  // uneven: every rank passes the same list of sizes
   }
   options.timeout = timeout;
-  return Launch(work, {comm().Allgather(options)});
+  return Launch(work, comm().Allgather(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherBaseCpu(at::Tensor& output,
@@ -724,7 +734,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherBaseCpu(at::Tensor& 
   options.count = MovedElements(input).count;
   options.dtype = MovedElements(input).type;
   options.timeout = timeout;
-  return Launch(work, {comm().Allgather(options)});
+  return Launch(work, comm().Allgather(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherCoalescedCpu(
@@ -761,7 +771,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AllgatherCoalescedCpu(
   options.count = packed_inputs->bytes();
   options.dtype = DataType::kUInt8;
   options.timeout = timeout;
-  return Launch(work, {comm().Allgather(options)});
+  return Launch(work, comm().Allgather(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::GatherCpu(
@@ -804,7 +814,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::GatherCpu(
   options.dtype = MovedElements(input).type;
   options.root = static_cast<int>(opts.rootRank);
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Gather(options)});
+  return Launch(work, comm().Gather(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ScatterCpu(
@@ -846,7 +856,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ScatterCpu(
   options.dtype = MovedElements(output).type;
   options.root = static_cast<int>(opts.rootRank);
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Scatter(options)});
+  return Launch(work, comm().Scatter(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceScatterCpu(
@@ -884,7 +894,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceScatterCpu(
   options.dtype = elements.type;
   options.op = ToReduceOp(opts.reduceOp, output.scalar_type(), "reduce_scatter");
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().ReduceScatter(options)});
+  return Launch(work, comm().ReduceScatter(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceScatterBaseCpu(
@@ -910,7 +920,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::ReduceScatterBaseCpu(
   options.dtype = elements.type;
   options.op = ToReduceOp(opts.reduceOp, output.scalar_type(), "reduce_scatter_tensor");
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().ReduceScatter(options)});
+  return Launch(work, comm().ReduceScatter(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AlltoallBaseCpu(
@@ -945,7 +955,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AlltoallBaseCpu(
     options.recv_counts = SplitCounts(output_splits, output, size_, units, "output");
   }
   if (after) work->AddEpilogue(std::move(after));
-  return Launch(work, {comm().Alltoall(options)});
+  return Launch(work, comm().Alltoall(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AlltoallCpu(std::vector<at::Tensor>& outputs,
@@ -974,7 +984,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::AlltoallCpu(std::vector<at::T
   options.output = packed_outputs->data();
   options.dtype = MovedElements(inputs[0]).type;
   options.timeout = OpTimeout(opts.timeout);
-  return Launch(work, {comm().Alltoall(options)});
+  return Launch(work, comm().Alltoall(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::SendCpu(std::vector<at::Tensor>& tensors,
@@ -991,7 +1001,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::SendCpu(std::vector<at::Tenso
   options.dtype = elements.type;
   options.peer = dst_rank;
   options.tag = static_cast<uint32_t>(tag);
-  return Launch(work, {comm().Send(options)});
+  return Launch(work, comm().Send(options));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::RecvCpu(std::vector<at::Tensor>& tensors,
@@ -1011,7 +1021,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::RecvCpu(std::vector<at::Tenso
   options.dtype = elements.type;
   options.peer = src_rank;
   options.tag = static_cast<uint32_t>(tag);
-  return Launch(work, {comm().Recv(options)});
+  return Launch(work, comm().Recv(options));
 }
 
 // ---------------------------------------------------------------------------------------------

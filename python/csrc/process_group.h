@@ -111,11 +111,11 @@ class ProcessGroupCohort final : public BackendBase {
   c10::intrusive_ptr<c10d::Work> Record(c10::intrusive_ptr<c10d::Work> work);
   // Creates the Work for one operation; `inputs` feed the profiler, `outputs` are its result.
   c10::intrusive_ptr<CohortWork> MakeWork(c10d::OpType type, const char* title,
-                                          const std::vector<at::Tensor>& inputs,
-                                          std::vector<at::Tensor> outputs);
-  // Hands the Work its libcohort parts, records it in an open coalescing group, returns it.
+                                          c10::ArrayRef<at::Tensor> inputs,
+                                          c10::ArrayRef<at::Tensor> outputs);
+  // Hands the Work its libcohort operation, records it in an open coalescing group, returns it.
   c10::intrusive_ptr<c10d::Work> Launch(const c10::intrusive_ptr<CohortWork>& work,
-                                        std::vector<std::shared_ptr<cohort::Work>> parts);
+                                        std::shared_ptr<cohort::Work> part);
   absl::Duration OpTimeout(std::chrono::milliseconds timeout) const;
   Communicator& comm() const;
 

@@ -29,54 +29,94 @@ bool Profiling() { return at::hasCallbacks(); }
 }  // namespace
 
 CohortWork::CohortWork(int rank, c10d::OpType type, const char* profiling_title,
-                       const std::vector<at::Tensor>& profiling_inputs,
-                       std::vector<at::Tensor> outputs)
+                       c10::ArrayRef<at::Tensor> profiling_inputs,
+                       c10::ArrayRef<at::Tensor> outputs)
     : c10d::Work(rank, type, Profiling() ? profiling_title : nullptr,
-                 Profiling() ? OptionalTensors(profiling_inputs) : OptionalTensors()),
+                 Profiling() ? OptionalTensors(profiling_inputs.vec()) : OptionalTensors()),
       type_(type),
-      outputs_(std::move(outputs)) {}
+      outputs_(outputs.begin(), outputs.end()) {}
 
-CohortWork::~CohortWork() = default;
+CohortWork::~CohortWork() {
+  if (finishing_.load(std::memory_order_acquire)) return;
+  // Not finished, so nothing registered a callback (a callback holds a reference to this Work):
+  // no epilogue to run, but the operation may still be reading or writing the buffers.
+  std::shared_ptr<std::pair<Tensors, Tensors>> buffers;
+  for (const auto& part : parts_) {
+    if (part->IsCompleted()) continue;
+    if (buffers == nullptr) {
+      buffers = std::make_shared<std::pair<Tensors, Tensors>>(std::move(outputs_),
+                                                              std::move(keep_alive_));
+    }
+    part->OnCompletion([buffers](const absl::Status&) {});
+  }
+}
 
-void CohortWork::Attach(std::vector<std::shared_ptr<cohort::Work>> parts) {
+void CohortWork::Attach(Parts parts) {
   parts_ = std::move(parts);
-  remaining_.store(static_cast<int>(parts_.size()));
   if (parts_.empty()) {
-    OnPartDone(absl::OkStatus());  // nothing to move (e.g. a zero-rank split): done now
+    FinishIfDone();  // nothing to move (e.g. a zero-rank split): done now
     return;
   }
+  // Epilogues (copies out of staging buffers) must run when the operation completes, whether
+  // or not anybody waits for this Work.
+  if (!epilogues_.empty()) FinishOnCompletion();
+}
+
+void CohortWork::FinishOnCompletion() {
+  if (callbacks_registered_.exchange(true, std::memory_order_acq_rel)) return;
   // Each callback holds a reference, so the buffers outlive the operation even when the
   // caller drops this Work right away (async_op=True without wait()).
   for (const auto& part : parts_) {
     c10::intrusive_ptr<CohortWork> self = c10::intrusive_ptr<CohortWork>::reclaim_copy(this);
-    part->OnCompletion([self](const absl::Status& status) { self->OnPartDone(status); });
+    part->OnCompletion([self = std::move(self)](const absl::Status&) { self->OnPartDone(); });
   }
 }
 
-void CohortWork::OnPartDone(const absl::Status& status) {
-  if (!status.ok()) {
-    std::lock_guard<std::mutex> lock(state_mutex_);
-    if (first_error_.ok()) first_error_ = status;
+void CohortWork::OnPartDone() {
+  // Every part's callback tries; the one that finds them all done (or the waiting thread, if
+  // it got there first) finishes.
+  FinishIfDone();
+}
+
+bool CohortWork::FinishIfDone() {
+  if (finishing_.load(std::memory_order_acquire)) return true;
+  for (const auto& part : parts_) {
+    if (!part->IsCompleted()) return false;
   }
-  if (!parts_.empty() && remaining_.fetch_sub(1) != 1) return;
+  if (finishing_.exchange(true, std::memory_order_acq_rel)) return true;
+  Finish();
+  return true;
+}
+
+void CohortWork::Finish() {
   absl::Status failure;
-  {
-    std::lock_guard<std::mutex> lock(state_mutex_);
-    failure = first_error_;
+  for (const auto& part : parts_) {
+    failure = part->status();
+    if (!failure.ok()) break;
   }
   std::exception_ptr error;
   if (failure.ok()) {
-    try {
-      // Results are written into the caller's tensors as raw data, as gloo does: no autograd
-      // (this thread's grad mode is on by default, and a leaf that requires grad would refuse
-      // an in-place copy).
-      at::NoGradGuard no_grad;
-      for (auto& epilogue : epilogues_) epilogue();
-    } catch (...) {
-      error = std::current_exception();
+    if (!epilogues_.empty()) {
+      try {
+        // Results are written into the caller's tensors as raw data, as gloo does: no autograd
+        // (this thread's grad mode is on by default, and a leaf that requires grad would
+        // refuse an in-place copy).
+        at::NoGradGuard no_grad;
+        for (auto& epilogue : epilogues_) epilogue();
+      } catch (...) {
+        error = std::current_exception();
+      }
     }
   } else {
     error = ToException(failure);
+  }
+  for (const auto& member : members_) {
+    // Every part of a member is one of ours, so all are done: the member finishes now, here or
+    // on the thread that claimed it first.
+    member->FinishIfDone();
+    std::unique_lock<std::mutex> lock(member->mutex_);
+    member->cv_.wait(lock, [&member] { return member->completed_; });
+    if (!error && member->exception_) error = member->exception_;
   }
   // The buffers are no longer needed; the outputs stay (result() and the Future hold them).
   epilogues_.clear();
@@ -96,7 +136,7 @@ void CohortWork::MarkFuture(c10::ivalue::Future& future) const {
   if (error_) {
     future.setError(error_);
   } else {
-    future.markCompleted(c10::IValue(outputs_));
+    future.markCompleted(c10::IValue(std::vector<at::Tensor>(outputs_.begin(), outputs_.end())));
   }
 }
 
@@ -115,7 +155,7 @@ bool CohortWork::wait(std::chrono::milliseconds timeout) {
   } else if (timeout == kNoTimeout) {
     // An untimed wait runs the operation on this thread when the progress thread is idle (no
     // hand-off on the latency path). Every operation has its own timeout, so this ends.
-    // Its status also reaches OnPartDone, which turns it into this Work's exception.
+    // A failed part's status becomes this Work's exception in Finish().
     for (const auto& part : parts_) part->Wait().IgnoreError();
   } else {
     absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
@@ -128,11 +168,32 @@ bool CohortWork::wait(std::chrono::milliseconds timeout) {
       }
     }
   }
-  // The last part's callback may still be copying results out on another thread.
+  FinishIfDone();
+  // Another thread (a part's callback) may still be copying results out.
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [this] { return completed_; });
   if (exception_) std::rethrow_exception(exception_);
   return true;
+}
+
+bool CohortWork::isCompleted() {
+  FinishIfDone();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return completed_;
+}
+
+bool CohortWork::isSuccess() const {
+  // Finishing a Work whose operations are done is not a change a caller can tell apart from
+  // it having finished on its own: allowed from these const queries.
+  const_cast<CohortWork*>(this)->FinishIfDone();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !exception_;
+}
+
+std::exception_ptr CohortWork::exception() const {
+  const_cast<CohortWork*>(this)->FinishIfDone();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return exception_;
 }
 
 int CohortWork::sourceRank() const {
@@ -142,15 +203,24 @@ int CohortWork::sourceRank() const {
   return fixed_source_rank_;
 }
 
-std::vector<at::Tensor> CohortWork::result() { return outputs_; }
+std::vector<at::Tensor> CohortWork::result() {
+  return std::vector<at::Tensor>(outputs_.begin(), outputs_.end());
+}
 
 c10::intrusive_ptr<c10::ivalue::Future> CohortWork::getFuture() {
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  if (!future_) {
-    future_ = c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
-    if (done_) MarkFuture(*future_);
+  c10::intrusive_ptr<c10::ivalue::Future> future;
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    if (!future_) {
+      future_ =
+          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
+      if (done_) MarkFuture(*future_);
+    }
+    future = future_;
   }
-  return future_;
+  // The Future completes when the operation does, whoever waits (then() callbacks, DDP hooks).
+  FinishOnCompletion();
+  return future;
 }
 
 }  // namespace cohort::torch_ext

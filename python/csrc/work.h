@@ -2,6 +2,11 @@
 // one or more libcohort Works (an operation that takes several libcohort calls, or a coalesced
 // group) and finishes once they all have: it then runs the operation's epilogue (copying results
 // out of staging buffers), releases the buffers, and completes torch's Work and its Future.
+//
+// Small blocking calls are the latency path, so a Work costs nothing it does not need: without
+// an epilogue or a Future nothing is registered with libcohort, and the Work is finished by
+// whoever first sees its operations done (wait(), is_completed(), exception() ...); a Future
+// or an epilogue makes it finish on the thread that completes the operation instead.
 #pragma once
 
 #include <atomic>
@@ -12,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "collectives/work.h"
 #include "torch_compat.h"
@@ -20,10 +26,16 @@ namespace cohort::torch_ext {
 
 class CohortWork : public c10d::Work {
  public:
+  // Most operations have one output tensor and one libcohort operation: kept inline.
+  using Tensors = absl::InlinedVector<at::Tensor, 1>;
+  using Parts = absl::InlinedVector<std::shared_ptr<cohort::Work>, 1>;
+
   // `outputs` are what result() and the Future's value hold (torch's convention: the tensors
   // the operation wrote). `profiling_inputs` feed torch's profiler when it is on.
   CohortWork(int rank, c10d::OpType type, const char* profiling_title,
-             const std::vector<at::Tensor>& profiling_inputs, std::vector<at::Tensor> outputs);
+             c10::ArrayRef<at::Tensor> profiling_inputs, c10::ArrayRef<at::Tensor> outputs);
+  // Keeps the buffers of an operation still running alive until it is done (async_op=True
+  // and the Work dropped without wait()).
   ~CohortWork() override;
 
   // Before Attach: what must stay alive until the operation is done, and what to run after
@@ -32,6 +44,9 @@ class CohortWork : public c10d::Work {
   // Epilogues run in the order added, after the operation succeeded, on the thread that
   // completes it; an exception thrown by one becomes the Work's error.
   void AddEpilogue(std::function<void()> epilogue) { epilogues_.push_back(std::move(epilogue)); }
+  // A coalesced group's Work: it finishes after `member` has (whose epilogues copy results out)
+  // and takes on its error.
+  void AddMember(c10::intrusive_ptr<CohortWork> member) { members_.push_back(std::move(member)); }
   void SetSourceRank(int rank) { fixed_source_rank_ = rank; }
   // An untimed wait() gives up after `limit` (for operations without a deadline of their own:
   // point-to-point transfers); zero or negative: no limit.
@@ -40,31 +55,43 @@ class CohortWork : public c10d::Work {
   // Starts tracking `parts` (called once, right after they were submitted). Their errors,
   // even those libcohort reports at once, surface from wait() and the Future, as with gloo;
   // argument errors are found (and thrown) before anything is submitted.
-  void Attach(std::vector<std::shared_ptr<cohort::Work>> parts);
+  void Attach(Parts parts);
 
   bool wait(std::chrono::milliseconds timeout) override;
+  bool isCompleted() override;
+  bool isSuccess() const override;
+  std::exception_ptr exception() const override;
   int sourceRank() const override;
   std::vector<at::Tensor> result() override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
 
   // The libcohort operations behind this Work (for grouping coalesced operations).
-  const std::vector<std::shared_ptr<cohort::Work>>& parts() const { return parts_; }
+  const Parts& parts() const { return parts_; }
 
  private:
-  void OnPartDone(const absl::Status& status);
+  // Has every part call OnPartDone when it completes (once; holds a reference to this Work
+  // until then). Never called with state_mutex_ held: a part already done calls back at once.
+  void FinishOnCompletion();
+  void OnPartDone();
+  // Finishes the Work if every part is done and nobody has yet; returns whether it is finished
+  // or being finished (by this thread or another).
+  bool FinishIfDone();
+  // Runs once, by whoever claimed finishing_: epilogues, torch's finish(), the Future.
+  void Finish();
   void MarkFuture(c10::ivalue::Future& future) const;
 
   const c10d::OpType type_;
-  std::vector<at::Tensor> outputs_;
-  std::vector<at::Tensor> keep_alive_;
+  Tensors outputs_;
+  Tensors keep_alive_;
   std::vector<std::function<void()>> epilogues_;
   int fixed_source_rank_ = -1;
   std::chrono::milliseconds wait_limit_{0};
-  std::vector<std::shared_ptr<cohort::Work>> parts_;
-  std::atomic<int> remaining_{0};
+  Parts parts_;
+  std::vector<c10::intrusive_ptr<CohortWork>> members_;
+  std::atomic<bool> callbacks_registered_{false};
+  std::atomic<bool> finishing_{false};  // claimed by the one thread that runs Finish()
 
   std::mutex state_mutex_;  // guards the fields below (the base class's mutex_ is torch's)
-  absl::Status first_error_;
   bool done_ = false;
   std::exception_ptr error_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;

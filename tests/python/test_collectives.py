@@ -308,15 +308,18 @@ def p2p_body(rank, world):
             failures.append(f"recv: {buffer}")
         dist.send(torch.full((2,), rank, dtype=torch.int64), dst=0)
     # isend/irecv in a ring, both posted before either is waited on (1 MiB: above eager).
+    # Tags of their own: a message of the ring must never match rank 0's receives from any
+    # source above (tag 0), which may still be pending when a fast rank gets here.
     right, left = (rank + 1) % world, (rank - 1) % world
     outgoing = torch.full((1 << 18,), float(rank))
     incoming = torch.zeros(1 << 18)
-    requests = [dist.isend(outgoing, right), dist.irecv(incoming, left)]
+    requests = [dist.isend(outgoing, right, tag=11), dist.irecv(incoming, left, tag=11)]
     for request in requests:
         request.wait()
     if not torch.equal(incoming, torch.full((1 << 18,), float(left))):
         failures.append("isend/irecv ring")
-    ops = [dist.P2POp(dist.isend, outgoing, right), dist.P2POp(dist.irecv, incoming, left)]
+    ops = [dist.P2POp(dist.isend, outgoing, right, tag=12),
+           dist.P2POp(dist.irecv, incoming, left, tag=12)]
     for request in dist.batch_isend_irecv(ops):
         request.wait()
     dist.barrier()

@@ -136,3 +136,51 @@ def recv_work_body(rank, world):
 
 def test_recv_from_any_source_reports_the_sender():
     assert harness.run(recv_work_body, 3)[0] == (2, [7.0, 7.0, 7.0])
+
+
+def unwaited_body(rank, world):
+    """Works nobody waits for still finish: polled with is_completed(), queried after failing,
+    asked for a Future once done, and dropped with an epilogue still to run."""
+    def poll(work):
+        deadline = time.monotonic() + 10
+        while not work.is_completed():
+            assert time.monotonic() < deadline, "never completed"
+            time.sleep(0.001)
+
+    facts = {}
+    tensor = torch.full((4,), float(rank + 1))
+    work = dist.all_reduce(tensor, async_op=True)
+    poll(work)
+    facts["polled"] = (work.is_success(), cohort.work_exception(work), tensor.tolist())
+    future = work.get_future()  # asked for only after the operation finished
+    facts["late future"] = [t.tolist() for t in future.wait()]
+    # A non-contiguous output is copied back when the operation completes, even when the
+    # Work is dropped at once: the blocking call after it runs later (issue order).
+    base = torch.zeros(4, 3)
+    view = base.t()
+    view.copy_(torch.full((3, 4), float(rank + 1)))
+    dist.all_reduce(view, async_op=True)
+    dist.all_reduce(torch.ones(1))
+    facts["dropped noncontiguous"] = base.sum().item()
+    # Several Works completed out of sight, then waited in reverse order.
+    tensors = [torch.full((2,), float(i)) for i in range(5)]
+    works = [dist.all_reduce(t, async_op=True) for t in tensors]
+    dist.all_reduce(torch.ones(1))
+    facts["done before wait"] = all(w.is_completed() for w in works)
+    for work in reversed(works):
+        work.wait()
+    facts["reverse"] = [t.tolist() for t in tensors]
+    # A failed Work nobody waited for: is_completed, is_success and the exception all see it.
+    failed = dist.all_reduce(torch.ones(3 if rank == 0 else 5), async_op=True)
+    poll(failed)
+    facts["failed"] = (failed.is_success(), "mismatch" in str(cohort.work_exception(failed)))
+    return facts
+
+
+def test_works_that_nobody_waits_for():
+    for rank, facts in enumerate(harness.run(unwaited_body, 2)):
+        assert facts == {
+            "polled": (True, None, [3.0] * 4), "late future": [[3.0] * 4],
+            "dropped noncontiguous": 36.0, "done before wait": True,
+            "reverse": [[2.0 * i] * 2 for i in range(5)], "failed": (False, True),
+        }, (rank, facts)
