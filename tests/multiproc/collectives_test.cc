@@ -1,6 +1,9 @@
 // Every collective x data type x reduce op x size x in/out-of-place, on 1 to 8 forked ranks,
 // checked element by element against a reference computed locally. Segments are shrunk to
 // 4 KiB so that multi-segment pipelines run on small buffers; a separate case moves 64 MiB.
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -92,6 +95,7 @@ struct Runner {
       options.count = count;
       options.dtype = type;
       options.root = root;
+      options.algorithm = algorithm;
       Check(comm.Broadcast(options), label);
       ExpectElements("broadcast", options.output, type, count, ReduceOp::kSum,
                      [&](size_t i) { return InputValue(type, ReduceOp::kSum, 1000, i); }, label);
@@ -298,12 +302,17 @@ struct Runner {
 };
 
 // How the ranks reach each other: all through shared memory (one host), all through TCP
-// (COHORT_SHM=0), or two "hosts" (COHORT_HOST_ID) with shared memory inside and TCP between.
+// (COHORT_SHM=0), or several "hosts" (COHORT_HOST_ID) with shared memory inside and TCP
+// between: two hosts of consecutive ranks (mixed), two hosts taking turns (interleaved: ranks
+// 0, 2, 4 ... on one), three hosts of consecutive ranks (blocks3) or taking turns (hosts3).
 void SetLayout(const std::string& layout, int rank, int size) {
   if (layout == "tcp") setenv("COHORT_SHM", "0", 1);
-  if (layout == "mixed") {
-    setenv("COHORT_HOST_ID", ("host" + std::to_string(rank * 2 / size)).c_str(), 1);
-  }
+  int host = -1;
+  if (layout == "mixed") host = rank * 2 / size;
+  if (layout == "interleaved") host = rank % 2;
+  if (layout == "blocks3") host = rank * 3 / size;
+  if (layout == "hosts3") host = rank % 3;
+  if (host >= 0) setenv("COHORT_HOST_ID", ("host" + std::to_string(host)).c_str(), 1);
 }
 
 using Param = std::tuple<int, std::string, std::string>;
@@ -314,14 +323,21 @@ TEST_P(CollectiveTest, MatchesReference) {
   auto [world, op, layout] = GetParam();
   if (world == 1 && layout != "shm") GTEST_SKIP() << "one rank has no peers";
   if (world == 2 && layout == "mixed") GTEST_SKIP() << "two ranks on two hosts is the tcp case";
-  testing::RunRanks(world, [op = op, layout = layout](int rank, int size, Bootstrap& bootstrap) {
+  testing::RunRanks(world, [op = op, layout = layout](int rank, int size,
+                                                      Bootstrap& bootstrap) mutable {
     setenv("COHORT_CHUNK_BYTES", "4096", 1);
     SetLayout(layout, rank, size);
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     Runner runner{**comm, ""};
-    // allreduce_<algorithm> forces it where it applies (the tuner's choice elsewhere).
+    // allreduce_<algorithm> and <op>_hierarchical force it where it applies (the tuner's choice
+    // elsewhere).
     if (op.rfind("allreduce_", 0) == 0 && op != "allreduce_auto") runner.algorithm = op.substr(10);
+    const std::string kHierarchical = "_hierarchical";
+    if (op.size() > kHierarchical.size() && op.ends_with(kHierarchical)) {
+      runner.algorithm = "hierarchical";
+      op = op.substr(0, op.size() - kHierarchical.size());
+    }
     for (DataType type : testing::AllDataTypes()) {
       for (size_t count : kSizes) {
         for (bool in_place : {false, true}) {
@@ -365,10 +381,32 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values("allreduce_auto", "allreduce_ring",
                                          "allreduce_recursive_doubling", "allreduce_one_shot",
                                          "allreduce_two_shot", "allreduce_hierarchical",
-                                         "broadcast", "reduce", "allgather", "allgatherv",
-                                         "reduce_scatter", "reduce_scatterv", "alltoall",
-                                         "alltoallv", "gather", "scatter", "sendrecv"),
+                                         "broadcast", "broadcast_hierarchical", "reduce",
+                                         "allgather", "allgather_hierarchical", "allgatherv",
+                                         "reduce_scatter", "reduce_scatter_hierarchical",
+                                         "reduce_scatterv", "alltoall", "alltoallv", "gather",
+                                         "scatter", "sendrecv"),
                        ::testing::Values("shm", "tcp", "mixed")),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
+             std::get<2>(info.param);
+    });
+
+// The hierarchical algorithms on the other host layouts they accept: hosts whose ranks are not
+// consecutive, and three hosts (the rails then forward what they receive).
+std::vector<Param> HierarchyParams() {
+  std::vector<Param> params;
+  for (std::string op : {"allreduce_hierarchical", "broadcast_hierarchical",
+                         "allgather_hierarchical", "reduce_scatter_hierarchical"}) {
+    params.emplace_back(4, op, "interleaved");
+    params.emplace_back(6, op, "blocks3");
+    params.emplace_back(6, op, "hosts3");
+  }
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hierarchy, CollectiveTest, ::testing::ValuesIn(HierarchyParams()),
     [](const ::testing::TestParamInfo<Param>& info) {
       return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
              std::get<2>(info.param);
@@ -394,12 +432,35 @@ TEST_P(LargeTest, Allreduce64MiB) {
     runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, false, false);
     runner.Allgather(DataType::kFloat32, count / size, false, false);
     runner.Broadcast(DataType::kFloat32, count / 4, false);
+    if (layout == "shm" || layout == "tcp") return;
+    // The other hierarchies, in chunks at this size (in place too).
+    runner.algorithm = "hierarchical";
+    runner.ReduceScatter(DataType::kFloat32, ReduceOp::kAvg, count / size, false, false);
+    runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, true, false);
+    runner.Allgather(DataType::kFloat32, count / size, false, false);
+    runner.Allgather(DataType::kFloat32, count / size, true, false);
+    runner.Broadcast(DataType::kFloat32, count / 4 + 3, false);
   });
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, LargeTest,
                          ::testing::Values(std::make_tuple(2, "shm"), std::make_tuple(2, "tcp"),
                                            std::make_tuple(4, "mixed")));
+
+// Three hosts taking turns, buffers of a few chunks: the rails forward chunk after chunk.
+TEST(HierarchyTest, ChunksOnThreeHosts) {
+  testing::RunRanks(6, [](int rank, int size, Bootstrap& bootstrap) {
+    SetLayout("hosts3", rank, size);
+    auto comm = Communicator::Create(bootstrap, rank, size, {.name = "chunks"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    Runner runner{**comm, "hierarchical"};
+    const size_t count = (12u << 20) / sizeof(float) + 5;
+    runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
+    runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, true, false);
+    runner.Allgather(DataType::kFloat32, count / size, false, false);
+    runner.Broadcast(DataType::kFloat32, count, true);
+  });
+}
 
 }  // namespace
 }  // namespace cohort
@@ -418,6 +479,56 @@ TEST(Tuner, ProbedModelsAgreeOnEveryRank) {
     Runner runner{**comm, ""};
     for (size_t count : {size_t{1}, size_t{4099}, size_t{1} << 20}) {
       runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace cohort
+
+namespace cohort {
+namespace {
+
+OpArgs Args(OpType op, size_t count) {
+  OpArgs args;
+  args.op = op;
+  args.count = count;
+  args.root = 0;
+  return args;
+}
+
+// COHORT_ALGO=hierarchical forces the hierarchy for every op it serves on two hosts of two
+// ranks, but not for the v variants; with a network much slower than shared memory the tuner
+// takes it for large buffers on its own.
+TEST(Tuner, HierarchyForcedAndChosen) {
+  testing::RunRanks(4, [](int rank, int size, Bootstrap& bootstrap) {
+    SetLayout("mixed", rank, size);
+    setenv("COHORT_ALGO", "hierarchical", 1);
+    auto forced = Communicator::Create(bootstrap, rank, size, {.name = "forced"});
+    ASSERT_TRUE(forced.ok()) << forced.status();
+    for (OpType op : {OpType::kAllreduce, OpType::kAllgather, OpType::kReduceScatter,
+                      OpType::kBroadcast}) {
+      EXPECT_EQ((*forced)->ChosenAlgorithm(Args(op, 5)), "hierarchical") << OpTypeName(op);
+    }
+    OpArgs variable = Args(OpType::kAllgather, 0);
+    variable.counts = {1, 2, 3, 4};
+    EXPECT_NE((*forced)->ChosenAlgorithm(variable), "hierarchical");
+    variable.op = OpType::kReduceScatter;
+    EXPECT_NE((*forced)->ChosenAlgorithm(variable), "hierarchical");
+    unsetenv("COHORT_ALGO");
+
+    std::string models = "/tmp/cohort-hierarchy-models." + std::to_string(getpid());
+    FILE* file = fopen(models.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    fputs("intra 2 8 8\ninter 50 0.25 8\n", file);
+    fclose(file);
+    setenv("COHORT_TOPO_FILE", models.c_str(), 1);
+    auto tuned = Communicator::Create(bootstrap, rank, size, {.name = "tuned"});
+    unlink(models.c_str());
+    ASSERT_TRUE(tuned.ok()) << tuned.status();
+    for (OpType op : {OpType::kAllreduce, OpType::kAllgather, OpType::kReduceScatter,
+                      OpType::kBroadcast}) {
+      EXPECT_EQ((*tuned)->ChosenAlgorithm(Args(op, 16 << 20)), "hierarchical") << OpTypeName(op);
     }
   });
 }
