@@ -88,6 +88,7 @@ template <typename Options>
 Options Common(const BenchParams& params) {
   Options options;
   options.algorithm = params.algorithm;
+  options.blocking = params.blocking;
   return options;
 }
 

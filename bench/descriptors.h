@@ -17,6 +17,7 @@ struct BenchParams {
   ReduceOp op = ReduceOp::kSum;
   int root = 0;
   std::string algorithm;
+  bool blocking = false;  // -z 1: blocking calls (each returns finished, as MPI's do)
 };
 
 struct Buffers {

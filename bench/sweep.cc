@@ -92,7 +92,8 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
                                      size_t bytes, bool in_place) {
   const Collective& collective = column.collective;
   const SweepOptions& options = column.options;
-  const BenchParams& params = column.params;
+  BenchParams params = column.params;
+  params.blocking = options.blocking;
   const int n = comm.size();
   const int rank = comm.rank();
   const std::string what =
@@ -119,18 +120,21 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   for (int i = 0; i < iterations; ++i) {
     issued[i] = NowNanos();
     works[i] = collective.run(comm, buffers, params, in_place);
+    if (options.blocking) {
+      // Blocking calls return finished: the iteration ends when the call (and wait) returns.
+      absl::Status status = WaitAll(works[i]);
+      returned[i] = NowNanos();
+      if (!status.ok()) return AbortAndDrain(comm, works, status);
+      continue;
+    }
     returned[i] = NowNanos();
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
       works[i][j]->OnCompletion([completed, index = i * kMaxWorks + j](const absl::Status&) {
         (*completed)[index].store(NowNanos());
       });
     }
-    if (options.blocking) {
-      absl::Status status = WaitAll(works[i]);
-      if (!status.ok()) return AbortAndDrain(comm, works, status);
-    }
   }
-  for (int i = 0; i < iterations; ++i) {
+  for (int i = 0; i < iterations && !options.blocking; ++i) {
     absl::Status status = WaitAll(works[i]);
     if (!status.ok()) return AbortAndDrain(comm, works, status);
     column.progress.Update(absl::StrCat(what, ": iteration ", i + 1, "/", iterations));
@@ -140,8 +144,8 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   std::vector<double> per_iteration(iterations);
   int64_t previous = start;
   for (int i = 0; i < iterations; ++i) {
-    int64_t done = works[i].empty() ? returned[i] : 0;
-    for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
+    int64_t done = works[i].empty() || options.blocking ? returned[i] : 0;
+    for (size_t j = 0; j < works[i].size() && j < kMaxWorks && !options.blocking; ++j) {
       std::atomic<int64_t>& slot = (*completed)[i * kMaxWorks + j];
       // Complete() marks the work done before it runs callbacks; the stamp follows at once.
       auto give_up = Clock::now() + std::chrono::milliseconds(100);

@@ -215,6 +215,7 @@ std::string Communicator::ChosenAlgorithm(const OpArgs& args) const {
 }
 
 std::shared_ptr<Work> Communicator::Submit(OpArgs args, const CommonOptions& common) {
+  if (common.blocking) return engine_->RunNow(std::move(args), common.algorithm, common.timeout);
   return engine_->Submit(std::move(args), common.algorithm, common.timeout);
 }
 

@@ -31,6 +31,9 @@ struct CommOptions {
 struct CommonOptions {
   std::string algorithm;                           // empty: the communicator's choice
   absl::Duration timeout = absl::ZeroDuration();   // zero: the communicator's timeout
+  // Return only once the operation finished (like MPI's blocking calls): the Work comes back
+  // completed. Nothing queued ahead: the calling thread runs it at once, without the queue.
+  bool blocking = false;
 };
 
 struct AllreduceOptions : CommonOptions {

@@ -89,18 +89,40 @@ absl::Status Engine::Validate(const OpArgs& args) const {
   return absl::OkStatus();
 }
 
-std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
-                                     absl::Duration timeout) {
-  auto operation = std::make_shared<Operation>();
-  operation->timeout = timeout == absl::ZeroDuration() ? config_.timeout : timeout;
+absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::string& forced,
+                                                double* predicted_seconds) {
+  // The same call again (a training loop's): the tuner's last answer, without asking every
+  // algorithm for its cost. Only calls described by their scalars are remembered.
+  const bool plain = forced.empty() && args.counts.empty() && args.recv_counts.empty() &&
+                     args.displacements.empty() && args.recv_displacements.empty();
+  if (plain) {
+    absl::MutexLock lock(&selection_mutex_);
+    const Selection& last = last_selection_;
+    if (last.algorithm != nullptr && last.op == args.op && last.dtype == args.dtype &&
+        last.reduce_op == args.reduce_op && last.count == args.count && last.root == args.root) {
+      *predicted_seconds = last.predicted_seconds;
+      return last.algorithm;
+    }
+  }
+  auto selected = SelectAlgorithm(args, config_.tuning, forced, predicted_seconds);
+  if (plain && selected.ok()) {
+    absl::MutexLock lock(&selection_mutex_);
+    last_selection_ = {args.op,   args.dtype, args.reduce_op,     args.count,
+                       args.root, *selected,  *predicted_seconds};
+  }
+  return selected;
+}
+
+absl::Status Engine::Prepare(Operation& operation, OpArgs args,
+                             const std::string& algorithm_name, absl::Duration timeout) {
+  operation.timeout = timeout == absl::ZeroDuration() ? config_.timeout : timeout;
   absl::Status valid = Validate(args);
   const Algorithm* algorithm = nullptr;
   if (valid.ok() && !IsPointToPoint(args.op)) {
-    std::string forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
+    const std::string& forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
-      auto selected =
-          SelectAlgorithm(args, config_.tuning, forced, &operation->predicted_seconds);
+      auto selected = Select(args, forced, &operation.predicted_seconds);
       if (selected.ok()) {
         algorithm = *selected;
       } else {
@@ -108,7 +130,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
       }
     }
   }
-  Fingerprint& fingerprint = operation->fingerprint;
+  Fingerprint& fingerprint = operation.fingerprint;
   fingerprint.op = args.op;
   fingerprint.dtype = args.dtype;
   fingerprint.reduce_op = args.reduce_op;
@@ -132,9 +154,26 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     default:
       fingerprint.count = args.count;
   }
-  operation->algorithm = algorithm;
-  operation->args = std::move(args);
+  operation.algorithm = algorithm;
+  operation.args = std::move(args);
+  return valid;
+}
 
+absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this communicator failed earlier and cannot run ", fingerprint.Describe(),
+                     ": ", broken_.message(), ". Create a new communicator to continue"));
+  }
+  if (shut_down_) return absl::FailedPreconditionError("the communicator has been destroyed");
+  return absl::OkStatus();
+}
+
+std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
+                                     absl::Duration timeout) {
+  auto operation = std::make_shared<Operation>();
+  absl::Status valid = Prepare(*operation, std::move(args), algorithm_name, timeout);
+  Fingerprint& fingerprint = operation->fingerprint;
   std::shared_ptr<Work> work;
   {
     absl::MutexLock lock(&queue_mutex_);
@@ -143,22 +182,17 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     fingerprint.sequence = sequence;
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
     operation->work = work;
-    if (!valid.ok()) {
-      // A bad argument fails this call only; the communicator stays usable.
-    } else if (!broken_.ok()) {
-      valid = absl::FailedPreconditionError(
-          absl::StrCat("this communicator failed earlier and cannot run ", fingerprint.Describe(),
-                       ": ", broken_.message(), ". Create a new communicator to continue"));
-    } else if (shut_down_) {
-      valid = absl::FailedPreconditionError("the communicator has been destroyed");
-    } else {
+    // A bad argument fails this call only; the communicator stays usable.
+    if (valid.ok()) valid = RefusalLocked(fingerprint);
+    if (valid.ok()) {
       queue_.push_back(operation);
+      queued_.fetch_add(1, std::memory_order_relaxed);
       // Waking the progress thread costs a system call and a core. A small collective is
       // usually waited for at once and then runs on the waiting thread; while the progress
       // thread naps in short slices it picks up the rest within a millisecond anyway.
       bool small = !IsPointToPoint(operation->args.op) &&
                    OpBytes(operation->args, size_) <= kLazyStartBytes;
-      if (!(small && napping_)) kick_ = true;
+      if (!(small && napping_)) KickLocked();
     }
   }
   if (!valid.ok()) {
@@ -169,13 +203,54 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
   return work;
 }
 
+std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_name,
+                                     absl::Duration timeout) {
+  // Only a collective, and only when this thread can take the engine with nothing queued or in
+  // flight ahead of it: then running it here keeps the issue order. Otherwise queue and wait.
+  if (IsPointToPoint(args.op) || !executing_.TryLock()) {
+    std::shared_ptr<Work> work = Submit(std::move(args), algorithm_name, timeout);
+    work->Wait().IgnoreError();
+    return work;
+  }
+  Operation operation;
+  absl::Status status = Prepare(operation, std::move(args), algorithm_name, timeout);
+  bool queued = false;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    queued = !queue_.empty() || !in_flight_.empty();
+    if (!queued) {
+      operation.fingerprint.sequence = next_sequence_++;
+      if (status.ok()) status = RefusalLocked(operation.fingerprint);
+    }
+  }
+  if (queued) {
+    executing_.Unlock();
+    AfterRelease();
+    std::shared_ptr<Work> work =
+        Submit(std::move(operation.args), algorithm_name, timeout);
+    work->Wait().IgnoreError();
+    return work;
+  }
+  if (status.ok()) status = RunCollectiveLocked(operation);
+  executing_.Unlock();
+  AfterRelease();
+  auto work = std::make_shared<Work>(nullptr, operation.args.op, operation.fingerprint.sequence);
+  work->Complete(std::move(status));
+  return work;
+}
+
+void Engine::KickLocked() {
+  kick_ = true;
+  wake_.Signal();
+}
+
 void Engine::Abort(const absl::Status& reason) {
   {
     absl::MutexLock lock(&queue_mutex_);
     if (abort_reason_.ok()) {
       abort_reason_ = reason.ok() ? absl::CancelledError("aborted by the user") : reason;
     }
-    kick_ = true;
+    KickLocked();
   }
   aborted_.store(true);
   transport_->Wake();
@@ -186,6 +261,7 @@ std::shared_ptr<Engine::Operation> Engine::PopLocked() {
   if (queue_.empty()) return nullptr;
   std::shared_ptr<Operation> operation = std::move(queue_.front());
   queue_.pop_front();
+  queued_.fetch_sub(1, std::memory_order_relaxed);
   return operation;
 }
 
@@ -198,8 +274,14 @@ bool Engine::HelpUntil(const Work* work) {
 }
 
 void Engine::AfterRelease() {
+  // Nothing left: nothing to kick. (A submission racing with this check kicks for itself, or is
+  // small and found by the napping progress thread within a millisecond.)
+  if (queued_.load(std::memory_order_relaxed) == 0 &&
+      in_flight_count_.load(std::memory_order_relaxed) == 0) {
+    return;
+  }
   absl::MutexLock lock(&queue_mutex_);
-  if (!queue_.empty() || in_flight_count_.load() > 0) kick_ = true;
+  if (!queue_.empty() || in_flight_count_.load() > 0) KickLocked();
 }
 
 void Engine::ProgressThread() {
@@ -208,13 +290,12 @@ void Engine::ProgressThread() {
   while (true) {
     {
       absl::MutexLock lock(&queue_mutex_);
-      auto kicked = +[](Engine* engine) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return engine->kick_ || engine->stop_;
-      };
+      // A condition variable, not Mutex::Await: a thread awaiting a condition on the queue's
+      // mutex makes every unlock of it evaluate that condition (the submit path's cost).
       if (napping_) {
-        queue_mutex_.AwaitWithTimeout(absl::Condition(kicked, this), absl::Milliseconds(1));
+        if (!kick_ && !stop_) wake_.WaitWithTimeout(&queue_mutex_, absl::Milliseconds(1));
       } else {
-        queue_mutex_.Await(absl::Condition(kicked, this));
+        while (!kick_ && !stop_) wake_.Wait(&queue_mutex_);
       }
       if (stop_) return;
       bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0;
@@ -285,73 +366,75 @@ void Engine::CompleteFinishedTransfersLocked() {
 void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   Operation& operation = *owner;
   const OpArgs& args = operation.args;
+  if (!IsPointToPoint(args.op)) {
+    operation.work->Complete(RunCollectiveLocked(operation));
+    return;
+  }
   if (aborted_.load()) {
     operation.work->Complete(absl::CancelledError("the communicator was aborted"));
     return;
   }
-  {
+  if (broken_flag_.load(std::memory_order_acquire)) {
     absl::MutexLock lock(&queue_mutex_);
-    if (!broken_.ok()) {
-      operation.work->Complete(absl::FailedPreconditionError(
-          absl::StrCat("this communicator failed earlier: ", broken_.message())));
-      return;
-    }
-  }
-  if (IsPointToPoint(args.op)) {
-    Request& request = operation.request;
-    request.peer = args.root;
-    request.header.kind = static_cast<uint8_t>(FrameKind::kPointToPoint);
-    request.header.tag = args.tag;
-    request.length = args.count * args.element_size();
-    if (args.op == OpType::kSend) {
-      request.data = static_cast<char*>(const_cast<void*>(args.input));
-      transport_->PostSend(&request);
-    } else {
-      request.data = static_cast<char*>(args.output);
-      transport_->PostRecv(&request);
-    }
-    in_flight_.push_back(std::move(owner));
-    in_flight_count_.fetch_add(1);
-    CompleteFinishedTransfersLocked();
+    operation.work->Complete(absl::FailedPreconditionError(
+        absl::StrCat("this communicator failed earlier: ", broken_.message())));
     return;
+  }
+  Request& request = operation.request;
+  request.peer = args.root;
+  request.header.kind = static_cast<uint8_t>(FrameKind::kPointToPoint);
+  request.header.tag = args.tag;
+  request.length = args.count * args.element_size();
+  if (args.op == OpType::kSend) {
+    request.data = static_cast<char*>(const_cast<void*>(args.input));
+    transport_->PostSend(&request);
+  } else {
+    request.data = static_cast<char*>(args.output);
+    transport_->PostRecv(&request);
+  }
+  in_flight_.push_back(std::move(owner));
+  in_flight_count_.fetch_add(1);
+  CompleteFinishedTransfersLocked();
+}
+
+absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
+  const OpArgs& args = operation.args;
+  if (aborted_.load()) return absl::CancelledError("the communicator was aborted");
+  if (broken_flag_.load(std::memory_order_acquire)) {
+    absl::MutexLock lock(&queue_mutex_);
+    return absl::FailedPreconditionError(
+        absl::StrCat("this communicator failed earlier: ", broken_.message()));
   }
   bool nothing_to_move = operation.fingerprint.count == 0 && args.op != OpType::kBarrier &&
                          !(args.op == OpType::kAlltoall && !args.counts.empty());
-  if (nothing_to_move) {
-    operation.work->Complete(absl::OkStatus());
-    return;
-  }
+  if (nothing_to_move) return absl::OkStatus();
   absl::Status status = transport_->BeginCollective(operation.fingerprint);
   if (status.ok()) {
     Deadline deadline = Deadline::In(operation.timeout);
     OpContext context(*transport_, *config_.topology, operation.fingerprint, args, deadline,
                       config_.settings, scratch_, aborted_);
-    int64_t started = NowNanos();
+    int64_t started = config_.debug_tuning ? NowNanos() : 0;
     status = operation.algorithm->run(context);
     if (config_.debug_tuning) {
       // Asked for explicitly, so printed whatever COHORT_LOG_LEVEL says.
       logging::Message(logging::Level::INFO, __FILE__, __LINE__).stream()
           << "TUNING " << operation.fingerprint.Describe() << " #"
-                        << operation.fingerprint.sequence << ": " << operation.algorithm->name
-                        << " predicted " << operation.predicted_seconds * 1e6 << " us, measured "
-                        << (NowNanos() - started) / 1e3 << " us";
+          << operation.fingerprint.sequence << ": " << operation.algorithm->name
+          << " predicted " << operation.predicted_seconds * 1e6 << " us, measured "
+          << (NowNanos() - started) / 1e3 << " us";
     }
     if (!status.ok()) {
       // Break while the context (which owns the requests the transport still points to) and
       // the operation's buffers are alive: half-written frames are finished before the abort.
       absl::Status failure = Describe(operation, status);
       BreakLocked(failure);
-      operation.work->Complete(failure);
-      return;
+      return failure;
     }
+    return absl::OkStatus();
   }
-  if (!status.ok()) {
-    absl::Status failure = Describe(operation, status);
-    BreakLocked(failure);
-    operation.work->Complete(failure);
-    return;
-  }
-  operation.work->Complete(absl::OkStatus());
+  absl::Status failure = Describe(operation, status);
+  BreakLocked(failure);
+  return failure;
 }
 
 absl::Status Engine::Describe(const Operation& operation, const absl::Status& status) const {
@@ -370,7 +453,9 @@ void Engine::BreakLocked(const absl::Status& status) {
   {
     absl::MutexLock lock(&queue_mutex_);
     if (broken_.ok()) broken_ = status;
+    broken_flag_.store(true, std::memory_order_release);
     queued.swap(queue_);
+    queued_.store(0, std::memory_order_relaxed);
   }
   COHORT_LOG(ERROR) << status.message();
   transport_->AbortPeers(std::string(status.message()));
@@ -388,6 +473,7 @@ void Engine::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
     stop_ = true;
+    wake_.Signal();
   }
   transport_->Wake();
   if (thread_.joinable()) thread_.join();
@@ -397,6 +483,7 @@ void Engine::Shutdown() {
   {
     absl::MutexLock queue_lock(&queue_mutex_);
     queued.swap(queue_);
+    queued_.store(0, std::memory_order_relaxed);
     broken = !broken_.ok();
   }
   absl::Status destroyed = absl::CancelledError(

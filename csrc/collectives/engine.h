@@ -40,6 +40,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Shutdown();
 
   std::shared_ptr<Work> Submit(OpArgs args, const std::string& algorithm, absl::Duration timeout);
+  // Runs a collective on the calling thread and returns its finished Work, when nothing is queued
+  // or in flight ahead of it (the lean path of a blocking call: no queue, no hand-off); else
+  // submits it and waits.
+  std::shared_ptr<Work> RunNow(OpArgs args, const std::string& algorithm, absl::Duration timeout);
   void Abort(const absl::Status& reason);
 
   // Runs queued operations on the calling thread until `work` completes, if no other thread is
@@ -54,6 +58,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
     config_.tuning = tuning;
     config_.tuning.topology = config_.topology.get();
     config_.tuning.lane_bytes = LaneBytes();
+    absl::MutexLock lock(&selection_mutex_);
+    last_selection_ = {};
   }
   const std::string& SelectName(const OpArgs& args) const;
 
@@ -69,11 +75,24 @@ class Engine : public std::enable_shared_from_this<Engine> {
   };
 
   size_t LaneBytes() const;
+  absl::StatusOr<const Algorithm*> Select(const OpArgs& args, const std::string& forced,
+                                          double* predicted_seconds);
   void ProgressThread();
+  // Sets kick_ and wakes the progress thread.
+  void KickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
   // Requires executing_: drains the queue and drives point-to-point transfers until `until`
   // completes (nullptr: until nothing is left).
   void RunLocked(const Work* until) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void ExecuteLocked(std::shared_ptr<Operation> operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Runs a collective; a failure breaks the communicator and is returned (described).
+  absl::Status RunCollectiveLocked(const Operation& operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Fills in an operation (algorithm, fingerprint without sequence); an error fails this call.
+  absl::Status Prepare(Operation& operation, OpArgs args, const std::string& algorithm_name,
+                       absl::Duration timeout);
+  // Why the communicator cannot take an operation now (broken or shut down), or OK.
+  absl::Status RefusalLocked(const Fingerprint& fingerprint) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
   void CompleteFinishedTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void BreakLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void AfterRelease();
@@ -94,10 +113,25 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::atomic<int> in_flight_count_{0};
   std::atomic<bool> aborted_{false};
 
+  struct Selection {
+    OpType op = OpType::kBarrier;
+    DataType dtype = DataType::kUInt8;
+    ReduceOp reduce_op = ReduceOp::kSum;
+    size_t count = 0;
+    int root = -1;
+    const Algorithm* algorithm = nullptr;
+    double predicted_seconds = 0;
+  };
+  absl::Mutex selection_mutex_;
+  Selection last_selection_ ABSL_GUARDED_BY(selection_mutex_);
+  std::atomic<bool> broken_flag_{false};  // broken_ is set (read without the lock)
+
   absl::Mutex queue_mutex_;
   std::deque<std::shared_ptr<Operation>> queue_ ABSL_GUARDED_BY(queue_mutex_);
+  std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock
   uint64_t next_sequence_ ABSL_GUARDED_BY(queue_mutex_) = 1;
   bool kick_ ABSL_GUARDED_BY(queue_mutex_) = false;
+  absl::CondVar wake_;  // the progress thread sleeps on it (with queue_mutex_)
   // The progress thread sleeps in 1 ms naps while the communicator is busy (small submissions
   // need not wake it), and without a timeout after a second of idleness.
   bool napping_ ABSL_GUARDED_BY(queue_mutex_) = false;

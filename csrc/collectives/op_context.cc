@@ -36,7 +36,8 @@ size_t OpContext::segment_elements() const {
 }
 
 Request* OpContext::Send(int peer, uint32_t tag, const void* data, size_t bytes) {
-  Request& request = requests_.emplace_back();
+  if (!requests_) requests_.emplace();
+  Request& request = requests_->emplace_back();
   request.peer = peer;
   request.header.kind = static_cast<uint8_t>(FrameKind::kCollective);
   request.header.SetFingerprint(fingerprint_);
@@ -48,7 +49,8 @@ Request* OpContext::Send(int peer, uint32_t tag, const void* data, size_t bytes)
 }
 
 Request* OpContext::Recv(int peer, uint32_t tag, void* data, size_t bytes) {
-  Request& request = requests_.emplace_back();
+  if (!requests_) requests_.emplace();
+  Request& request = requests_->emplace_back();
   request.peer = peer;
   request.header.kind = static_cast<uint8_t>(FrameKind::kCollective);
   request.header.SetFingerprint(fingerprint_);
@@ -84,12 +86,13 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
   // has a core, else a few yields. Polling for a rank that last ran on this very CPU only keeps
   // it from running (the scheduler often wakes both onto one core): yield to it instead.
   const int spin = SpinMicros();
-  const int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
+  int64_t spin_until = 0;
   for (uint32_t round = 0;; ++round) {
     for (int poll = 0; poll < 64; ++poll) {
       if (lane.Reached(stage)) return absl::OkStatus();
       __builtin_ia32_pause();
     }
+    if (round == 0) spin_until = NowNanos() + int64_t{spin} * 1000;
     if (aborted_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("the communicator was aborted");
     }
@@ -137,7 +140,8 @@ absl::Status OpContext::Wait(Request* request) {
 }
 
 absl::Status OpContext::WaitAll() {
-  for (Request& request : requests_) {
+  if (!requests_) return absl::OkStatus();
+  for (Request& request : *requests_) {
     absl::Status status = Wait(&request);
     if (!status.ok()) return status;
   }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,7 +85,9 @@ class OpContext {
   int rank_;
   int size_;
   ReduceFn reduce_ = nullptr;
-  std::deque<Request> requests_;  // a deque: pointers stay valid as it grows
+  // A deque: pointers stay valid as it grows. Made on the first transfer (a deque allocates as
+  // it is constructed; lane and local-only operations post none).
+  std::optional<std::deque<Request>> requests_;
 };
 
 }  // namespace cohort

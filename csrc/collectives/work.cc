@@ -12,6 +12,7 @@ absl::Status Work::Wait(absl::Duration timeout) {
   if (!IsCompleted() && timeout == absl::InfiniteDuration() && engine_ != nullptr) {
     engine_->HelpUntil(this);
   }
+  if (IsCompleted()) return status();  // no condition to evaluate on the way out
   absl::MutexLock lock(&mutex_);
   auto done = [this] { return done_.load(std::memory_order_acquire); };
   if (timeout == absl::InfiniteDuration()) {

@@ -255,15 +255,20 @@ namespace {
 // Shared-memory segments leave /dev/shm as soon as every local rank has mapped them, so a crash
 // (here: SIGKILL of a rank right after creation) leaves nothing behind.
 TEST(SharedMemory, SegmentsAreUnlinkedOnceMapped) {
-  auto ours = [] {
+  // Segments are named /cohort-<pid>-<random>: look only at this group's (other tests running
+  // alongside make and unlink their own).
+  auto named = [](const testing::RankGroup& group, int size) {
     std::vector<std::string> names;
     for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
       std::string name = entry.path().filename();
-      if (name.rfind("cohort-", 0) == 0) names.push_back(name);
+      for (int rank = 0; rank < size; ++rank) {
+        if (name.rfind(absl::StrCat("cohort-", group.pid(rank), "-"), 0) == 0) {
+          names.push_back(name);
+        }
+      }
     }
     return names;
   };
-  std::vector<std::string> before = ours();
   testing::RankGroup group;
   group.Start(3, [](int rank, int size, Bootstrap& bootstrap) {
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "shm"});
@@ -276,12 +281,15 @@ TEST(SharedMemory, SegmentsAreUnlinkedOnceMapped) {
   for (int rank = 0; rank < 3; ++rank) {
     ASSERT_TRUE(store.Get(absl::StrCat("ready/", rank), absl::Seconds(60)).ok());
   }
-  EXPECT_EQ(ours(), before) << "segments still named in /dev/shm while the ranks run";
+  EXPECT_THAT(named(group, 3), ::testing::IsEmpty())
+      << "segments still named in /dev/shm while the ranks run";
   kill(group.pid(1), SIGKILL);
   ASSERT_TRUE(store.Set("checked", "1").ok());
   group.Join(absl::Seconds(30));
-  EXPECT_EQ(ours(), before) << "segments left in /dev/shm after the ranks ended";
+  EXPECT_THAT(named(group, 3), ::testing::IsEmpty())
+      << "segments left in /dev/shm after the ranks ended";
 }
 
 }  // namespace
 }  // namespace cohort
+

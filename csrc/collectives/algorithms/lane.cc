@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/algorithms/registry.h"
 #include "collectives/algorithms/ring.h"
@@ -19,6 +20,8 @@
 
 namespace cohort {
 namespace {
+
+using Inputs = absl::InlinedVector<const void*, 16>;
 
 // Bytes one rank stages in its slot for `args` (the same on every rank), or SIZE_MAX when the
 // operation does not run on the lane.
@@ -101,10 +104,11 @@ absl::Status LaneAllreduceOneShot(OpContext& context) {
   shm::Lane& lane = Lane(context);
   const int n = context.size();
   const int half = lane.Begin(context.fingerprint());
-  CopyIn(lane.Slot(context.rank(), half), args.input, args.count * args.element_size());
+  const size_t staged = StagedBytes(args, context.size());
+  CopyIn(lane.Data(context.rank(), half, staged), args.input, args.count * args.element_size());
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  std::vector<const void*> inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Slot(peer, half);
+  Inputs inputs(n);
+  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged);
   GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, args.count);
   context.FinishAverage(args.output, args.count);
   return absl::OkStatus();
@@ -129,7 +133,7 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
     if (block != rank) CopyIn(mine + at(block), input + at(block), length(block));
   }
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  std::vector<const void*> inputs(n);
+  Inputs inputs(n);
   for (int peer = 0; peer < n; ++peer) {
     inputs[peer] = peer == rank ? input + at(rank) : lane.Slot(peer, half) + at(rank);
   }
@@ -149,13 +153,14 @@ absl::Status LaneBroadcast(OpContext& context) {
   shm::Lane& lane = Lane(context);
   const size_t bytes = args.count * args.element_size();
   const int half = lane.Begin(context.fingerprint());
+  const size_t staged = StagedBytes(args, context.size());
   const bool root = context.rank() == args.root;
-  if (root) CopyIn(lane.Slot(context.rank(), half), args.input, bytes);
+  if (root) CopyIn(lane.Data(context.rank(), half, staged), args.input, bytes);
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
   if (root) {
     if (args.output != nullptr) CopyIn(static_cast<char*>(args.output), args.input, bytes);
   } else {
-    CopyIn(static_cast<char*>(args.output), lane.Slot(args.root, half), bytes);
+    CopyIn(static_cast<char*>(args.output), lane.Data(args.root, half, staged), bytes);
   }
   return absl::OkStatus();
 }
@@ -165,11 +170,12 @@ absl::Status LaneReduce(OpContext& context) {
   shm::Lane& lane = Lane(context);
   const int n = context.size();
   const int half = lane.Begin(context.fingerprint());
-  CopyIn(lane.Slot(context.rank(), half), args.input, args.count * args.element_size());
+  const size_t staged = StagedBytes(args, context.size());
+  CopyIn(lane.Data(context.rank(), half, staged), args.input, args.count * args.element_size());
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
   if (context.rank() != args.root) return absl::OkStatus();
-  std::vector<const void*> inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Slot(peer, half);
+  Inputs inputs(n);
+  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged);
   GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, args.count);
   context.FinishAverage(args.output, args.count);
   return absl::OkStatus();
@@ -185,12 +191,13 @@ absl::Status LaneGatherTo(OpContext& context, bool everyone) {
   std::vector<size_t> counts = BlockCounts(args, n);
   std::vector<size_t> offsets = BlockOffsets(counts);
   const int half = lane.Begin(context.fingerprint());
-  CopyIn(lane.Slot(rank, half), args.input, counts[rank] * element);
+  const size_t staged = StagedBytes(args, context.size());
+  CopyIn(lane.Data(rank, half, staged), args.input, counts[rank] * element);
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
   if (!everyone && rank != args.root) return absl::OkStatus();
   char* output = static_cast<char*>(args.output);
   for (int peer = 0; peer < n; ++peer) {
-    CopyIn(output + offsets[peer] * element, lane.Slot(peer, half), counts[peer] * element);
+    CopyIn(output + offsets[peer] * element, lane.Data(peer, half, staged), counts[peer] * element);
   }
   return absl::OkStatus();
 }
@@ -207,11 +214,12 @@ absl::Status LaneReduceScatter(OpContext& context) {
   std::vector<size_t> counts = BlockCounts(args, n);
   std::vector<size_t> offsets = BlockOffsets(counts);
   const int half = lane.Begin(context.fingerprint());
+  const size_t staged = StagedBytes(args, context.size());
   const size_t total = offsets[n - 1] + counts[n - 1];
-  CopyIn(lane.Slot(rank, half), args.input, total * element);
+  CopyIn(lane.Data(rank, half, staged), args.input, total * element);
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  std::vector<const void*> inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Slot(peer, half) + offsets[rank] * element;
+  Inputs inputs(n);
+  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged) + offsets[rank] * element;
   GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, counts[rank]);
   context.FinishAverage(args.output, counts[rank]);
   return absl::OkStatus();
@@ -226,11 +234,12 @@ absl::Status LaneScatter(OpContext& context) {
   std::vector<size_t> counts = BlockCounts(args, n);
   std::vector<size_t> offsets = BlockOffsets(counts);
   const int half = lane.Begin(context.fingerprint());
+  const size_t staged = StagedBytes(args, context.size());
   if (rank == args.root) {
-    CopyIn(lane.Slot(rank, half), args.input, (offsets[n - 1] + counts[n - 1]) * element);
+    CopyIn(lane.Data(rank, half, staged), args.input, (offsets[n - 1] + counts[n - 1]) * element);
   }
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  CopyIn(static_cast<char*>(args.output), lane.Slot(args.root, half) + offsets[rank] * element,
+  CopyIn(static_cast<char*>(args.output), lane.Data(args.root, half, staged) + offsets[rank] * element,
          counts[rank] * element);
   return absl::OkStatus();
 }
@@ -242,11 +251,12 @@ absl::Status LaneAlltoall(OpContext& context) {
   const int rank = context.rank();
   const size_t block = args.count * args.element_size();
   const int half = lane.Begin(context.fingerprint());
-  CopyIn(lane.Slot(rank, half), args.input, block * n);
+  const size_t staged = StagedBytes(args, context.size());
+  CopyIn(lane.Data(rank, half, staged), args.input, block * n);
   COHORT_RETURN_IF_ERROR(Exchange(context, half));
   char* output = static_cast<char*>(args.output);
   for (int peer = 0; peer < n; ++peer) {
-    CopyIn(output + peer * block, lane.Slot(peer, half) + rank * block, block);
+    CopyIn(output + peer * block, lane.Data(peer, half, staged) + rank * block, block);
   }
   return absl::OkStatus();
 }

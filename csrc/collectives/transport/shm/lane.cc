@@ -29,15 +29,16 @@ Lane::Lane(int rank, std::vector<char*> memory, std::vector<Doorbell*> doorbells
 }
 
 int Lane::Begin(const Fingerprint& fingerprint) {
-  int half = static_cast<int>(operations_++ & 1);
-  controls_[rank_]->call[half].SetFingerprint(fingerprint);
-  return half;
+  half_ = static_cast<int>(operations_++ & 1);
+  controls_[rank_]->half[half_].call.SetFingerprint(fingerprint);
+  return half_;
 }
 
 uint32_t Lane::Publish() {
   ++published_;
-  controls_[rank_]->cpu.store(sched_getcpu(), std::memory_order_relaxed);
-  controls_[rank_]->stages.store(published_, std::memory_order_seq_cst);
+  LaneLine& line = controls_[rank_]->half[half_];
+  line.cpu.store(sched_getcpu(), std::memory_order_relaxed);
+  line.stage.store(published_, std::memory_order_seq_cst);
   // Ring pairs its fence with a sleeper's store of `sleeping` before it re-checks the stages.
   for (int peer = 0; peer < size(); ++peer) {
     if (peer != rank_) Ring(*doorbells_[peer]);
@@ -45,19 +46,19 @@ uint32_t Lane::Publish() {
   return published_;
 }
 
-bool Lane::Reached(uint32_t stage) const { return Laggard(stage) < 0; }
-
 int Lane::Laggard(uint32_t stage) const {
   for (int peer = 0; peer < size(); ++peer) {
-    if (!AtLeast(controls_[peer]->stages.load(std::memory_order_acquire), stage)) return peer;
+    if (!AtLeast(controls_[peer]->half[half_].stage.load(std::memory_order_acquire), stage)) {
+      return peer;
+    }
   }
   return -1;
 }
 
 bool Lane::SharesCpuWith(int peer) const {
   int cpu = sched_getcpu();
-  controls_[rank_]->cpu.store(cpu, std::memory_order_relaxed);
-  return controls_[peer]->cpu.load(std::memory_order_relaxed) == cpu;
+  controls_[rank_]->half[half_].cpu.store(cpu, std::memory_order_relaxed);
+  return controls_[peer]->half[half_].cpu.load(std::memory_order_relaxed) == cpu;
 }
 
 void Lane::Sleep(uint32_t stage, int timeout_ms) const {

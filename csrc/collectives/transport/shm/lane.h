@@ -8,7 +8,8 @@
 //
 // Reuse is safe without extra synchronisation: a rank writes a half again two operations later,
 // and it can only get there after every rank published a stage of the operation in between,
-// which each does only after it finished reading that half.
+// which each does only after it finished reading that half. Stages are numbered across
+// operations; each half's line holds the last one published in it.
 #pragma once
 
 #include <atomic>
@@ -21,16 +22,25 @@
 
 namespace cohort::shm {
 
+// One cache line per half: the stage published, the fingerprint of the collective in that half
+// and, for tiny operations, the data itself, so that a small collective moves one line each way.
+struct alignas(kCacheLine) LaneLine {
+  std::atomic<uint32_t> stage{0};  // last stage published in this half (0: none yet)
+  std::atomic<int32_t> cpu{-1};    // where the owner last ran (publishing or waiting)
+  FrameHeader call;                // the collective this rank runs in this half
+  char inline_data[16];            // payloads of up to kInlineBytes
+};
+static_assert(sizeof(LaneLine) == kCacheLine);
+
 // The control block at the head of a rank's lane memory.
-struct alignas(kCacheLine) LaneControl {
-  std::atomic<uint32_t> stages{0};  // stages published, ever
-  std::atomic<int32_t> cpu{-1};     // where the owner last ran (publishing or waiting)
-  char pad0[kCacheLine - 2 * sizeof(std::atomic<uint32_t>)];
-  FrameHeader call[2];  // the collective this rank runs in each half (its fingerprint)
+struct LaneControl {
+  LaneLine half[2];
 };
 
 class Lane {
  public:
+  static constexpr size_t kInlineBytes = sizeof(LaneLine::inline_data);
+
   // Bytes of lane memory per rank for slots of `capacity` bytes: control plus two halves.
   static size_t BytesFor(size_t capacity);
 
@@ -42,19 +52,26 @@ class Lane {
   int size() const { return static_cast<int>(controls_.size()); }
   size_t capacity() const { return capacity_; }
 
-  // Starts the next lane operation: records its fingerprint in this rank's control block and
-  // returns the half it uses. Only the thread executing operations calls these.
+  // Starts the next lane operation: records its fingerprint and returns the half it uses. Only
+  // the thread executing operations calls these.
   int Begin(const Fingerprint& fingerprint);
   // A rank's slot in `half`.
   char* Slot(int rank, int half) const { return data_[rank] + half * capacity_; }
+  // Where a rank's `bytes` of this half go: inside its control line when they are few (one
+  // cache line carries stage, fingerprint and data), else its slot.
+  char* Data(int rank, int half, size_t bytes) const {
+    return bytes <= kInlineBytes ? controls_[rank]->half[half].inline_data : Slot(rank, half);
+  }
   // The fingerprint `rank` recorded for `half` (valid once it published a stage of it).
-  Fingerprint Call(int rank, int half) const { return controls_[rank]->call[half].fingerprint(); }
+  Fingerprint Call(int rank, int half) const {
+    return controls_[rank]->half[half].call.fingerprint();
+  }
 
-  // Publishes one more stage: what this rank wrote before is visible to whoever sees it.
-  // Returns the stage number every rank must reach.
+  // Publishes one more stage of the current operation: what this rank wrote before is visible
+  // to whoever sees it. Returns the stage every rank must reach.
   uint32_t Publish();
-  // Whether every rank published at least `stage` stages.
-  bool Reached(uint32_t stage) const;
+  // Whether every rank published at least `stage` in the current half.
+  bool Reached(uint32_t stage) const { return Laggard(stage) < 0; }
   // The first rank that has not reached `stage`, or -1.
   int Laggard(uint32_t stage) const;
   // Records the CPU this rank runs on now; true when `peer` was last seen on the same one (then
@@ -70,8 +87,9 @@ class Lane {
   std::vector<LaneControl*> controls_;
   std::vector<char*> data_;
   std::vector<Doorbell*> doorbells_;
-  uint32_t published_ = 0;
+  uint32_t published_ = 0;  // stages ever published (numbers them; wraps safely)
   uint64_t operations_ = 0;
+  int half_ = 0;  // of the current operation
 };
 
 }  // namespace cohort::shm
