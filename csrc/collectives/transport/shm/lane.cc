@@ -38,8 +38,9 @@ uint32_t Lane::Publish() {
   ++published_;
   LaneLine& line = controls_[rank_]->half[half_];
   line.cpu.store(sched_getcpu(), std::memory_order_relaxed);
-  line.stage.store(published_, std::memory_order_seq_cst);
-  // Ring pairs its fence with a sleeper's store of `sleeping` before it re-checks the stages.
+  line.stage.store(published_, std::memory_order_release);
+  // Ring's fence orders this store before its look at `sleeping`, pairing with a sleeper's store
+  // of `sleeping` before it re-checks the stages (one full barrier per publish).
   for (int peer = 0; peer < size(); ++peer) {
     if (peer != rank_) Ring(*doorbells_[peer]);
   }
