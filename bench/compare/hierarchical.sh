@@ -3,8 +3,12 @@
 # shaped to RATE (default 2 Gbit/s each direction) with tc tbf, the flat host-contiguous ring
 # against the hierarchical allreduce, in the same run. Prints each algbw, the fraction of the
 # link rate reached (the bound for two hosts: each host must send S bytes out) and the ratio.
-# Needs root; makes and removes its namespaces. Usage: bench/compare/hierarchical.sh [RATE_GBIT]
+# algbw is 64 MiB over the in-place time cohort-bench reports (it prints algbw to two digits
+# only). Needs root; makes and removes its namespaces. Prints the load average before and after:
+# the 4 ranks share this machine's cores with whatever else runs.
+# Usage: bench/compare/hierarchical.sh [RATE_GBIT [RUNS]]
 RATE_GBIT=${1:-2}
+RUNS=${2:-5}
 source "$(dirname "$0")/../../tests/cluster/lib/common.sh"
 source "$(dirname "$0")/../../tests/cluster/lib/netns.sh"
 source "$(dirname "$0")/../../tests/cluster/lib/shape.sh"
@@ -24,14 +28,17 @@ algbw() {  # algbw ALGO: the in-place algbw (GB/s) of a 64 MiB allreduce with AL
     wait_node $i
     [[ $STATUS == 0 ]] || { cat "$SCRATCH/$1.$port.node$i.log"; fail "$1 failed on node$i"; }
   done
-  grep -E '^\[node0:0\] +67108864' "$SCRATCH/$1.$port.node0.log" | awk '{print $12}'
+  grep -E '^\[node0:0\] +67108864' "$SCRATCH/$1.$port.node0.log" |
+    awk '{printf "%.4f\n", 67108864 / ($11 * 1e3)}'
 }
 link=$(awk -v g="$RATE_GBIT" 'BEGIN { printf "%.4f", g / 8 }')
 echo "# 64 MiB allreduce, 2 hosts x 2 ranks, host links ${RATE_GBIT} Gbit/s = $link GB/s each way"
+echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 echo "# run  ring algbw  hierarchical algbw  hier/link  hier/ring"
-for run in 1 2 3; do
+for ((run = 1; run <= RUNS; run++)); do
   ring=$(algbw ring)
   hier=$(algbw hierarchical)
   awk -v r="$run" -v a="$ring" -v b="$hier" -v l="$link" \
     'BEGIN { printf "  %3d  %10.4f  %18.4f  %8.1f%%  %8.2fx\n", r, a, b, 100 * b / l, b / a }'
 done
+echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -186,9 +186,14 @@ absl::Status HierarchicalAllreduce(OpContext& context) {
     size_t offset = chunk_blocks.offsets[chunk] * element;
     Blocks blocks = SplitEvenly(chunk_blocks.counts[chunk], m);
     // 1. Inside the host: local rank i ends with block i of this chunk reduced over the host.
+    // The rails in flight advance between its segments (a ring step waits on the host's peers;
+    // a rail left alone would idle the network once its queued frames are out).
     COHORT_RETURN_IF_ERROR(RingReduceScatter(context, host_group(chunk), input + offset,
                                              output + offset, output + offset, blocks, -1,
-                                             /*finish_average=*/false, [](const Piece&) {}));
+                                             /*finish_average=*/false, [&](const Piece&) {
+                                               for (InFlight& flight : in_flight)
+                                                 flight.rail->Poll();
+                                             }));
     // 2. Across hosts, one rail per local rank, in flight while the next chunk is reduced.
     RingGroup rail;
     for (const std::vector<int>& other : topology.hosts()) rail.ranks.push_back(other[own]);
@@ -483,7 +488,8 @@ absl::Status HierarchicalReduceScatter(OpContext& context) {
       }
       COHORT_RETURN_IF_ERROR(RingReduceScatter(
           context, HostGroup(topology, place.host, local, HostStepTag(units_done)), input,
-          partial.get(), partial.get(), blocks, -1, /*finish_average=*/false, [](const Piece&) {}));
+          partial.get(), partial.get(), blocks, -1, /*finish_average=*/false,
+          [&](const Piece&) { rail.Poll(units_done); }));
       rail.Poll(++units_done);
     }
   }
