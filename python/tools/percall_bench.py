@@ -5,7 +5,9 @@ Forks --nranks ranks (1 or 2 on one host) per backend and times blocking calls o
 tensor: dist.all_reduce (what users call), the process group's allreduce().wait() (no Python
 wrapper), and dist.all_reduce(async_op=True).wait(). Each figure is --rounds rounds of --iters
 calls; the table prints the best round and the median round in microseconds per call (the best
-round is the least disturbed by other work on a shared machine).
+round is the least disturbed by other work on a shared machine). Lines marked [cpu] count the
+calling thread's CPU time instead of wall-clock time: on one rank every call runs entirely on
+that thread, so this is the per-call cost even while other processes take the cores.
 
     PYTHONPATH=build/python /usr/bin/python3 python/tools/percall_bench.py --nranks 2
 """
@@ -44,14 +46,16 @@ def run_rank(rank, args, port, backend, pipe):
                        ("all_reduce(async_op).wait()", async_wait)):
         for _ in range(args.warmup):
             call()
-        rounds = []
+        rounds, cpu_rounds = [], []
         for _ in range(args.rounds):
             dist.barrier()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             for _ in range(args.iters):
                 call()
+            cpu_rounds.append((time.thread_time() - cpu_start) / args.iters * 1e6)
             rounds.append((time.perf_counter() - start) / args.iters * 1e6)
         results[name] = rounds
+        results[name + " [cpu]"] = cpu_rounds
     check = torch.ones(2) * (rank + 1)
     dist.all_reduce(check)
     ok = bool((check == sum(r + 1 for r in range(args.nranks))).all())
