@@ -373,8 +373,8 @@ absl::Status HierarchicalAllgather(OpContext& context) {
 // once the host step that made it is done (`Poll(steps_done)`).
 class RailReduceScatter {
  public:
-  // `partial` holds this rank's host-reduced blocks, indexed like the input; `unit(host, chunk)`
-  // is the position of the host step that reduces them.
+  // `partial` holds this rank's host-reduced blocks, indexed like the input (filled host step by
+  // host step; UnitOf says which step fills what a rail step needs); `output` is this rank's.
   RailReduceScatter(OpContext& context, const RingGroup& rail, int local, char* partial,
                     char* output, size_t count, const Blocks& chunks)
       : context_(context), rail_(rail), partial_(partial), output_(output) {
