@@ -239,6 +239,11 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
   return work;
 }
 
+void Engine::Kick() {
+  absl::MutexLock lock(&queue_mutex_);
+  KickLocked();
+}
+
 void Engine::KickLocked() {
   kick_ = true;
   wake_.Signal();

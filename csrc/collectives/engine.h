@@ -45,6 +45,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // submits it and waits.
   std::shared_ptr<Work> RunNow(OpArgs args, const std::string& algorithm, absl::Duration timeout);
   void Abort(const absl::Status& reason);
+  // Wakes the progress thread to run what is queued (a Work got a completion callback).
+  void Kick();
 
   // Runs queued operations on the calling thread until `work` completes, if no other thread is
   // executing. False when another thread holds the engine (the caller should just wait).

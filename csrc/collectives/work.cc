@@ -32,13 +32,21 @@ absl::Status Work::status() const {
 
 void Work::OnCompletion(std::function<void(const absl::Status&)> callback) {
   absl::Status status;
+  bool pending = false;
   {
     absl::MutexLock lock(&mutex_);
     if (!done_.load(std::memory_order_acquire)) {
       callbacks_.push_back(std::move(callback));
-      return;
+      pending = true;
+    } else {
+      status = status_;
     }
-    status = status_;
+  }
+  if (pending) {
+    // Someone waits for it without a thread blocked in Wait (a future, a hook): the progress
+    // thread must run it now rather than at its next nap's end.
+    if (engine_ != nullptr) engine_->Kick();
+    return;
   }
   callback(status);
 }
