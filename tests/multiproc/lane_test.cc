@@ -53,9 +53,11 @@ TEST(LaneChoice, TunerTakesTheLaneOnOneHostForWhatFits) {
     EXPECT_EQ(comm->ChosenAlgorithm(Args(OpType::kBroadcast, 1000)), "lane");
     EXPECT_EQ(comm->ChosenAlgorithm(Args(OpType::kBarrier, 0)), "lane");
     EXPECT_EQ(comm->ChosenAlgorithm(Args(OpType::kAllgather, 1000)), "lane");
-    // 1 MiB per rank fits exactly; 8 MiB does not.
+    // 1 MiB per rank fits exactly; 8 MiB does not, but the two-shot allreduce streams it
+    // through the slot in pieces; a broadcast that big takes another algorithm.
     EXPECT_THAT(comm->ChosenAlgorithm(Args(OpType::kAllreduce, 1 << 18)), HasSubstr("lane"));
-    EXPECT_THAT(comm->ChosenAlgorithm(Args(OpType::kAllreduce, 2 << 20)),
+    EXPECT_EQ(comm->ChosenAlgorithm(Args(OpType::kAllreduce, 2 << 20)), "lane_two_shot");
+    EXPECT_THAT(comm->ChosenAlgorithm(Args(OpType::kBroadcast, 2 << 20)),
                 ::testing::Not(HasSubstr("lane")));
     // Per-peer alltoall splits differ between ranks: never decided through the lane.
     OpArgs split = Args(OpType::kAlltoall, 0);

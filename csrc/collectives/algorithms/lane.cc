@@ -66,6 +66,11 @@ bool Fits(const OpArgs& args, const Tuning& tuning) {
          StagedBytes(args, tuning.size()) <= tuning.lane_bytes;
 }
 
+// Two-shot allreduce streams any size through the slot in pieces.
+bool Streams(const OpArgs&, const Tuning& tuning) {
+  return tuning.lane_bytes >= 4096 && !tuning.multi_host();
+}
+
 // The lane's cost: a synchronisation is a cache-line round trip, far below a message's.
 double StageSeconds(const Tuning& tuning) { return tuning.intra.latency_seconds / 4; }
 
@@ -115,7 +120,12 @@ absl::Status LaneAllreduceOneShot(OpContext& context) {
 }
 
 // Reduce-scatter then allgather through the slots. A rank stages only the blocks its peers
-// reduce, reduces its own block into its slot (where the peers fetch it) and copies out.
+// reduce, reduces its own block into its slot (where the peers fetch it) and copies out. Large
+// buffers go in pieces of at most kPieceBytes, alternating between two regions of the slot, so a
+// piece is reduced and copied out while it is still in cache, and a rank may stage the next
+// piece while its peers still copy out the last one.
+constexpr size_t kPieceBytes = 256 << 10;
+
 absl::Status LaneAllreduceTwoShot(OpContext& context) {
   const OpArgs& args = context.args();
   shm::Lane& lane = Lane(context);
@@ -123,27 +133,42 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
   const int rank = context.rank();
   const size_t element = args.element_size();
   const int half = lane.Begin(context.fingerprint());
-  Blocks blocks = SplitEvenly(args.count, n);
-  auto at = [&](int block) { return blocks.offsets[block] * element; };
-  auto length = [&](int block) { return blocks.counts[block] * element; };
-  char* mine = lane.Slot(rank, half);
+  const size_t region = std::min(kPieceBytes, lane.capacity() / 2);
+  const size_t piece_elements = std::max<size_t>(1, region / element);
   const char* input = static_cast<const char*>(args.input);
   char* output = static_cast<char*>(args.output);
-  for (int block = 0; block < n; ++block) {
-    if (block != rank) CopyIn(mine + at(block), input + at(block), length(block));
-  }
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
+  ReduceManyFn reduce = GetReduceManyFn(args.dtype, args.reduce_op);
   Inputs inputs(n);
-  for (int peer = 0; peer < n; ++peer) {
-    inputs[peer] = peer == rank ? input + at(rank) : lane.Slot(peer, half) + at(rank);
-  }
-  // Our slot's block `rank` holds none of the inputs: reduce into it.
-  GetReduceManyFn(args.dtype, args.reduce_op)(mine + at(rank), inputs.data(), n,
-                                              blocks.counts[rank]);
-  context.FinishAverage(mine + at(rank), blocks.counts[rank]);
-  COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
-  for (int block = 0; block < n; ++block) {
-    CopyIn(output + at(block), lane.Slot(block, half) + at(block), length(block));
+  size_t done = 0;
+  for (int piece = 0; done < args.count || piece == 0; ++piece) {
+    const size_t count = std::min(piece_elements, args.count - done);
+    // Everything fits one slot: one piece from the slot's start (as every rank decides alike).
+    const size_t base = args.count <= piece_elements ? 0 : (piece & 1) * region;
+    Blocks blocks = SplitEvenly(count, n);
+    auto at = [&](int block) { return blocks.offsets[block] * element; };
+    auto length = [&](int block) { return blocks.counts[block] * element; };
+    char* mine = lane.Slot(rank, half) + base;
+    const char* in = input + done * element;
+    char* out = output + done * element;
+    for (int block = 0; block < n; ++block) {
+      if (block != rank) CopyIn(mine + at(block), in + at(block), length(block));
+    }
+    if (piece == 0) {
+      COHORT_RETURN_IF_ERROR(Exchange(context, half));
+    } else {
+      COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
+    }
+    for (int peer = 0; peer < n; ++peer) {
+      inputs[peer] = peer == rank ? in + at(rank) : lane.Slot(peer, half) + base + at(rank);
+    }
+    // Our slot's block `rank` holds none of the inputs: reduce into it.
+    reduce(mine + at(rank), inputs.data(), n, blocks.counts[rank]);
+    context.FinishAverage(mine + at(rank), blocks.counts[rank]);
+    COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
+    for (int block = 0; block < n; ++block) {
+      CopyIn(out + at(block), lane.Slot(block, half) + base + at(block), length(block));
+    }
+    done += count;
   }
   return absl::OkStatus();
 }
@@ -296,7 +321,7 @@ void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
   registry.push_back(
       Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot});
   registry.push_back(
-      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Fits, TwoShotCost, LaneAllreduceTwoShot});
+      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot});
   registry.push_back(Algorithm{"lane",
                                {OpType::kBroadcast, OpType::kReduce, OpType::kAllgather,
                                 OpType::kGather, OpType::kReduceScatter, OpType::kScatter,
