@@ -62,6 +62,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     config_.tuning.lane_bytes = LaneBytes();
     absl::MutexLock lock(&selection_mutex_);
     last_selection_ = {};
+    tuning_generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   const std::string& SelectName(const OpArgs& args) const;
 
@@ -127,6 +128,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   absl::Mutex selection_mutex_;
   Selection last_selection_ ABSL_GUARDED_BY(selection_mutex_);
   std::atomic<bool> broken_flag_{false};  // broken_ is set (read without the lock)
+  std::atomic<uint64_t> tuning_generation_{0};  // SetTuning calls
+  // RunNow's last prepared operation and finished Work, reused by the next call like it.
+  Operation express_ ABSL_GUARDED_BY(executing_);
+  bool express_ready_ ABSL_GUARDED_BY(executing_) = false;
+  absl::Duration express_timeout_ ABSL_GUARDED_BY(executing_);
+  uint64_t express_generation_ ABSL_GUARDED_BY(executing_) = 0;
+  std::shared_ptr<Work> finished_work_ ABSL_GUARDED_BY(executing_);
 
   absl::Mutex queue_mutex_;
   std::deque<std::shared_ptr<Operation>> queue_ ABSL_GUARDED_BY(queue_mutex_);

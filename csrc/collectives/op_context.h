@@ -26,8 +26,10 @@ struct EngineSettings {
 
 class OpContext {
  public:
+  // The operation's deadline is `timeout` from its start, taken when something first has to
+  // wait (an operation that never waits never reads the clock).
   OpContext(Transport& transport, const Topology& topology, const Fingerprint& fingerprint,
-            const OpArgs& args, Deadline deadline, const EngineSettings& settings,
+            const OpArgs& args, absl::Duration timeout, const EngineSettings& settings,
             std::vector<char>& scratch, const std::atomic<bool>& aborted);
 
   int rank() const { return rank_; }
@@ -78,7 +80,10 @@ class OpContext {
   const Topology& topology_;
   const Fingerprint& fingerprint_;
   const OpArgs& args_;
-  Deadline deadline_;
+  const Deadline& deadline();
+  absl::Duration timeout_;
+  Deadline deadline_ = Deadline::Never();
+  bool deadline_set_ = false;
   const EngineSettings& settings_;
   std::vector<char>& scratch_;
   const std::atomic<bool>& aborted_;

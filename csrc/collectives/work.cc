@@ -64,3 +64,17 @@ void Work::Complete(absl::Status status) {
 }
 
 }  // namespace cohort
+
+namespace cohort {
+
+void Work::Reuse(OpType op, uint64_t sequence, absl::Status status) {
+  absl::MutexLock lock(&mutex_);
+  op_ = op;
+  sequence_ = sequence;
+  status_ = std::move(status);
+  source_rank_.store(-1);
+  callbacks_.clear();
+  done_.store(true, std::memory_order_release);
+}
+
+}  // namespace cohort

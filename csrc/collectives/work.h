@@ -42,12 +42,14 @@ class Work {
 
   // Called by the engine.
   void Complete(absl::Status status);
+  // The engine hands out a finished Work nobody else holds again for its next blocking call.
+  void Reuse(OpType op, uint64_t sequence, absl::Status status);
   void set_source_rank(int rank) { source_rank_.store(rank); }
 
  private:
   std::shared_ptr<Engine> engine_;
-  const OpType op_;
-  const uint64_t sequence_;
+  OpType op_;
+  uint64_t sequence_;
   std::atomic<bool> done_{false};
   std::atomic<int> source_rank_{-1};
   mutable absl::Mutex mutex_;
