@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "collectives/communicator.h"
 
 namespace cohort::bench {
@@ -34,7 +35,8 @@ struct ResultRegion {
   size_t count = 0;
 };
 
-using Works = std::vector<std::shared_ptr<Work>>;
+// A collective's Works (one, or two for sendrecv), kept inline: no allocation per call.
+using Works = absl::InlinedVector<std::shared_ptr<Work>, 2>;
 
 struct Collective {
   const char* name;

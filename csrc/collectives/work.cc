@@ -26,6 +26,8 @@ absl::Status Work::Wait(absl::Duration timeout) {
 }
 
 absl::Status Work::status() const {
+  // Once done, the status no longer changes (Reuse only touches a Work nobody else holds).
+  if (IsCompleted()) return status_;
   absl::MutexLock lock(&mutex_);
   return status_;
 }
@@ -68,7 +70,7 @@ void Work::Complete(absl::Status status) {
 namespace cohort {
 
 void Work::Reuse(OpType op, uint64_t sequence, absl::Status status) {
-  absl::MutexLock lock(&mutex_);
+  // Only the engine holds this Work now: nobody reads it while it changes.
   op_ = op;
   sequence_ = sequence;
   status_ = std::move(status);

@@ -30,7 +30,7 @@ class Work {
   absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration());
   bool IsCompleted() const { return done_.load(std::memory_order_acquire); }
   // The final status; OK while the operation is still running.
-  absl::Status status() const;
+  absl::Status status() const ABSL_NO_THREAD_SAFETY_ANALYSIS;
   // Runs `callback` once with the final status: now if already finished, else on completion
   // (on the thread that completes the operation).
   void OnCompletion(std::function<void(const absl::Status&)> callback);
@@ -43,7 +43,7 @@ class Work {
   // Called by the engine.
   void Complete(absl::Status status);
   // The engine hands out a finished Work nobody else holds again for its next blocking call.
-  void Reuse(OpType op, uint64_t sequence, absl::Status status);
+  void Reuse(OpType op, uint64_t sequence, absl::Status status) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   void set_source_rank(int rank) { source_rank_.store(rank); }
 
  private:
