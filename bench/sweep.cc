@@ -117,17 +117,21 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   std::vector<int64_t> returned(iterations, 0);  // an operation with no Work is done by then
   std::vector<Works> works(iterations);
   const int64_t start = NowNanos();
+  int64_t previous_return = start;
   for (int i = 0; i < iterations; ++i) {
-    issued[i] = NowNanos();
-    works[i] = collective.run(comm, buffers, params, in_place);
     if (options.blocking) {
-      // Blocking calls return finished: the iteration ends when the call (and wait) returns.
+      // Blocking calls return finished: an iteration runs from the previous one's return to its
+      // own (one clock read per iteration).
+      works[i] = collective.run(comm, buffers, params, in_place);
       absl::Status status = WaitAll(works[i]);
-      returned[i] = NowNanos();
+      issued[i] = previous_return;
+      returned[i] = previous_return = NowNanos();
       if (!status.ok()) return AbortAndDrain(comm, works, status);
-      works[i].clear();  // finished: nothing to keep (and no heap growing under the timing)
+      works[i].clear();  // finished: nothing to keep
       continue;
     }
+    issued[i] = NowNanos();
+    works[i] = collective.run(comm, buffers, params, in_place);
     returned[i] = NowNanos();
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks; ++j) {
       works[i][j]->OnCompletion([completed, index = i * kMaxWorks + j](const absl::Status&) {
