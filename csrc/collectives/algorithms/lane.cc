@@ -6,6 +6,8 @@
 //
 // Reductions read the inputs in rank order with ReduceMany (fp16/bf16 accumulate in fp32), so
 // every rank computes bit-identical results.
+#include "collectives/transport/shm/lane.h"
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -15,7 +17,6 @@
 #include "collectives/algorithms/registry.h"
 #include "collectives/algorithms/ring.h"
 #include "collectives/reduce.h"
-#include "collectives/transport/shm/lane.h"
 #include "common/status.h"
 
 namespace cohort {
@@ -74,48 +75,85 @@ bool Streams(const OpArgs&, const Tuning& tuning) {
 // The lane's cost: a synchronisation is a cache-line round trip, far below a message's.
 double StageSeconds(const Tuning& tuning) { return tuning.intra.latency_seconds / 4; }
 
-shm::Lane& Lane(OpContext& context) { return *context.lane(); }
-
-// After the first stage: every rank must be running this very collective.
-absl::Status CheckCalls(OpContext& context, int half) {
-  shm::Lane& lane = Lane(context);
-  const Fingerprint& mine = context.fingerprint();
-  for (int peer = 0; peer < context.size(); ++peer) {
-    if (peer == context.rank()) continue;
-    Fingerprint theirs = lane.Call(peer, half);
-    if (theirs.sequence != mine.sequence || !theirs.SameCall(mine)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
-          " while this rank runs ", mine.Describe(), " #", mine.sequence,
-          "; every rank must issue the same collectives, with the same sizes, in the same "
-          "order"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Write (done by the caller), publish, wait for everyone, check they run the same call.
-absl::Status Exchange(OpContext& context, int half) {
-  COHORT_RETURN_IF_ERROR(context.LaneWait(Lane(context).Publish()));
-  return CheckCalls(context, half);
-}
-
 void CopyIn(char* to, const void* from, size_t bytes) {
   if (bytes > 0 && to != from) std::memcpy(to, from, bytes);
 }
 
+// One lane collective: starting it takes the next half; then each rank stages its bytes, they
+// meet (Exchange), and each reads what it needs from every rank's staged bytes (Of).
+struct LaneCall {
+  explicit LaneCall(OpContext& context)
+      : context(context),
+        lane(*context.lane()),
+        args(context.args()),
+        n(context.size()),
+        rank(context.rank()),
+        element(args.element_size()),
+        half(lane.Begin(context.fingerprint())),
+        staged(StagedBytes(args, n)) {}
+
+  // Where `peer` stages this call's bytes (this rank's own included).
+  char* Of(int peer) const { return lane.Data(peer, half, staged); }
+  // A rank's slot in this call's half (the two-shot's pieces).
+  char* Slot(int peer) const { return lane.Slot(peer, half); }
+
+  // Publishes what this rank staged and waits for every rank; after the first: checks that every
+  // rank runs this very collective.
+  absl::Status Exchange(bool first = true) {
+    COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
+    return first ? CheckCalls() : absl::OkStatus();
+  }
+
+  // Reduces `count` elements at byte `offset` of every rank's staged bytes, in rank order, into
+  // `out`, and finishes an average.
+  void ReduceAll(void* out, size_t offset, size_t count) const {
+    Inputs inputs(n);
+    for (int peer = 0; peer < n; ++peer) inputs[peer] = Of(peer) + offset;
+    GetReduceManyFn(args.dtype, args.reduce_op)(out, inputs.data(), n, count);
+    context.FinishAverage(out, count);
+  }
+
+  // Per-rank blocks of allgather, gather, reduce_scatter and scatter, in elements.
+  size_t Count(int peer) const { return args.counts.empty() ? args.count : args.counts[peer]; }
+  size_t Offset(int peer) const {
+    if (args.counts.empty()) return args.count * peer;
+    size_t offset = 0;
+    for (int before = 0; before < peer; ++before) offset += args.counts[before];
+    return offset;
+  }
+
+  absl::Status CheckCalls() const {
+    const Fingerprint& mine = context.fingerprint();
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == rank) continue;
+      Fingerprint theirs = lane.Call(peer, half);
+      if (theirs.sequence != mine.sequence || !theirs.SameCall(mine)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
+            " while this rank runs ", mine.Describe(), " #", mine.sequence,
+            "; every rank must issue the same collectives, with the same sizes, in the same "
+            "order"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  OpContext& context;
+  shm::Lane& lane;
+  const OpArgs& args;
+  const int n;
+  const int rank;
+  const size_t element;
+  const int half;       // of the lane this call uses (taken at construction)
+  const size_t staged;  // bytes each rank stages (decided alike on every rank)
+};
+
 absl::Status LaneAllreduceOneShot(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  CopyIn(lane.Data(context.rank(), half, staged), args.input, args.count * args.element_size());
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  Inputs inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged);
-  GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, args.count);
-  context.FinishAverage(args.output, args.count);
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  CopyIn(call.Of(call.rank), args.input, args.count * call.element);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
+  call.ReduceAll(args.output, 0, args.count);
   return absl::OkStatus();
 }
 
@@ -127,13 +165,12 @@ absl::Status LaneAllreduceOneShot(OpContext& context) {
 constexpr size_t kPieceBytes = 256 << 10;
 
 absl::Status LaneAllreduceTwoShot(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int rank = context.rank();
-  const size_t element = args.element_size();
-  const int half = lane.Begin(context.fingerprint());
-  const size_t region = std::min(kPieceBytes, lane.capacity() / 2);
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  const int n = call.n;
+  const int rank = call.rank;
+  const size_t element = call.element;
+  const size_t region = std::min(kPieceBytes, call.lane.capacity() / 2);
   const size_t piece_elements = std::max<size_t>(1, region / element);
   const char* input = static_cast<const char*>(args.input);
   char* output = static_cast<char*>(args.output);
@@ -147,26 +184,22 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
     Blocks blocks = SplitEvenly(count, n);
     auto at = [&](int block) { return blocks.offsets[block] * element; };
     auto length = [&](int block) { return blocks.counts[block] * element; };
-    char* mine = lane.Slot(rank, half) + base;
+    char* mine = call.Slot(rank) + base;
     const char* in = input + done * element;
     char* out = output + done * element;
     for (int block = 0; block < n; ++block) {
       if (block != rank) CopyIn(mine + at(block), in + at(block), length(block));
     }
-    if (piece == 0) {
-      COHORT_RETURN_IF_ERROR(Exchange(context, half));
-    } else {
-      COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
-    }
+    COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/piece == 0));
     for (int peer = 0; peer < n; ++peer) {
-      inputs[peer] = peer == rank ? in + at(rank) : lane.Slot(peer, half) + base + at(rank);
+      inputs[peer] = peer == rank ? in + at(rank) : call.Slot(peer) + base + at(rank);
     }
     // Our slot's block `rank` holds none of the inputs: reduce into it.
     reduce(mine + at(rank), inputs.data(), n, blocks.counts[rank]);
     context.FinishAverage(mine + at(rank), blocks.counts[rank]);
-    COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
+    COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/false));
     for (int block = 0; block < n; ++block) {
-      CopyIn(out + at(block), lane.Slot(block, half) + base + at(block), length(block));
+      CopyIn(out + at(block), call.Slot(block) + base + at(block), length(block));
     }
     done += count;
   }
@@ -174,55 +207,42 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
 }
 
 absl::Status LaneBroadcast(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const size_t bytes = args.count * args.element_size();
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  const bool root = context.rank() == args.root;
-  if (root) CopyIn(lane.Data(context.rank(), half, staged), args.input, bytes);
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  const size_t bytes = args.count * call.element;
+  const bool root = call.rank == args.root;
+  if (root) CopyIn(call.Of(call.rank), args.input, bytes);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
   if (root) {
     if (args.output != nullptr) CopyIn(static_cast<char*>(args.output), args.input, bytes);
   } else {
-    CopyIn(static_cast<char*>(args.output), lane.Data(args.root, half, staged), bytes);
+    CopyIn(static_cast<char*>(args.output), call.Of(args.root), bytes);
   }
   return absl::OkStatus();
 }
 
 absl::Status LaneReduce(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  CopyIn(lane.Data(context.rank(), half, staged), args.input, args.count * args.element_size());
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  if (context.rank() != args.root) return absl::OkStatus();
-  Inputs inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged);
-  GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, args.count);
-  context.FinishAverage(args.output, args.count);
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  CopyIn(call.Of(call.rank), args.input, args.count * call.element);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
+  if (call.rank == args.root) call.ReduceAll(args.output, 0, args.count);
   return absl::OkStatus();
 }
 
 // Allgather and gather: everyone stages its block; everyone (or the root) copies them all.
 absl::Status LaneGatherTo(OpContext& context, bool everyone) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int rank = context.rank();
-  const size_t element = args.element_size();
-  std::vector<size_t> counts = BlockCounts(args, n);
-  std::vector<size_t> offsets = BlockOffsets(counts);
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  CopyIn(lane.Data(rank, half, staged), args.input, counts[rank] * element);
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  if (!everyone && rank != args.root) return absl::OkStatus();
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  CopyIn(call.Of(call.rank), args.input, call.Count(call.rank) * call.element);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
+  if (!everyone && call.rank != args.root) return absl::OkStatus();
   char* output = static_cast<char*>(args.output);
-  for (int peer = 0; peer < n; ++peer) {
-    CopyIn(output + offsets[peer] * element, lane.Data(peer, half, staged), counts[peer] * element);
+  size_t offset = 0;
+  for (int peer = 0; peer < call.n; ++peer) {
+    const size_t bytes = call.Count(peer) * call.element;
+    CopyIn(output + offset, call.Of(peer), bytes);
+    offset += bytes;
   }
   return absl::OkStatus();
 }
@@ -231,64 +251,42 @@ absl::Status LaneAllgather(OpContext& context) { return LaneGatherTo(context, tr
 absl::Status LaneGather(OpContext& context) { return LaneGatherTo(context, false); }
 
 absl::Status LaneReduceScatter(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int rank = context.rank();
-  const size_t element = args.element_size();
-  std::vector<size_t> counts = BlockCounts(args, n);
-  std::vector<size_t> offsets = BlockOffsets(counts);
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  const size_t total = offsets[n - 1] + counts[n - 1];
-  CopyIn(lane.Data(rank, half, staged), args.input, total * element);
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  Inputs inputs(n);
-  for (int peer = 0; peer < n; ++peer) inputs[peer] = lane.Data(peer, half, staged) + offsets[rank] * element;
-  GetReduceManyFn(args.dtype, args.reduce_op)(args.output, inputs.data(), n, counts[rank]);
-  context.FinishAverage(args.output, counts[rank]);
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  CopyIn(call.Of(call.rank), args.input, call.Offset(call.n) * call.element);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
+  call.ReduceAll(args.output, call.Offset(call.rank) * call.element, call.Count(call.rank));
   return absl::OkStatus();
 }
 
 absl::Status LaneScatter(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int rank = context.rank();
-  const size_t element = args.element_size();
-  std::vector<size_t> counts = BlockCounts(args, n);
-  std::vector<size_t> offsets = BlockOffsets(counts);
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  if (rank == args.root) {
-    CopyIn(lane.Data(rank, half, staged), args.input, (offsets[n - 1] + counts[n - 1]) * element);
-  }
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
-  CopyIn(static_cast<char*>(args.output), lane.Data(args.root, half, staged) + offsets[rank] * element,
-         counts[rank] * element);
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  if (call.rank == args.root)
+    CopyIn(call.Of(call.rank), args.input, call.Offset(call.n) * call.element);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
+  CopyIn(static_cast<char*>(args.output),
+         call.Of(args.root) + call.Offset(call.rank) * call.element,
+         call.Count(call.rank) * call.element);
   return absl::OkStatus();
 }
 
 absl::Status LaneAlltoall(OpContext& context) {
-  const OpArgs& args = context.args();
-  shm::Lane& lane = Lane(context);
-  const int n = context.size();
-  const int rank = context.rank();
-  const size_t block = args.count * args.element_size();
-  const int half = lane.Begin(context.fingerprint());
-  const size_t staged = StagedBytes(args, context.size());
-  CopyIn(lane.Data(rank, half, staged), args.input, block * n);
-  COHORT_RETURN_IF_ERROR(Exchange(context, half));
+  LaneCall call(context);
+  const OpArgs& args = call.args;
+  const size_t block = args.count * call.element;
+  CopyIn(call.Of(call.rank), args.input, block * call.n);
+  COHORT_RETURN_IF_ERROR(call.Exchange());
   char* output = static_cast<char*>(args.output);
-  for (int peer = 0; peer < n; ++peer) {
-    CopyIn(output + peer * block, lane.Data(peer, half, staged) + rank * block, block);
+  for (int peer = 0; peer < call.n; ++peer) {
+    CopyIn(output + peer * block, call.Of(peer) + call.rank * block, block);
   }
   return absl::OkStatus();
 }
 
 absl::Status LaneBarrier(OpContext& context) {
-  const int half = Lane(context).Begin(context.fingerprint());
-  return Exchange(context, half);
+  LaneCall call(context);
+  return call.Exchange();
 }
 
 // Costs: the lane moves the same bytes as the message algorithms of the same shape (one-shot,
@@ -322,30 +320,32 @@ void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
       Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot});
   registry.push_back(
       Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot});
-  registry.push_back(Algorithm{"lane",
-                               {OpType::kBroadcast, OpType::kReduce, OpType::kAllgather,
-                                OpType::kGather, OpType::kReduceScatter, OpType::kScatter,
-                                OpType::kAlltoall, OpType::kBarrier},
-                               Fits, StagedCost, [](OpContext& context) {
-                                 switch (context.args().op) {
-                                   case OpType::kBroadcast:
-                                     return LaneBroadcast(context);
-                                   case OpType::kReduce:
-                                     return LaneReduce(context);
-                                   case OpType::kAllgather:
-                                     return LaneAllgather(context);
-                                   case OpType::kGather:
-                                     return LaneGather(context);
-                                   case OpType::kReduceScatter:
-                                     return LaneReduceScatter(context);
-                                   case OpType::kScatter:
-                                     return LaneScatter(context);
-                                   case OpType::kAlltoall:
-                                     return LaneAlltoall(context);
-                                   default:
-                                     return LaneBarrier(context);
-                                 }
-                               }});
+  registry.push_back(
+      Algorithm{"lane",
+                {OpType::kBroadcast, OpType::kReduce, OpType::kAllgather, OpType::kGather,
+                 OpType::kReduceScatter, OpType::kScatter, OpType::kAlltoall, OpType::kBarrier},
+                Fits,
+                StagedCost,
+                [](OpContext& context) {
+                  switch (context.args().op) {
+                    case OpType::kBroadcast:
+                      return LaneBroadcast(context);
+                    case OpType::kReduce:
+                      return LaneReduce(context);
+                    case OpType::kAllgather:
+                      return LaneAllgather(context);
+                    case OpType::kGather:
+                      return LaneGather(context);
+                    case OpType::kReduceScatter:
+                      return LaneReduceScatter(context);
+                    case OpType::kScatter:
+                      return LaneScatter(context);
+                    case OpType::kAlltoall:
+                      return LaneAlltoall(context);
+                    default:
+                      return LaneBarrier(context);
+                  }
+                }});
 }
 
 }  // namespace cohort
