@@ -207,11 +207,12 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
                                      absl::Duration timeout) {
   // Only a collective, and only when this thread can take the engine with nothing queued or in
   // flight ahead of it: then running it here keeps the issue order. Otherwise queue and wait.
-  if (IsPointToPoint(args.op) || !executing_.TryLock()) {
-    std::shared_ptr<Work> work = Submit(std::move(args), algorithm_name, timeout);
+  auto submit_and_wait = [&](OpArgs queued) {
+    std::shared_ptr<Work> work = Submit(std::move(queued), algorithm_name, timeout);
     work->Wait().IgnoreError();
     return work;
-  }
+  };
+  if (IsPointToPoint(args.op) || !executing_.TryLock()) return submit_and_wait(std::move(args));
   // A repeated call (a training loop's, a benchmark's) reuses the operation prepared for the
   // last one (its validation, algorithm and fingerprint); only the buffers change.
   Operation& operation = express_;
@@ -245,9 +246,7 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     OpArgs queued_args = operation.args;
     executing_.Unlock();
     AfterRelease();
-    std::shared_ptr<Work> work = Submit(std::move(queued_args), algorithm_name, timeout);
-    work->Wait().IgnoreError();
-    return work;
+    return submit_and_wait(std::move(queued_args));
   }
   if (status.ok()) status = RunCollectiveLocked(operation);
   // The finished Work of the last call, when its caller let go of it, serves again.
