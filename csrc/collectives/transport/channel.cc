@@ -23,7 +23,7 @@ const char* ChannelKindName(ChannelKind kind) {
   return "?";
 }
 
-absl::StatusOr<std::vector<ChannelKind>> ParseChannelKinds(std::string_view text) {
+absl::StatusOr<std::vector<ChannelKind>> ParseChannelKinds(absl::string_view text) {
   std::vector<ChannelKind> kinds;
   auto bad = [&](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(

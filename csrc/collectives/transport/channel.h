@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,7 +42,7 @@ inline constexpr int kChannelKinds = 3;
 // "shm", "ucx", "tcp".
 const char* ChannelKindName(ChannelKind kind);
 // "shm,ucx,tcp" (any order, no repeats, at least one) -> kinds; an error names what is accepted.
-absl::StatusOr<std::vector<ChannelKind>> ParseChannelKinds(std::string_view text);
+absl::StatusOr<std::vector<ChannelKind>> ParseChannelKinds(absl::string_view text);
 std::string ChannelKindsText(const std::vector<ChannelKind>& kinds);
 
 // One send or receive. The poster owns it and keeps it (and its buffer) alive until it is
