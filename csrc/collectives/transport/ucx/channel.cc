@@ -51,7 +51,9 @@ std::string EndpointErrorText(ucs_status_t status) {
     case UCS_ERR_CONNECTION_RESET:
       return "the connection was reset (UCX: Connection reset by remote peer)";
     case UCS_ERR_ENDPOINT_TIMEOUT:
-      return "UCX reported an endpoint timeout (the peer stopped answering)";
+      // What UCX's tcp transport also says when the peer's socket closes under it.
+      return "UCX reported an endpoint timeout (the connection closed, or the peer stopped "
+             "answering)";
     default:
       return absl::StrCat("UCX reported \"", UcxStatusText(status), "\" on the endpoint");
   }
