@@ -145,9 +145,12 @@ class Channel {
   // Called before the protocol sleeps on event_fd(): false when events are already pending (UCX
   // could not arm its worker) and the protocol must poll again instead of sleeping.
   virtual bool PrepareToSleep() { return true; }
-  // polled() channels: sleep until a peer writes to this rank's memory or Wake, at most
-  // `timeout_ms`.
-  virtual void SleepOnMemory(int timeout_ms) { (void)timeout_ms; }
+  // polled() channels: sleeps until a peer writes to this rank's memory or Wake, at most
+  // `timeout_ms`, and moves what came.
+  virtual absl::Status SleepOnMemory(int timeout_ms) {
+    (void)timeout_ms;
+    return absl::OkStatus();
+  }
   // Makes a sleep in another thread return soon (thread-safe).
   virtual void Wake() {}
   // Whether the channel holds sends to `peer` not yet handed to the wire or not yet complete.
