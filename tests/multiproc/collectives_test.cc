@@ -12,6 +12,7 @@
 
 #include "collectives/communicator.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/ucx/options.h"
 #include "gtest/gtest.h"
 #include "support/data.h"
 #include "support/multiproc.h"
@@ -305,8 +306,10 @@ struct Runner {
 // (COHORT_SHM=0), or several "hosts" (COHORT_HOST_ID) with shared memory inside and TCP
 // between: two hosts of consecutive ranks (mixed), two hosts taking turns (interleaved: ranks
 // 0, 2, 4 ... on one), three hosts of consecutive ranks (blocks3) or taking turns (hosts3).
+// With UCX: every pair through UCX (ucx: COHORT_TRANSPORTS=ucx, UCX's shared memory here), or
+// two hosts with shared memory inside and UCX between (ucx_mixed: COHORT_TRANSPORTS=shm,ucx).
 int HostOf(const std::string& layout, int rank, int size) {
-  if (layout == "mixed") return rank * 2 / size;
+  if (layout == "mixed" || layout == "ucx_mixed") return rank * 2 / size;
   if (layout == "interleaved") return rank % 2;
   if (layout == "blocks3") return rank * 3 / size;
   if (layout == "hosts3") return rank % 3;
@@ -315,6 +318,8 @@ int HostOf(const std::string& layout, int rank, int size) {
 
 void SetLayout(const std::string& layout, int rank, int size) {
   if (layout == "tcp") setenv("COHORT_SHM", "0", 1);
+  if (layout == "ucx") setenv("COHORT_TRANSPORTS", "ucx", 1);
+  if (layout == "ucx_mixed") setenv("COHORT_TRANSPORTS", "shm,ucx", 1);
   int host = HostOf(layout, rank, size);
   if (host >= 0) setenv("COHORT_HOST_ID", ("host" + std::to_string(host)).c_str(), 1);
 }
@@ -325,9 +330,10 @@ void ExpectChannels(const Communicator& comm, const std::string& layout) {
   for (int peer = 0; peer < comm.size(); ++peer) {
     if (peer == comm.rank()) continue;
     bool same_host = layout == "shm" ||
-                     (layout != "tcp" && HostOf(layout, peer, comm.size()) ==
-                                             HostOf(layout, comm.rank(), comm.size()));
-    EXPECT_EQ(comm.channel_kind(peer), same_host ? ChannelKind::kSharedMemory : ChannelKind::kTcp)
+                     (layout != "tcp" && layout != "ucx" &&
+                      HostOf(layout, peer, comm.size()) == HostOf(layout, comm.rank(), comm.size()));
+    const ChannelKind across = layout.rfind("ucx", 0) == 0 ? ChannelKind::kUcx : ChannelKind::kTcp;
+    EXPECT_EQ(comm.channel_kind(peer), same_host ? ChannelKind::kSharedMemory : across)
         << "layout " << layout << ", rank " << comm.rank() << ", peer " << peer;
   }
 }
@@ -339,7 +345,12 @@ class CollectiveTest : public ::testing::TestWithParam<Param> {};
 TEST_P(CollectiveTest, MatchesReference) {
   auto [world, op, layout] = GetParam();
   if (world == 1 && layout != "shm") GTEST_SKIP() << "one rank has no peers";
-  if (world == 2 && layout == "mixed") GTEST_SKIP() << "two ranks on two hosts is the tcp case";
+  if (world == 2 && (layout == "mixed" || layout == "ucx_mixed")) {
+    GTEST_SKIP() << "two ranks on two hosts is the tcp (ucx) case";
+  }
+  if (layout.rfind("ucx", 0) == 0 && !ucx::Built()) {
+    GTEST_SKIP() << "this build has no UCX (libucx-dev was not found at configure time)";
+  }
   testing::RunRanks(world, [op = op, layout = layout](int rank, int size,
                                                       Bootstrap& bootstrap) mutable {
     setenv("COHORT_CHUNK_BYTES", "4096", 1);
@@ -404,7 +415,7 @@ INSTANTIATE_TEST_SUITE_P(
                                          "reduce_scatter", "reduce_scatter_hierarchical",
                                          "reduce_scatterv", "alltoall", "alltoallv", "gather",
                                          "scatter", "sendrecv"),
-                       ::testing::Values("shm", "tcp", "mixed")),
+                       ::testing::Values("shm", "tcp", "mixed", "ucx", "ucx_mixed")),
     [](const ::testing::TestParamInfo<Param>& info) {
       return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
              std::get<2>(info.param);
