@@ -593,16 +593,19 @@ void UcxChannelImpl::Close(bool clean, Deadline deadline) {
       }
     }
   } else {
-    // After a failure: keep the endpoints until the peers have gone (their abort frames and
-    // ours are taken rather than cut off) or the deadline, then cut them.
+    // After a failure: keep the endpoints a moment, until the peers have gone or a quarter
+    // second, so that what is still in flight both ways (the abort frames) is taken rather
+    // than cut off by a reset. Not the whole deadline: over shared memory UCX notices a peer's
+    // close only when its process ends, and healthy peers keep running.
     auto any_open = [&] {
       for (const Peer& peer : peers_) {
         if (peer.ep != nullptr && !peer.failed) return true;
       }
       return false;
     };
-    while (any_open() && !deadline.Expired()) {
-      if (!Progress()) WaitForEvents(deadline.RemainingMillis(10));
+    const Deadline linger = deadline.Earlier(Deadline::In(absl::Milliseconds(250)));
+    while (any_open() && !linger.Expired()) {
+      if (!Progress()) WaitForEvents(linger.RemainingMillis(10));
       // Nobody takes frames now; let UCX have their memory back.
       for (Peer& peer : peers_) {
         for (Arrival& arrival : peer.window) Release(arrival);
