@@ -254,11 +254,20 @@ const Collective kCollectives[] = {
          }
          return {};
        }
-       if (!in_place) return {comm.Send(send), comm.Recv(recv)};
+       if (!in_place) {
+         // Both at once, as MPI_Sendrecv: with -z 1 a blocking send first would wait for a peer
+         // that itself waits in its send (any payload the channel does not buffer: rendezvous,
+         // single-copy, a full socket). The sweep waits for both.
+         send.blocking = recv.blocking = false;
+         std::shared_ptr<Work> received = comm.Recv(recv);
+         return {comm.Send(send), std::move(received)};
+       }
        if (rank % 2 == 1) {
          b.scratch.assign(b.input.begin(), b.input.end());
          send.data = b.scratch.data();
-         return {comm.Send(send), comm.Recv(recv)};
+         send.blocking = recv.blocking = false;
+         std::shared_ptr<Work> received = comm.Recv(recv);
+         return {comm.Send(send), std::move(received)};
        }
        std::shared_ptr<Work> sent = comm.Send(send);
        if (!sent->Wait().ok()) return {sent};

@@ -237,6 +237,22 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
                  rank, place.host_name.c_str(), place.local_rank, place.numa_node,
                  place.cpus.empty() ? "?" : place.cpus.c_str());
   }
+  // The channel kinds rank 0 reaches its peers through, per link class ("# Channels: within a
+  // host shm; across hosts ucx"), so a table says what it measured.
+  std::string kinds[2];
+  for (int peer = 1; peer < comm.size(); ++peer) {
+    const int across = topology.Link(0, peer) == LinkClass::kNetwork ? 1 : 0;
+    const std::string name = ChannelKindName(comm.channel_kind(peer));
+    if (kinds[across].find(name) == std::string::npos) {
+      kinds[across] += kinds[across].empty() ? name : "," + name;
+    }
+  }
+  if (comm.size() > 1) {
+    std::fprintf(out, "#\n# Channels (rank 0):%s%s%s%s\n",
+                 kinds[0].empty() ? "" : " within a host ", kinds[0].c_str(),
+                 kinds[0].empty() || kinds[1].empty() ? "" : ";",
+                 kinds[1].empty() ? "" : (" across hosts " + kinds[1]).c_str());
+  }
   std::fprintf(out, "#\n");
   std::fprintf(out,
                "# %10s  %12s  %8s  %6s  %6s           out-of-place                       "
