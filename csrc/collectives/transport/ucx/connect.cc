@@ -253,8 +253,12 @@ absl::Status UcxChannelImpl::Connect(const ChannelSetup& setup, const std::vecto
     }
     WaitForEvents(setup.deadline.RemainingMillis(100));
   }
-  COHORT_LOG(DEBUG) << "UCX channel connected: rank " << rank_ << " to " << peers.size()
-                    << " peers over " << context_->transports();
+  if (logging::Enabled(logging::Level::DEBUG)) {
+    for (int rank : peers) {
+      COHORT_LOG(DEBUG) << "UCX endpoint to " << Name(rank) << ": "
+                        << EndpointTransports(peers_[rank].ep);
+    }
+  }
   return absl::OkStatus();
 }
 

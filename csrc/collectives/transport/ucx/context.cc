@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/match.h"
@@ -35,23 +36,31 @@ bool TlsMayUseSharedMemory() {
   return false;
 }
 
-// The resource lines of ucp_context_print_info ("# resource 0 : md 0 dev 0 flags -- tcp/lo"),
-// as "tl/device" names. This is the context's own list, after UCX_TLS and UCX_NET_DEVICES.
-std::vector<std::string> Resources(ucp_context_h context) {
+// The text ucp_*_print_info writes.
+template <typename Print>
+std::string Printed(Print print) {
   char* text = nullptr;
   size_t length = 0;
   FILE* stream = open_memstream(&text, &length);
-  if (stream == nullptr) return {};
-  ucp_context_print_info(context, stream);
+  if (stream == nullptr) return "";
+  print(stream);
   fclose(stream);
+  std::string result(text, length);
+  free(text);
+  return result;
+}
+
+// The resource lines of ucp_context_print_info ("# resource 0 : md 0 dev 0 flags -- tcp/lo"),
+// as "tl/device" names. This is the context's own list, after UCX_TLS and UCX_NET_DEVICES.
+std::vector<std::string> Resources(ucp_context_h context) {
+  const std::string text = Printed([&](FILE* stream) { ucp_context_print_info(context, stream); });
   std::vector<std::string> resources;
-  for (absl::string_view line : absl::StrSplit(absl::string_view(text, length), '\n')) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     if (!absl::StrContains(line, "resource") || !absl::StrContains(line, "--")) continue;
     absl::string_view name = line.substr(line.rfind("--") + 2);
     name = absl::StripAsciiWhitespace(name);
     if (!name.empty()) resources.emplace_back(name);
   }
-  free(text);
   return resources;
 }
 
@@ -71,6 +80,25 @@ std::string UcxTlsText() {
 }
 
 std::string UcxStatusText(ucs_status_t status) { return ucs_status_string(status); }
+
+// From ucp_ep_print_info's "lane[0]:  0:sysv/memory.0 md[0] -> ..." lines.
+std::string EndpointTransports(ucp_ep_h ep) {
+  const std::string text = Printed([&](FILE* stream) { ucp_ep_print_info(ep, stream); });
+  std::vector<std::string> lanes;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    size_t at = line.find("lane[");
+    if (at == absl::string_view::npos) continue;
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line.substr(at), ' ', absl::SkipWhitespace());
+    if (fields.size() < 2) continue;
+    absl::string_view resource = fields[1];  // "0:sysv/memory.0"
+    resource = resource.substr(resource.find(':') + 1);
+    resource = resource.substr(0, resource.rfind('.'));
+    std::string name(resource);
+    if (std::find(lanes.begin(), lanes.end(), name) == lanes.end()) lanes.push_back(name);
+  }
+  return lanes.empty() ? "?" : absl::StrJoin(lanes, ", ");
+}
 
 absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& options,
                                                          int estimated_peers) {

@@ -47,6 +47,8 @@ class Context {
 
 // "UCX_TLS=tcp" / "UCX_TLS unset": for error messages that say what the user asked UCX for.
 std::string UcxTlsText();
+// The transports of an endpoint's lanes ("tcp/eth0", "sysv/memory, cma/memory"), for logs.
+std::string EndpointTransports(ucp_ep_h ep);
 // A status of UCX as text ("Connection reset by remote peer").
 std::string UcxStatusText(ucs_status_t status);
 
