@@ -347,6 +347,10 @@ void Engine::ProgressThread() {
 }
 
 void Engine::RunLocked(const Work* until) {
+  // A caller waiting for its transfer polls first, for the transport's spin budget (a peer on
+  // this host, or behind RDMA, usually answers within it), then sleeps; the progress thread
+  // (no caller) sleeps at once.
+  int64_t spin_until = 0;
   while (true) {
     if (until != nullptr && until->IsCompleted()) return;
     if (aborted_.load()) {
@@ -370,7 +374,17 @@ void Engine::RunLocked(const Work* until) {
       if (stop_) return;
     }
     // Only point-to-point transfers remain: drive them until something happens.
-    absl::Status status = transport_->Progress(until != nullptr ? 1 : 50);
+    int timeout_ms = until != nullptr ? 1 : 50;
+    if (until != nullptr) {
+      if (spin_until == 0) {
+        const int spin = config_.settings.spin_microseconds >= 0
+                             ? config_.settings.spin_microseconds
+                             : transport_->PreferredSpinMicros();
+        spin_until = NowNanos() + int64_t{spin} * 1000;
+      }
+      if (NowNanos() < spin_until) timeout_ms = 0;
+    }
+    absl::Status status = transport_->Progress(timeout_ms);
     if (!status.ok()) {
       BreakLocked(status);
     }

@@ -8,10 +8,12 @@
 source "$(dirname "$0")/lib/common.sh"
 BENCH=$BUILD/bench/cohort-bench
 [[ -x $BENCH ]] || fail "$BENCH is not built"
-if ! ldd "$BENCH" | grep -q libucp; then
-  echo "SKIP: this build has no UCX (libucx-dev was not found at configure time)"
+probe=$(COHORT_TRANSPORTS=ucx "$BENCH" sendrecv --nranks 2 -b 8 -e 8 -n 1 -w 0 2>&1 || true)
+if grep -qE "this build has no UCX|UCX is not available on that rank" <<< "$probe"; then
+  echo "SKIP: UCX is not available to this build: $(grep -m1 -E "UCX" <<< "$probe")"
   exit 0
 fi
+grep -q "Channels (rank 0): within a host ucx" <<< "$probe" || fail "UCX does not run here: $probe"
 source "$(dirname "$0")/lib/netns.sh"
 source "$(dirname "$0")/lib/shape.sh"
 

@@ -62,7 +62,7 @@ class UcxChannelImpl final : public UcxChannel {
   absl::Status Poll(bool* moved) override;
   int event_fd() const override { return context_->event_fd(); }
   bool PrepareToSleep() override;
-  void Wake() override { ucp_worker_signal(context_->worker()); }
+  void Wake() override { Ucx().ucp_worker_signal(context_->worker()); }
   bool HasPendingSends(int peer) const override;
   void Abort(const std::string& reason, Deadline deadline) override;
   void DropRequests() override;

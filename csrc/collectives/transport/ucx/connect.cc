@@ -109,7 +109,7 @@ absl::Status UcxChannelImpl::InstallHandlers() {
     param.flags = UCP_AM_FLAG_WHOLE_MSG | UCP_AM_FLAG_PERSISTENT_DATA;
     param.cb = handler.callback;
     param.arg = this;
-    ucs_status_t status = ucp_worker_set_am_recv_handler(context_->worker(), &param);
+    ucs_status_t status = Ucx().ucp_worker_set_am_recv_handler(context_->worker(), &param);
     if (status != UCS_OK) {
       return absl::UnavailableError(absl::StrCat("UCX refused an active-message handler: ",
                                                  UcxStatusText(status)));
@@ -213,7 +213,7 @@ absl::Status UcxChannelImpl::Connect(const ChannelSetup& setup, const std::vecto
     params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     params.err_handler.cb = &OnEndpointError;
     params.err_handler.arg = &peer;
-    ucs_status_t status = ucp_ep_create(context_->worker(), &params, &peer.ep);
+    ucs_status_t status = Ucx().ucp_ep_create(context_->worker(), &params, &peer.ep);
     if (status != UCS_OK) {
       peer.ep = nullptr;
       return absl::UnavailableError(absl::StrCat(

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
+#include "common/status.h"
 
 namespace cohort::ucx {
 namespace {
@@ -53,7 +54,7 @@ std::string Printed(Print print) {
 // The resource lines of ucp_context_print_info ("# resource 0 : md 0 dev 0 flags -- tcp/lo"),
 // as "tl/device" names. This is the context's own list, after UCX_TLS and UCX_NET_DEVICES.
 std::vector<std::string> Resources(ucp_context_h context) {
-  const std::string text = Printed([&](FILE* stream) { ucp_context_print_info(context, stream); });
+  const std::string text = Printed([&](FILE* stream) { Ucx().ucp_context_print_info(context, stream); });
   std::vector<std::string> resources;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     if (!absl::StrContains(line, "resource") || !absl::StrContains(line, "--")) continue;
@@ -79,11 +80,11 @@ std::string UcxTlsText() {
   return tls == nullptr ? std::string("UCX_TLS unset") : absl::StrCat("UCX_TLS=", tls);
 }
 
-std::string UcxStatusText(ucs_status_t status) { return ucs_status_string(status); }
+std::string UcxStatusText(ucs_status_t status) { return Ucx().ucs_status_string(status); }
 
 // From ucp_ep_print_info's "lane[0]:  0:sysv/memory.0 md[0] -> ..." lines.
 std::string EndpointTransports(ucp_ep_h ep) {
-  const std::string text = Printed([&](FILE* stream) { ucp_ep_print_info(ep, stream); });
+  const std::string text = Printed([&](FILE* stream) { Ucx().ucp_ep_print_info(ep, stream); });
   std::vector<std::string> lanes;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     size_t at = line.find("lane[");
@@ -102,9 +103,10 @@ std::string EndpointTransports(ucp_ep_h ep) {
 
 absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& options,
                                                          int estimated_peers) {
+  COHORT_RETURN_IF_ERROR(LoadLibrary().status());
   std::unique_ptr<Context> result(new Context());
   ucp_config_t* config = nullptr;
-  ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
+  ucs_status_t status = Ucx().ucp_config_read(nullptr, nullptr, &config);
   if (status != UCS_OK) {
     return absl::InvalidArgumentError(absl::StrCat(
         "UCX could not read its configuration (UCX_* variables): ", UcxStatusText(status),
@@ -114,7 +116,7 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   if (options.keepalive_interval > absl::ZeroDuration() && Unset("UCX_KEEPALIVE_INTERVAL")) {
     std::string value =
         absl::StrCat(absl::ToInt64Microseconds(options.keepalive_interval), "us");
-    status = ucp_config_modify(config, "KEEPALIVE_INTERVAL", value.c_str());
+    status = Ucx().ucp_config_modify(config, "KEEPALIVE_INTERVAL", value.c_str());
     if (status != UCS_OK) {
       COHORT_LOG(WARN) << "UCX did not take KEEPALIVE_INTERVAL=" << value << ": "
                        << UcxStatusText(status);
@@ -123,7 +125,7 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   if (options.shared_memory_error_handling && Unset("UCX_MM_ERROR_HANDLING") &&
       Unset("UCX_POSIX_ERROR_HANDLING") && Unset("UCX_SYSV_ERROR_HANDLING") &&
       Unset("UCX_XPMEM_ERROR_HANDLING") && TlsMayUseSharedMemory()) {
-    status = ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
+    status = Ucx().ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
     if (status != UCS_OK) {
       COHORT_LOG(WARN) << "UCX did not take MM_ERROR_HANDLING=y: " << UcxStatusText(status);
     }
@@ -136,8 +138,8 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   params.estimated_num_eps = static_cast<size_t>(estimated_peers > 0 ? estimated_peers : 1);
   params.mt_workers_shared = 0;
   params.name = "cohort";
-  status = ucp_init(&params, config, &result->context_);
-  ucp_config_release(config);
+  status = Ucx().init(&params, config, &result->context_);
+  Ucx().ucp_config_release(config);
   if (status != UCS_OK) {
     result->context_ = nullptr;
     return absl::UnavailableError(absl::StrCat(
@@ -149,13 +151,13 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   // One thread at a time (the communicator's executing thread), not always the same one.
   worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
-  status = ucp_worker_create(result->context_, &worker_params, &result->worker_);
+  status = Ucx().ucp_worker_create(result->context_, &worker_params, &result->worker_);
   if (status != UCS_OK) {
     result->worker_ = nullptr;
     return absl::UnavailableError(absl::StrCat("UCX could not create a worker (",
                                                UcxStatusText(status), ") with ", UcxTlsText()));
   }
-  status = ucp_worker_get_efd(result->worker_, &result->event_fd_);
+  status = Ucx().ucp_worker_get_efd(result->worker_, &result->event_fd_);
   if (status != UCS_OK) {
     return absl::UnavailableError(absl::StrCat(
         "UCX has no wake-up event descriptor for its worker (", UcxStatusText(status), ") with ",
@@ -163,17 +165,17 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   }
   ucp_address_t* address = nullptr;
   size_t address_length = 0;
-  status = ucp_worker_get_address(result->worker_, &address, &address_length);
+  status = Ucx().ucp_worker_get_address(result->worker_, &address, &address_length);
   if (status != UCS_OK) {
     return absl::UnavailableError(
         absl::StrCat("UCX could not tell its worker address: ", UcxStatusText(status)));
   }
   result->address_.assign(reinterpret_cast<const char*>(address), address_length);
-  ucp_worker_release_address(result->worker_, address);
+  Ucx().ucp_worker_release_address(result->worker_, address);
 
   ucp_worker_attr_t attributes = {};
   attributes.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
-  status = ucp_worker_query(result->worker_, &attributes);
+  status = Ucx().ucp_worker_query(result->worker_, &attributes);
   result->max_am_header_ = status == UCS_OK ? attributes.max_am_header : 0;
 
   std::vector<std::string> resources = Resources(result->context_);
@@ -187,8 +189,8 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
 }
 
 Context::~Context() {
-  if (worker_ != nullptr) ucp_worker_destroy(worker_);
-  if (context_ != nullptr) ucp_cleanup(context_);
+  if (worker_ != nullptr) Ucx().ucp_worker_destroy(worker_);
+  if (context_ != nullptr) Ucx().ucp_cleanup(context_);
 }
 
 }  // namespace cohort::ucx

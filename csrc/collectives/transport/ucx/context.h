@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "collectives/transport/ucx/library.h"
 #include "collectives/transport/ucx/options.h"
 
 namespace cohort::ucx {
