@@ -132,6 +132,8 @@ absl::StatusOr<Settings> Resolve(const CommOptions& options) {
   }
   COHORT_RETURN_IF_ERROR(Fill(options.chunk_bytes, engine.settings.segment_bytes,
                               [] { return Bytes("COHORT_CHUNK_BYTES"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.windows, engine.settings.windows,
+                              [] { return config::GetBool("COHORT_WINDOWS"); }));
   COHORT_RETURN_IF_ERROR(Fill(options.spin_microseconds, engine.settings.spin_microseconds,
                               [] { return config::GetInt("COHORT_SPIN_US"); }));
   COHORT_RETURN_IF_ERROR(
@@ -278,6 +280,8 @@ Communicator::~Communicator() { engine_->Shutdown(); }
 
 int Communicator::rank() const { return engine_->transport().rank(); }
 int Communicator::size() const { return engine_->transport().size(); }
+uint64_t Communicator::window_puts() const { return engine_->transport().WindowPuts(); }
+
 ChannelKind Communicator::channel_kind(int peer) const {
   return engine_->transport().ChannelOf(peer);
 }

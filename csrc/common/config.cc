@@ -51,6 +51,10 @@ const std::vector<Variable>& BuildRegistry() {
        "naming the pair when none can. Empty (auto): shm inside a host, UCX across hosts where "
        "UCX finds an RDMA device, else TCP. Named, ucx also serves pairs without RDMA (over "
        "UCX_TLS)."},
+      {"COHORT_WINDOWS", Type::kBool, "1",
+       "Ring collectives put their pieces straight into the neighbour's memory where the "
+       "channel between them offers a window (shm, ucx) and the operation is at least 256 KiB "
+       "(0: messages everywhere). Every rank must use the same value."},
       {"COHORT_SHM", Type::kBool, "1",
        "Ranks on the same host exchange data through shared memory (0: leaves shm out of the "
        "channel list, so they use TCP loopback or UCX)."},
