@@ -196,7 +196,7 @@ void Topology::DescribeNics(int host, std::string* text) const {
     if (!nic.rdma_device.empty()) {
       notes.push_back(absl::StrCat("rdma ", nic.rdma_device, ":", nic.rdma_port));
     }
-    if (!nic.allowed) notes.push_back("not selected (COHORT_SOCKET_IFNAME)");
+    if (!nic.allowed) notes.push_back("not selected (see COHORT_SOCKET_IFNAME)");
     std::string line = absl::StrFormat("  nic  %-10s %-4s %-15s mtu %-5d %-10s numa %-2s %s",
                                        nic.name, nic.up ? "up" : "down",
                                        nic.ipv4.empty() ? "-" : nic.ipv4.front(), nic.mtu, speed,
@@ -227,7 +227,7 @@ void Topology::DescribeNics(int host, std::string* text) const {
           "  rdma %-10s %-11s %-10s %-22s numa %-2s %s%s", absl::StrCat(device.name, ":", port.port),
           port.state, port.link_layer, rate, Node(device.numa_node),
           netdev.empty() ? "" : absl::StrCat("netdev ", netdev),
-          port.allowed ? "" : " not selected (COHORT_IB_HCA)");
+          port.allowed ? "" : " not selected (see COHORT_IB_HCA)");
       absl::StrAppend(text, absl::StripTrailingAsciiWhitespace(line), "\n");
     }
   }
