@@ -43,8 +43,8 @@ const std::vector<Variable>& BuildRegistry() {
        "prefixes, `=` first for whole names, `^` first to exclude (`eth,ib`, `=eth0`, "
        "`^docker`). Each rank's NIC is the nearest selected one that is up (`cohort-bench "
        "topo`); the TCP transport listens on the first selected interface's IPv4 address. "
-       "Empty: every interface but lo and docker*, and the TCP transport listens on the "
-       "address used to reach the bootstrap store."},
+       "Empty: every interface but docker* (lo only when no other is up), and the TCP transport "
+       "listens on the address used to reach the bootstrap store."},
       {"COHORT_IB_HCA", Type::kString, "",
        "RDMA devices cohort may use, in NCCL_IB_HCA's syntax: comma-separated device prefixes, "
        "each optionally with `:port`, `=` first for whole names, `^` first to exclude "
