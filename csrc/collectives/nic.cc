@@ -11,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -226,10 +225,8 @@ std::map<std::string, int> NicSource::DeviceNumaNodes() const {
     if (sysfs_root_ != "/sys") return {};  // hwloc reads this machine, not a made-up one
     // PCI locality does not change while a process runs; loading hwloc's I/O objects takes
     // tens of milliseconds, so once per process.
-    static std::once_flag once;
-    static std::map<std::string, int>* nodes = nullptr;
-    std::call_once(once, [] { nodes = new std::map<std::string, int>(HwlocDeviceNumaNodes()); });
-    return *nodes;
+    static const std::map<std::string, int> nodes = HwlocDeviceNumaNodes();
+    return nodes;
   }
   std::map<std::string, int> nodes;
   for (const char* kind : {"class/net", "class/infiniband"}) {

@@ -98,12 +98,18 @@ absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::str
 absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::string& prefix,
                                             int rank, int size, absl::Duration timeout,
                                             const LocalFacts& mine) {
-  // One record per rank: its place and its view of its host's network (a few hundred bytes).
+  // One record per rank: its place and its view of its host's network. Hosts with containers
+  // have dozens of veths and bridges without addresses; every rank reads every record, so
+  // those stay out (a virtual interface counts only when it could carry traffic).
+  HostNics network = mine.nics;
+  std::erase_if(network.interfaces, [](const NicInfo& nic) {
+    return nic.virtual_device && (!nic.up || nic.ipv4.empty());
+  });
   nlohmann::json record = {{"host_id", mine.host_id},
                            {"host_name", mine.host_name},
                            {"numa_node", mine.numa_node},
                            {"cpus", mine.cpus},
-                           {"network", NicsToJson(mine.nics)}};
+                           {"network", NicsToJson(network)}};
   COHORT_RETURN_IF_ERROR(bootstrap.Set(absl::StrCat(prefix, "/topo/", rank), record.dump()));
   std::vector<RankPlace> places(size);
   std::vector<HostNics> nics(size);

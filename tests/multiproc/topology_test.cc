@@ -109,6 +109,11 @@ LocalFacts Facts(int rank) {
     eth.speed_mbps = 1000;
     eth.numa_node = 0;
     facts.nics.interfaces.push_back(eth);
+    NicInfo veth;  // a container's leftover: virtual, down, no address
+    veth.name = "veth9";
+    veth.state = "down";
+    veth.virtual_device = true;
+    facts.nics.interfaces.push_back(veth);
     RdmaDevice device;
     device.name = "mlx5_0";
     device.numa_node = 1;
@@ -142,6 +147,8 @@ TEST(TopologyExchange, MadeUpNicsTravelWhole) {
     EXPECT_EQ(topology->place(3).host_name, "ib-host");
     EXPECT_EQ(topology->place(3).cpus, "1");
     EXPECT_EQ(topology->nics(1).rdma[0].ports.size(), 2u);
+    EXPECT_EQ(topology->nics(1).Interface("veth9"), nullptr);  // left out of the record
+    EXPECT_EQ(topology->nics(1).interfaces.size(), 1u);
     std::string text = topology->Describe();
     EXPECT_THAT(text, HasSubstr("rdma mlx5_0:1   PORT_DOWN   InfiniBand 200 Gb/s (4X HDR)"));
     EXPECT_THAT(text, HasSubstr("rank 3  local 1  numa 1  cpus 1  nic eth0 192.168.0.7  "
