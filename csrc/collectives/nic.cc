@@ -104,14 +104,19 @@ const RdmaDevice* HostNics::Rdma(const std::string& name) const {
   return nullptr;
 }
 
-absl::StatusOr<NicOptions> NicOptions::FromEnvironment() {
+absl::StatusOr<NicOptions> NicOptions::Parse(const std::string& interfaces,
+                                             const std::string& rdma) {
   NicOptions options;
-  COHORT_ASSIGN_OR_RETURN(std::string interfaces, config::GetString("COHORT_SOCKET_IFNAME"));
   COHORT_ASSIGN_OR_RETURN(options.interfaces,
                           NameFilter::Parse(interfaces, false, "COHORT_SOCKET_IFNAME"));
-  COHORT_ASSIGN_OR_RETURN(std::string rdma, config::GetString("COHORT_IB_HCA"));
   COHORT_ASSIGN_OR_RETURN(options.rdma, NameFilter::Parse(rdma, true, "COHORT_IB_HCA"));
   return options;
+}
+
+absl::StatusOr<NicOptions> NicOptions::FromEnvironment() {
+  COHORT_ASSIGN_OR_RETURN(std::string interfaces, config::GetString("COHORT_SOCKET_IFNAME"));
+  COHORT_ASSIGN_OR_RETURN(std::string rdma, config::GetString("COHORT_IB_HCA"));
+  return Parse(interfaces, rdma);
 }
 
 NicSource::NicSource(std::string sysfs_root) : sysfs_root_(std::move(sysfs_root)) {}

@@ -67,6 +67,9 @@ struct HostNics {
 struct NicOptions {
   NameFilter interfaces;  // COHORT_SOCKET_IFNAME
   NameFilter rdma;        // COHORT_IB_HCA
+  // From the two settings' texts (NameFilter syntax); errors name the variable.
+  static absl::StatusOr<NicOptions> Parse(const std::string& interfaces, const std::string& rdma);
+  // From COHORT_SOCKET_IFNAME and COHORT_IB_HCA (tools; a communicator takes CommOptions).
   static absl::StatusOr<NicOptions> FromEnvironment();
 };
 

@@ -88,15 +88,6 @@ Topology Topology::FromPlaces(std::vector<RankPlace> places, std::vector<HostNic
 
 absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::string& prefix,
                                             int rank, int size, absl::Duration timeout,
-                                            const std::string& host_id,
-                                            const std::string& host_name) {
-  COHORT_ASSIGN_OR_RETURN(NicOptions options, NicOptions::FromEnvironment());
-  return Exchange(bootstrap, prefix, rank, size, timeout,
-                  LocalFacts::Discover(host_id, host_name, NicSource(), options));
-}
-
-absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::string& prefix,
-                                            int rank, int size, absl::Duration timeout,
                                             const LocalFacts& mine) {
   // One record per rank: its place and its view of its host's network. Hosts with containers
   // have dozens of veths and bridges without addresses; every rank reads every record, so

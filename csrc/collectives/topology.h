@@ -46,12 +46,7 @@ struct LocalFacts {
 class Topology {
  public:
   // Publishes this rank's facts under `prefix` (one record per rank) and reads every other
-  // rank's. This form discovers them: this machine's NICs, with COHORT_SOCKET_IFNAME and
-  // COHORT_IB_HCA.
-  static absl::StatusOr<Topology> Exchange(Bootstrap& bootstrap, const std::string& prefix,
-                                           int rank, int size, absl::Duration timeout,
-                                           const std::string& host_id,
-                                           const std::string& host_name);
+  // rank's. A communicator passes LocalFacts::Discover(..., NicSource(), its NicOptions).
   static absl::StatusOr<Topology> Exchange(Bootstrap& bootstrap, const std::string& prefix,
                                            int rank, int size, absl::Duration timeout,
                                            const LocalFacts& mine);

@@ -64,6 +64,27 @@ TEST(TopologyExchange, CommunicatorRanksAgreeOnNics) {
   }
 }
 
+TEST(TopologyExchange, EachCommunicatorChoosesByItsOwnOptions) {
+  // This machine's best interface, as a communicator without settings picks it.
+  NicChoice best = ChooseNic(DiscoverNics(NicSource(), NicOptions()), 0, 0);
+  testing::RunRanks(2, [best](int rank, int size, Bootstrap& bootstrap) {
+    auto loopback = Communicator::Create(bootstrap, rank, size,
+                                         {.name = "only-lo", .socket_interface = "=lo"});
+    ASSERT_TRUE(loopback.ok()) << loopback.status();
+    auto plain = Communicator::Create(bootstrap, rank, size, {.name = "plain"});
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    for (int peer = 0; peer < size; ++peer) {
+      EXPECT_EQ((*loopback)->topology().place(peer).nic.interface, "lo");
+      EXPECT_EQ((*plain)->topology().place(peer).nic.interface, best.interface);
+    }
+    // A malformed list is an error at creation that names the setting.
+    auto bad = Communicator::Create(bootstrap, rank, size,
+                                    {.name = "bad", .rdma_devices = "mlx5_0:zero"});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr("COHORT_IB_HCA=\"mlx5_0:zero\""));
+  });
+}
+
 // A host with a RoCE NIC on each of two NUMA nodes, and one with InfiniBand but no IPoIB.
 LocalFacts Facts(int rank) {
   LocalFacts facts;
