@@ -66,11 +66,16 @@ class Topology {
   // A human-readable map (cohort-bench topo).
   std::string Describe() const;
 
-  // NICs, for the channels. Socket channels (TCP rails across hosts) bind to
-  // NearestNic(rank)->name / place(rank).nic.ip; a UCX channel restricts its context to
-  // UcxNetDevice(rank) (UCX_NET_DEVICES syntax) unless the user set UCX_NET_DEVICES; a channel
-  // reaching `peer` connects to place(peer).nic.ip. Each rank computes only its own choice, so
-  // the choice of a rank on another host needs no knowledge of that host's settings.
+  // NICs, for the channels. Socket channels (TCP rails across hosts) listen on
+  // place(rank).nic.ip (NearestNic(rank)->name is the interface); a UCX channel restricts its
+  // context to UcxNetDevice(rank) (UCX_NET_DEVICES syntax, through its own ucp_config, unless
+  // the user set UCX_NET_DEVICES); a channel reaching `peer` connects to place(peer).nic.ip.
+  // Every rank's choice is made from that rank's own record (its view of its host, its
+  // settings), the same way on every rank, so all agree without knowing each other's
+  // settings. The choice depends on the other ranks of the host on the same NUMA node (they
+  // take turns on equal NICs), so it exists only after the exchange: a channel that binds to
+  // it is created after Topology::Exchange. Before, ChooseNic(DiscoverNics(...), numa, 0) gives
+  // a rank's first choice alone.
   //
   // The network of host `host` (an index into hosts()), as its lowest rank saw it; empty when
   // the topology was built without NICs.
