@@ -38,7 +38,8 @@ struct CommOptions {
   std::optional<int> spin_microseconds;         // -1: the channels' choice (COHORT_SPIN_US)
   std::optional<size_t> eager_bytes;            // COHORT_EAGER_BYTES
   std::optional<int64_t> socket_buffer_bytes;   // COHORT_SOCKET_BUFFER
-  std::optional<std::string> socket_interface;  // COHORT_SOCKET_IFNAME
+  std::optional<std::string> socket_interface;  // COHORT_SOCKET_IFNAME (interfaces to use)
+  std::optional<std::string> rdma_devices;      // COHORT_IB_HCA (RDMA devices / ports to use)
   std::optional<size_t> shm_ring_bytes;         // COHORT_SHM_RING_BYTES (a power of two)
   std::optional<size_t> shm_single_copy_bytes;  // COHORT_SHM_SINGLE_COPY_BYTES
   std::optional<size_t> shm_lane_bytes;         // COHORT_SHM_LANE_BYTES
