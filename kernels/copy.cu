@@ -16,18 +16,19 @@ __device__ __forceinline__ size_t ThreadCount() {
 }
 
 template <DataType kTo, DataType kFrom>
-__global__ void CastKernelBody(CastArgs args) {
+__global__ void __launch_bounds__(detail::kMaxThreadsPerBlock) CastKernelBody(CastArgs args) {
   CastThread<kTo, kFrom>(args, ThreadIndex(), ThreadCount());
 }
 
 template <typename Word, typename Index>
-__global__ void StridedCopyKernelBody(CopyArgs args) {
+__global__ void __launch_bounds__(detail::kMaxThreadsPerBlock)
+    StridedCopyKernelBody(CopyArgs args) {
   StridedCopyThread<Word, Index>(args, ThreadIndex(), ThreadCount());
 }
 
 template <typename Word>
 cudaError_t LaunchStridedCopy(const CopyArgs& args, cudaStream_t stream) {
-  const detail::Grid grid = detail::GridFor(args.count, LaunchShape{});
+  const detail::Grid grid = detail::GridFor(args.count, LaunchShape{}, detail::kMaxThreadsPerBlock);
   if (args.count <= 0xFFFFFFFFull) {
     StridedCopyKernelBody<Word, uint32_t><<<grid.blocks, grid.threads, 0, stream>>>(args);
   } else {
@@ -57,7 +58,8 @@ cudaError_t Cast(void* out, DataType out_type, const void* in, DataType in_type,
     VisitType(in_type, [&]<DataType kFrom>() {
       const CastArgs args = MakeCastArgs<kTo, kFrom>(out, in, count);
       const detail::Grid grid =
-          detail::GridFor(detail::ItemsOf(args.split, kUnroll), LaunchShape{});
+          detail::GridFor(detail::ItemsOf(args.split, CastPacked<kTo, kFrom>::kSteps),
+                          LaunchShape{}, detail::kMaxThreadsPerBlock);
       CastKernelBody<kTo, kFrom><<<grid.blocks, grid.threads, 0, stream>>>(args);
       result = cudaGetLastError();
     });
@@ -80,11 +82,16 @@ cudaError_t StridedCopy(void* out, const int64_t* out_strides, const void* in,
     return cudaMemcpyAsync(out, in, args.count * word, cudaMemcpyDefault, stream);
   }
   switch (word) {
-    case 1: return LaunchStridedCopy<uint8_t>(args, stream);
-    case 2: return LaunchStridedCopy<uint16_t>(args, stream);
-    case 4: return LaunchStridedCopy<uint32_t>(args, stream);
-    case 8: return LaunchStridedCopy<uint64_t>(args, stream);
-    default: return LaunchStridedCopy<Word16>(args, stream);
+    case 1:
+      return LaunchStridedCopy<uint8_t>(args, stream);
+    case 2:
+      return LaunchStridedCopy<uint16_t>(args, stream);
+    case 4:
+      return LaunchStridedCopy<uint32_t>(args, stream);
+    case 8:
+      return LaunchStridedCopy<uint64_t>(args, stream);
+    default:
+      return LaunchStridedCopy<Word16>(args, stream);
   }
 }
 

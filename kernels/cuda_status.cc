@@ -31,10 +31,11 @@ absl::StatusOr<int> DeviceCount() {
   const cudaError_t error = cudaGetDeviceCount(&count);
   if (error != cudaSuccess) {
     (void)cudaGetLastError();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no CUDA device can be used: cudaGetDeviceCount returned ", cudaGetErrorName(error), " (",
-        cudaGetErrorString(error), "); check the NVIDIA driver (nvidia-smi) and "
-        "CUDA_VISIBLE_DEVICES"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device can be used: cudaGetDeviceCount returned ",
+                     cudaGetErrorName(error), " (", cudaGetErrorString(error),
+                     "); check the NVIDIA driver (nvidia-smi) and "
+                     "CUDA_VISIBLE_DEVICES"));
   }
   if (count == 0) {
     return absl::FailedPreconditionError(

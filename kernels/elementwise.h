@@ -5,8 +5,9 @@
 // and bf16 computed in fp32 and rounded once, average as sum then divide) match reduce.cc.
 //
 // Work split: a buffer is cut into a scalar head (elements before every pointer reaches a 16-byte
-// boundary), 16-byte packs, and a scalar tail. Packs go to threads grid-stride, kUnroll at a time
-// with all loads issued before the first use; head and tail elements go to the first threads.
+// boundary), 16-byte packs, and a scalar tail. Packs go to threads grid-stride, 4 at a time (2 for
+// 1-byte types) with all loads issued before the first use; head and tail elements go to the
+// first threads.
 // When the pointers disagree on their offset within 16 bytes, everything is scalar.
 #pragma once
 
@@ -15,9 +16,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "collectives/types.h"
-
 #include "collectives/reduce.h"
+#include "collectives/types.h"
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
@@ -35,7 +35,9 @@
 namespace cohort::cuda {
 
 inline constexpr int kPackBytes = 16;
-inline constexpr int kUnroll = 4;          // packs in flight per thread per loop step
+inline constexpr int kUnroll = 4;            // packs in flight per thread per loop step
+inline constexpr int kByteUnroll = 2;        // for 1-byte types, whose 16-element packs take more
+                                             // registers (4 would not fit 512 threads per block)
 inline constexpr int kMaxReduceInputs = 64;  // ReduceMany inputs in one launch (kernel parameter)
 inline constexpr int kMaxCopyDims = 8;       // StridedCopy dimensions after merging
 
@@ -277,15 +279,24 @@ inline bool VisitOpForType(ReduceOp op, Visitor&& visit) {
 template <class Visitor>
 inline bool VisitReduce(DataType type, ReduceOp op, Visitor&& visit) {
   switch (type) {
-    case DataType::kFloat32: return VisitOpForType<DataType::kFloat32>(op, visit);
-    case DataType::kFloat64: return VisitOpForType<DataType::kFloat64>(op, visit);
-    case DataType::kFloat16: return VisitOpForType<DataType::kFloat16>(op, visit);
-    case DataType::kBFloat16: return VisitOpForType<DataType::kBFloat16>(op, visit);
-    case DataType::kInt8: return VisitOpForType<DataType::kInt8>(op, visit);
-    case DataType::kUInt8: return VisitOpForType<DataType::kUInt8>(op, visit);
-    case DataType::kInt32: return VisitOpForType<DataType::kInt32>(op, visit);
-    case DataType::kInt64: return VisitOpForType<DataType::kInt64>(op, visit);
-    case DataType::kBool: return VisitOpForType<DataType::kBool>(op, visit);
+    case DataType::kFloat32:
+      return VisitOpForType<DataType::kFloat32>(op, visit);
+    case DataType::kFloat64:
+      return VisitOpForType<DataType::kFloat64>(op, visit);
+    case DataType::kFloat16:
+      return VisitOpForType<DataType::kFloat16>(op, visit);
+    case DataType::kBFloat16:
+      return VisitOpForType<DataType::kBFloat16>(op, visit);
+    case DataType::kInt8:
+      return VisitOpForType<DataType::kInt8>(op, visit);
+    case DataType::kUInt8:
+      return VisitOpForType<DataType::kUInt8>(op, visit);
+    case DataType::kInt32:
+      return VisitOpForType<DataType::kInt32>(op, visit);
+    case DataType::kInt64:
+      return VisitOpForType<DataType::kInt64>(op, visit);
+    case DataType::kBool:
+      return VisitOpForType<DataType::kBool>(op, visit);
   }
   return false;
 }
@@ -294,15 +305,33 @@ inline bool VisitReduce(DataType type, ReduceOp op, Visitor&& visit) {
 template <class Visitor>
 inline bool VisitType(DataType type, Visitor&& visit) {
   switch (type) {
-    case DataType::kFloat32: visit.template operator()<DataType::kFloat32>(); return true;
-    case DataType::kFloat64: visit.template operator()<DataType::kFloat64>(); return true;
-    case DataType::kFloat16: visit.template operator()<DataType::kFloat16>(); return true;
-    case DataType::kBFloat16: visit.template operator()<DataType::kBFloat16>(); return true;
-    case DataType::kInt8: visit.template operator()<DataType::kInt8>(); return true;
-    case DataType::kUInt8: visit.template operator()<DataType::kUInt8>(); return true;
-    case DataType::kInt32: visit.template operator()<DataType::kInt32>(); return true;
-    case DataType::kInt64: visit.template operator()<DataType::kInt64>(); return true;
-    case DataType::kBool: visit.template operator()<DataType::kBool>(); return true;
+    case DataType::kFloat32:
+      visit.template operator()<DataType::kFloat32>();
+      return true;
+    case DataType::kFloat64:
+      visit.template operator()<DataType::kFloat64>();
+      return true;
+    case DataType::kFloat16:
+      visit.template operator()<DataType::kFloat16>();
+      return true;
+    case DataType::kBFloat16:
+      visit.template operator()<DataType::kBFloat16>();
+      return true;
+    case DataType::kInt8:
+      visit.template operator()<DataType::kInt8>();
+      return true;
+    case DataType::kUInt8:
+      visit.template operator()<DataType::kUInt8>();
+      return true;
+    case DataType::kInt32:
+      visit.template operator()<DataType::kInt32>();
+      return true;
+    case DataType::kInt64:
+      visit.template operator()<DataType::kInt64>();
+      return true;
+    case DataType::kBool:
+      visit.template operator()<DataType::kBool>();
+      return true;
   }
   return false;
 }
@@ -329,8 +358,8 @@ struct Split {
 // For buffers of `element_bytes`-sized elements that move together, `per_pack` elements per pack
 // (per_pack * element_bytes a power of two up to 16): packs only where every pointer reaches its
 // pack boundary after the same number of elements.
-inline Split SplitForPacks(const void* const* pointers, const size_t* element_bytes, int num_pointers,
-                           size_t count, size_t per_pack) {
+inline Split SplitForPacks(const void* const* pointers, const size_t* element_bytes,
+                           int num_pointers, size_t count, size_t per_pack) {
   Split split;
   split.count = count;
   split.per_pack = per_pack;
@@ -357,10 +386,14 @@ inline Split SplitForPacks(const void* const* pointers, const size_t* element_by
 // ---------------------------------------------------------------------------------------------
 // Bodies. `thread` is the global thread index, `threads` the grid's thread count.
 
+template <typename S>
+inline constexpr int kUnrollOf = sizeof(S) == 1 ? kByteUnroll : kUnroll;
+
 template <DataType kType>
 struct Packed {
   using S = typename Element<kType>::Storage;
   static constexpr int kPer = kPackBytes / static_cast<int>(sizeof(S));
+  static constexpr int kSteps = kUnrollOf<S>;  // packs per thread per loop step
   using P = Pack<S, kPer>;
 };
 
@@ -387,6 +420,7 @@ COHORT_HD void ReduceThread(const ReduceArgs& args, size_t thread, size_t thread
   using S = typename E::Storage;
   using P = typename Packed<kType>::P;
   constexpr int kPer = Packed<kType>::kPer;
+  constexpr int kSteps = Packed<kType>::kSteps;
   auto* out = static_cast<S*>(args.out);
   const auto* a = static_cast<const S*>(args.a);
   const auto* b = static_cast<const S*>(args.b);
@@ -398,23 +432,23 @@ COHORT_HD void ReduceThread(const ReduceArgs& args, size_t thread, size_t thread
   auto* out_packs = reinterpret_cast<P*>(out + split.head);
   const auto* a_packs = reinterpret_cast<const P*>(a + split.head);
   const auto* b_packs = reinterpret_cast<const P*>(b + split.head);
-  for (size_t base = thread; base < split.packs; base += threads * kUnroll) {
-    P x[kUnroll] = {};  // (initialised: GCC cannot see that unloaded packs go unused)
-    P y[kUnroll] = {};
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+  for (size_t base = thread; base < split.packs; base += threads * kSteps) {
+    P x[kSteps] = {};  // (initialised: GCC cannot see that unloaded packs go unused)
+    P y[kSteps] = {};
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j < split.packs) {
         x[k] = a_packs[j];
         y[k] = b_packs[j];
       }
     }
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j < split.packs) {
         P result;
-COHORT_UNROLL
+        COHORT_UNROLL
         for (int v = 0; v < kPer; ++v) {
           result.v[v] = E::Store(Op::Apply(E::Load(x[k].v[v]), E::Load(y[k].v[v])));
         }
@@ -469,38 +503,40 @@ COHORT_HD void ReduceManyThread(const ReduceManyArgs& args, size_t thread, size_
     const size_t i = split.EdgeIndex(e);
     C acc = Op::Apply(E::Load(static_cast<const S*>(args.inputs[0])[i]),
                       E::Load(static_cast<const S*>(args.inputs[1])[i]));
-    for (int k = 2; k < n; ++k) acc = Op::Apply(acc, E::Load(static_cast<const S*>(args.inputs[k])[i]));
+    for (int k = 2; k < n; ++k)
+      acc = Op::Apply(acc, E::Load(static_cast<const S*>(args.inputs[k])[i]));
     out[i] = E::Store(acc);
   }
   auto* out_packs = reinterpret_cast<P*>(out + split.head);
   for (size_t base = thread; base < split.packs; base += threads * kManyUnroll) {
     C acc[kManyUnroll][kPer] = {};
-COHORT_UNROLL
+    COHORT_UNROLL
     for (int u = 0; u < kManyUnroll; ++u) {
       const size_t j = base + u * threads;
       if (j >= split.packs) continue;
       const P x = reinterpret_cast<const P*>(static_cast<const S*>(args.inputs[0]) + split.head)[j];
       const P y = reinterpret_cast<const P*>(static_cast<const S*>(args.inputs[1]) + split.head)[j];
-COHORT_UNROLL
+      COHORT_UNROLL
       for (int v = 0; v < kPer; ++v) acc[u][v] = Op::Apply(E::Load(x.v[v]), E::Load(y.v[v]));
     }
     for (int k = 2; k < n; ++k) {
-      const auto* input = reinterpret_cast<const P*>(static_cast<const S*>(args.inputs[k]) + split.head);
-COHORT_UNROLL
+      const auto* input =
+          reinterpret_cast<const P*>(static_cast<const S*>(args.inputs[k]) + split.head);
+      COHORT_UNROLL
       for (int u = 0; u < kManyUnroll; ++u) {
         const size_t j = base + u * threads;
         if (j >= split.packs) continue;
         const P x = input[j];
-COHORT_UNROLL
+        COHORT_UNROLL
         for (int v = 0; v < kPer; ++v) acc[u][v] = Op::Apply(acc[u][v], E::Load(x.v[v]));
       }
     }
-COHORT_UNROLL
+    COHORT_UNROLL
     for (int u = 0; u < kManyUnroll; ++u) {
       const size_t j = base + u * threads;
       if (j >= split.packs) continue;
       P result;
-COHORT_UNROLL
+      COHORT_UNROLL
       for (int v = 0; v < kPer; ++v) result.v[v] = E::Store(acc[u][v]);
       out_packs[j] = result;
     }
@@ -546,6 +582,7 @@ COHORT_HD void ScaleThread(const ScaleArgs& args, size_t thread, size_t threads)
   using S = typename Element<kType>::Storage;
   using P = typename Packed<kType>::P;
   constexpr int kPer = Packed<kType>::kPer;
+  constexpr int kSteps = Packed<kType>::kSteps;
   auto* data = static_cast<S*>(args.data);
   const Split& split = args.split;
   for (size_t e = thread; e < split.edges(); e += threads) {
@@ -553,18 +590,18 @@ COHORT_HD void ScaleThread(const ScaleArgs& args, size_t thread, size_t threads)
     data[i] = ScaleElement<kType>(data[i], args.divisor);
   }
   auto* packs = reinterpret_cast<P*>(data + split.head);
-  for (size_t base = thread; base < split.packs; base += threads * kUnroll) {
-    P x[kUnroll] = {};
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+  for (size_t base = thread; base < split.packs; base += threads * kSteps) {
+    P x[kSteps] = {};
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j < split.packs) x[k] = packs[j];
     }
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j >= split.packs) continue;
-COHORT_UNROLL
+      COHORT_UNROLL
       for (int v = 0; v < kPer; ++v) x[k].v[v] = ScaleElement<kType>(x[k].v[v], args.divisor);
       packs[j] = x[k];
     }
@@ -595,7 +632,9 @@ struct CastPacked {
   static constexpr size_t kFromBytes = sizeof(typename Element<kFrom>::Storage);
   static constexpr size_t kToBytes = sizeof(typename Element<kTo>::Storage);
   // Elements per pack: the wider side moves 16 bytes, the narrower a power of two below that.
-  static constexpr int kPer = kPackBytes / static_cast<int>(kFromBytes > kToBytes ? kFromBytes : kToBytes);
+  static constexpr int kPer =
+      kPackBytes / static_cast<int>(kFromBytes > kToBytes ? kFromBytes : kToBytes);
+  static constexpr int kSteps = kPer == kPackBytes ? kByteUnroll : kUnroll;
 };
 
 struct CastArgs {
@@ -616,8 +655,13 @@ COHORT_HD void CastThread(const CastArgs& args, size_t thread, size_t threads) {
   using SFrom = typename Element<kFrom>::Storage;
   using STo = typename Element<kTo>::Storage;
   constexpr int kPer = CastPacked<kTo, kFrom>::kPer;
-  struct alignas(kPer * sizeof(SFrom)) FromPack { SFrom v[kPer]; };
-  struct alignas(kPer * sizeof(STo)) ToPack { STo v[kPer]; };
+  constexpr int kSteps = CastPacked<kTo, kFrom>::kSteps;
+  struct alignas(kPer * sizeof(SFrom)) FromPack {
+    SFrom v[kPer];
+  };
+  struct alignas(kPer * sizeof(STo)) ToPack {
+    STo v[kPer];
+  };
   auto* out = static_cast<STo*>(args.out);
   const auto* in = static_cast<const SFrom*>(args.in);
   const Split& split = args.split;
@@ -627,19 +671,19 @@ COHORT_HD void CastThread(const CastArgs& args, size_t thread, size_t threads) {
   }
   auto* out_packs = reinterpret_cast<ToPack*>(out + split.head);
   const auto* in_packs = reinterpret_cast<const FromPack*>(in + split.head);
-  for (size_t base = thread; base < split.packs; base += threads * kUnroll) {
-    FromPack x[kUnroll] = {};
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+  for (size_t base = thread; base < split.packs; base += threads * kSteps) {
+    FromPack x[kSteps] = {};
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j < split.packs) x[k] = in_packs[j];
     }
-COHORT_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
+    COHORT_UNROLL
+    for (int k = 0; k < kSteps; ++k) {
       const size_t j = base + k * threads;
       if (j >= split.packs) continue;
       ToPack result;
-COHORT_UNROLL
+      COHORT_UNROLL
       for (int v = 0; v < kPer; ++v) result.v[v] = CastElement<kTo, kFrom>(x[k].v[v]);
       out_packs[j] = result;
     }

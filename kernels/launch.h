@@ -14,6 +14,9 @@
 namespace cohort::cuda::detail {
 
 inline constexpr int kDefaultThreadsPerBlock = 512;
+// Every kernel is compiled for at most this many threads per block (__launch_bounds__), which
+// caps its registers at 128 so a 512-thread block always fits the register file.
+inline constexpr int kMaxThreadsPerBlock = 512;
 inline constexpr int kDefaultBlocksPerMultiprocessor = 4;
 
 // Multiprocessors of the current device, read once per device.
@@ -41,12 +44,29 @@ struct Grid {
   unsigned threads = kDefaultThreadsPerBlock;
 };
 
+// The most threads per block `kernel` launches with on the current device, read once per kernel
+// (its __launch_bounds__, or fewer where its registers demand).
+template <auto kKernel>
+int MaxThreads() {
+  static const int max_threads = [] {
+    cudaFuncAttributes attributes{};
+    if (cudaFuncGetAttributes(&attributes, kKernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return kMaxThreadsPerBlock;
+    }
+    return std::min(attributes.maxThreadsPerBlock, kMaxThreadsPerBlock);
+  }();
+  return max_threads;
+}
+
 // Enough threads for `items` units of work, capped at a persistent grid (blocks per
-// multiprocessor x multiprocessors) that then loops grid-stride.
-inline Grid GridFor(size_t items, LaunchShape shape) {
+// multiprocessor x multiprocessors) that then loops grid-stride. A requested block size above
+// what the kernel takes is lowered to it (a multiple of 32).
+inline Grid GridFor(size_t items, LaunchShape shape, int max_threads) {
   Grid grid;
-  grid.threads = static_cast<unsigned>(shape.threads_per_block > 0 ? shape.threads_per_block
-                                                                   : kDefaultThreadsPerBlock);
+  int threads = shape.threads_per_block > 0 ? shape.threads_per_block : kDefaultThreadsPerBlock;
+  threads = std::max(32, std::min(threads, max_threads) / 32 * 32);
+  grid.threads = static_cast<unsigned>(threads);
   const int per_sm = shape.blocks_per_multiprocessor > 0 ? shape.blocks_per_multiprocessor
                                                          : kDefaultBlocksPerMultiprocessor;
   const size_t cap = static_cast<size_t>(per_sm) * static_cast<size_t>(MultiprocessorCount());
@@ -55,7 +75,7 @@ inline Grid GridFor(size_t items, LaunchShape shape) {
   return grid;
 }
 
-// Work units of a split: every scalar edge element, and kUnroll packs per thread step.
+// Work units of a split: every scalar edge element, and `packs_per_item` packs per thread step.
 inline size_t ItemsOf(const Split& split, size_t packs_per_item) {
   return std::max(split.edges(), (split.packs + packs_per_item - 1) / packs_per_item);
 }

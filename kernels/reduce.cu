@@ -17,17 +17,18 @@ __device__ __forceinline__ size_t ThreadCount() {
 }
 
 template <DataType kType, class Op>
-__global__ void ReduceKernelBody(ReduceArgs args) {
+__global__ void __launch_bounds__(detail::kMaxThreadsPerBlock) ReduceKernelBody(ReduceArgs args) {
   ReduceThread<kType, Op>(args, ThreadIndex(), ThreadCount());
 }
 
 template <DataType kType, class Op>
-__global__ void ReduceManyKernelBody(ReduceManyArgs args) {
+__global__ void __launch_bounds__(detail::kMaxThreadsPerBlock)
+    ReduceManyKernelBody(ReduceManyArgs args) {
   ReduceManyThread<kType, Op>(args, ThreadIndex(), ThreadCount());
 }
 
 template <DataType kType>
-__global__ void ScaleKernelBody(ScaleArgs args) {
+__global__ void __launch_bounds__(detail::kMaxThreadsPerBlock) ScaleKernelBody(ScaleArgs args) {
   ScaleThread<kType>(args, ThreadIndex(), ThreadCount());
 }
 
@@ -42,7 +43,9 @@ cudaError_t LaunchReduceTyped(void* out, const void* a, const void* b, size_t co
     return cudaErrorInvalidValue;
   }
   const ReduceArgs args = MakeReduceArgs<kType>(out, a, b, count);
-  const detail::Grid grid = detail::GridFor(detail::ItemsOf(args.split, kUnroll), shape);
+  const detail::Grid grid =
+      detail::GridFor(detail::ItemsOf(args.split, Packed<kType>::kSteps), shape,
+                      detail::MaxThreads<ReduceKernelBody<kType, Op>>());
   ReduceKernelBody<kType, Op><<<grid.blocks, grid.threads, 0, stream>>>(args);
   return cudaGetLastError();
 }
@@ -73,7 +76,8 @@ cudaError_t ReduceManyEntry(void* out, const void* const* inputs, int num_inputs
   }
   if (num_inputs == 2) return ReduceEntry<kType, Op>(out, inputs[0], inputs[1], count, stream);
   const ReduceManyArgs args = MakeReduceManyArgs<kType>(out, inputs, num_inputs, count);
-  const detail::Grid grid = detail::GridFor(detail::ItemsOf(args.split, 2), LaunchShape{});
+  const detail::Grid grid = detail::GridFor(detail::ItemsOf(args.split, 2), LaunchShape{},
+                                            detail::MaxThreads<ReduceManyKernelBody<kType, Op>>());
   ReduceManyKernelBody<kType, Op><<<grid.blocks, grid.threads, 0, stream>>>(args);
   return cudaGetLastError();
 }
@@ -136,7 +140,9 @@ cudaError_t ScaleForAverage(void* data, DataType type, size_t count, int64_t div
   cudaError_t result = cudaErrorInvalidValue;
   VisitType(type, [&]<DataType kType>() {
     const ScaleArgs args = MakeScaleArgs<kType>(data, count, divisor);
-    const detail::Grid grid = detail::GridFor(detail::ItemsOf(args.split, kUnroll), LaunchShape{});
+    const detail::Grid grid =
+        detail::GridFor(detail::ItemsOf(args.split, Packed<kType>::kSteps), LaunchShape{},
+                        detail::MaxThreads<ScaleKernelBody<kType>>());
     ScaleKernelBody<kType><<<grid.blocks, grid.threads, 0, stream>>>(args);
     result = cudaGetLastError();
   });

@@ -96,8 +96,8 @@ void RunEveryCollective(NcclDeviceGroup& group, CudaStream& stream, int rank, in
     return static_cast<float>(size * (i % 97) + size * (size - 1) / 2);
   };
 
-  auto event = group.Allreduce(send.get(), recv.get(), count, DataType::kFloat32, ReduceOp::kSum,
-                               stream);
+  auto event =
+      group.Allreduce(send.get(), recv.get(), count, DataType::kFloat32, ReduceOp::kSum, stream);
   ASSERT_TRUE(event.ok()) << event.status();
   ASSERT_TRUE((*event)->Wait(kWait).ok());
   std::vector<float> got = recv.Get();
@@ -129,8 +129,8 @@ void RunEveryCollective(NcclDeviceGroup& group, CudaStream& stream, int rank, in
   ASSERT_TRUE(event.ok() && (*event)->Wait(kWait).ok());
   EXPECT_EQ(ints.Get(), (std::vector<int32_t>{-7, 7, 9, -9, 1, 2, 3, 4})) << "int avg";
 
-  event = group.Reduce(send.get(), recv.get(), count, DataType::kFloat32, ReduceOp::kMax, 0,
-                       stream);
+  event =
+      group.Reduce(send.get(), recv.get(), count, DataType::kFloat32, ReduceOp::kMax, 0, stream);
   ASSERT_TRUE(event.ok() && (*event)->Wait(kWait).ok());
   if (rank == 0) {
     EXPECT_EQ(recv.Get()[96], static_cast<float>(96 + size - 1)) << "reduce max";
@@ -154,12 +154,16 @@ TEST(NcclDeviceGroupGpuTest, OneRankRunsEveryCollective) {
   RunEveryCollective(**group, **stream, 0, 1);
   // What NCCL cannot do is refused before NCCL is called.
   DeviceArray<int32_t> ints(4);
-  EXPECT_EQ((*group)->Allreduce(ints.get(), ints.get(), 4, DataType::kInt32, ReduceOp::kBxor,
-                                **stream).status().code(),
+  EXPECT_EQ((*group)
+                ->Allreduce(ints.get(), ints.get(), 4, DataType::kInt32, ReduceOp::kBxor, **stream)
+                .status()
+                .code(),
             absl::StatusCode::kUnimplemented);
   (*group)->Abort(absl::AbortedError("test abort"));
-  EXPECT_EQ((*group)->Allreduce(ints.get(), ints.get(), 4, DataType::kInt32, ReduceOp::kSum,
-                                **stream).status().code(),
+  EXPECT_EQ((*group)
+                ->Allreduce(ints.get(), ints.get(), 4, DataType::kInt32, ReduceOp::kSum, **stream)
+                .status()
+                .code(),
             absl::StatusCode::kAborted);
 }
 

@@ -30,16 +30,15 @@ namespace cohort::cuda {
 namespace {
 
 using ::cohort::testing::CompareKernelElements;
+using ::cohort::testing::KernelBytes;
 using ::cohort::testing::kKernelOps;
 using ::cohort::testing::kKernelTypes;
-using ::cohort::testing::KernelBytes;
 using ::cohort::testing::RandomKernelData;
 
-#define ASSERT_CUDA(call)                                                  \
-  do {                                                                     \
-    const cudaError_t cuda_result_ = (call);                               \
-    ASSERT_EQ(cuda_result_, cudaSuccess) << #call << ": "                  \
-                                         << cudaGetErrorString(cuda_result_); \
+#define ASSERT_CUDA(call)                                                                      \
+  do {                                                                                         \
+    const cudaError_t cuda_result_ = (call);                                                   \
+    ASSERT_EQ(cuda_result_, cudaSuccess) << #call << ": " << cudaGetErrorString(cuda_result_); \
   } while (0)
 
 // Device memory with room for a misaligning offset; freed on scope exit.
@@ -96,7 +95,8 @@ TEST_P(GpuReduceTest, MatchesCpuKernels) {
       size_t out, a, b;
     };
     for (const Offsets o : {Offsets{0, 0, 0}, Offsets{1, 1, 1}, Offsets{0, 1, 0}}) {
-      const std::string where = absl::StrCat("count ", count, ", offsets ", o.out, "/", o.a, "/", o.b);
+      const std::string where =
+          absl::StrCat("count ", count, ", offsets ", o.out, "/", o.a, "/", o.b);
       uint8_t* pa = in_a.at(o.a * size);
       uint8_t* pb = in_b.at(o.b * size);
       uint8_t* po = out.at(o.out * size);
@@ -104,16 +104,19 @@ TEST_P(GpuReduceTest, MatchesCpuKernels) {
       ToDevice(pb, b);
       ASSERT_CUDA(kernel(po, pa, pb, count, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
-      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(po, a.size()).data(), count), "")
+      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(po, a.size()).data(), count),
+                "")
           << where << ", out of place";
       ASSERT_CUDA(kernel(pa, pa, pb, count, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
-      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(pa, a.size()).data(), count), "")
+      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(pa, a.size()).data(), count),
+                "")
           << where << ", out == a";
       ToDevice(pa, a);
       ASSERT_CUDA(kernel(pb, pa, pb, count, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
-      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(pb, b.size()).data(), count), "")
+      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(pb, b.size()).data(), count),
+                "")
           << where << ", out == b";
     }
     // Average: the sum, then the division, as on the CPU.
@@ -125,9 +128,9 @@ TEST_P(GpuReduceTest, MatchesCpuKernels) {
       ASSERT_CUDA(kernel(out.at(0), in_a.at(0), in_b.at(0), count, nullptr));
       ASSERT_CUDA(ScaleForAverage(out.at(0), type, count, 3, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
-      EXPECT_EQ(CompareKernelElements(type, averaged.data(), ToHost(out.at(0), a.size()).data(),
-                                      count),
-                "")
+      EXPECT_EQ(
+          CompareKernelElements(type, averaged.data(), ToHost(out.at(0), a.size()).data(), count),
+          "")
           << "average of count " << count;
     }
   }
@@ -155,11 +158,12 @@ TEST_P(GpuReduceTest, ReduceManyMatchesCpuKernels) {
       inputs.push_back(buffers.back()->at(0));
     }
     DeviceBuffer out(count * size);
-    ASSERT_CUDA(GetReduceManyKernel(type, op)(out.at(0), inputs.data(), num_inputs, count, nullptr));
+    ASSERT_CUDA(
+        GetReduceManyKernel(type, op)(out.at(0), inputs.data(), num_inputs, count, nullptr));
     ASSERT_CUDA(cudaDeviceSynchronize());
-    EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(out.at(0), count * size).data(),
-                                    count),
-              "")
+    EXPECT_EQ(
+        CompareKernelElements(type, expected.data(), ToHost(out.at(0), count * size).data(), count),
+        "")
         << num_inputs << " inputs";
     // In place into the first input.
     ASSERT_CUDA(GetReduceManyKernel(type, op)(buffers[0]->at(0), inputs.data(), num_inputs, count,
@@ -194,8 +198,8 @@ TEST(GpuKernelsTest, ScaleMatchesCpuAverage) {
       ToDevice(buffer.at(0), data);
       ASSERT_CUDA(ScaleForAverage(buffer.at(0), type, count, divisor, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
-      EXPECT_EQ(CompareKernelElements(type, expected.data(), ToHost(buffer.at(0), data.size()).data(),
-                                      count),
+      EXPECT_EQ(CompareKernelElements(type, expected.data(),
+                                      ToHost(buffer.at(0), data.size()).data(), count),
                 "")
           << DataTypeName(type) << " / " << divisor;
     }
@@ -203,7 +207,9 @@ TEST(GpuKernelsTest, ScaleMatchesCpuAverage) {
 }
 
 TEST(GpuKernelsTest, CastMatchesElementConversions) {
-  auto is_signed = [](DataType type) { return type != DataType::kUInt8 && type != DataType::kBool; };
+  auto is_signed = [](DataType type) {
+    return type != DataType::kUInt8 && type != DataType::kBool;
+  };
   for (DataType from : kKernelTypes) {
     for (DataType to : kKernelTypes) {
       const size_t count = 10007;
@@ -295,8 +301,10 @@ int RunBandwidth() {
   constexpr int kRepeats = 15;
   cudaDeviceProp properties{};
   cudaGetDeviceProperties(&properties, 0);
-  std::printf("bandwidth on %s (%d multiprocessors), 256 MiB buffers, median of %d alternating "
-              "runs\n", properties.name, properties.multiProcessorCount, kRepeats);
+  std::printf(
+      "bandwidth on %s (%d multiprocessors), 256 MiB buffers, median of %d alternating "
+      "runs\n",
+      properties.name, properties.multiProcessorCount, kRepeats);
   DeviceBuffer a(kBytes);
   DeviceBuffer b(kBytes);
   DeviceBuffer out(kBytes);
@@ -366,10 +374,11 @@ int RunBandwidth() {
       best_shape = name;
     }
   }
-  std::printf("fp32 sum, 256 MiB, default grid: %.1f%% of cudaMemcpy D2D (goal >= 85%%: %s); "
-              "best grid: %s at %.1f%%\n",
-              100 * default_ratio, default_ratio >= 0.85 ? "met" : "NOT met", best_shape.c_str(),
-              100 * best_ratio);
+  std::printf(
+      "fp32 sum, 256 MiB, default grid: %.1f%% of cudaMemcpy D2D (goal >= 85%%: %s); "
+      "best grid: %s at %.1f%%\n",
+      100 * default_ratio, default_ratio >= 0.85 ? "met" : "NOT met", best_shape.c_str(),
+      100 * best_ratio);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   return 0;

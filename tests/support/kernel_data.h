@@ -19,9 +19,9 @@
 namespace cohort::testing {
 
 inline constexpr DataType kKernelTypes[] = {
-    DataType::kFloat32, DataType::kFloat64, DataType::kFloat16, DataType::kBFloat16,
-    DataType::kInt8,    DataType::kUInt8,   DataType::kInt32,   DataType::kInt64,
-    DataType::kBool};
+    DataType::kFloat32,  DataType::kFloat64, DataType::kFloat16,
+    DataType::kBFloat16, DataType::kInt8,    DataType::kUInt8,
+    DataType::kInt32,    DataType::kInt64,   DataType::kBool};
 inline constexpr ReduceOp kKernelOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin,
                                           ReduceOp::kMax, ReduceOp::kAvg,  ReduceOp::kBand,
                                           ReduceOp::kBor, ReduceOp::kBxor};
@@ -37,12 +37,18 @@ inline KernelBytes RandomKernelData(DataType type, size_t count, std::mt19937_64
   std::uniform_int_distribution<int> percent(0, 99);
   auto special = [&]() -> double {
     switch (percent(rng) % 6) {
-      case 0: return std::numeric_limits<double>::quiet_NaN();
-      case 1: return std::numeric_limits<double>::infinity();
-      case 2: return -std::numeric_limits<double>::infinity();
-      case 3: return 0.0;
-      case 4: return -0.0;
-      default: return 1e-310;
+      case 0:
+        return std::numeric_limits<double>::quiet_NaN();
+      case 1:
+        return std::numeric_limits<double>::infinity();
+      case 2:
+        return -std::numeric_limits<double>::infinity();
+      case 3:
+        return 0.0;
+      case 4:
+        return -0.0;
+      default:
+        return 1e-310;
     }
   };
   for (size_t i = 0; i < count; ++i) {

@@ -4,8 +4,6 @@
 // element semantics of every (data type, reduce op) pair against reduce.cc, ReduceMany, average,
 // cast and strided copy. Runs without CUDA; tests/gpu/kernels_test.cu checks the compiled kernels
 // on a GPU against the same reference.
-#include "kernels/elementwise.h"
-
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -18,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/reduce.h"
+#include "kernels/elementwise.h"
 #include "support/kernel_data.h"
 
 namespace cohort {
@@ -30,9 +29,9 @@ namespace cohort::cuda {
 namespace {
 
 using ::cohort::testing::CompareKernelElements;
+using ::cohort::testing::KernelBytes;
 using ::cohort::testing::kKernelOps;
 using ::cohort::testing::kKernelTypes;
-using ::cohort::testing::KernelBytes;
 using ::cohort::testing::RandomKernelData;
 
 // Grids as the launcher might make them: one thread, a partial warp, several blocks' worth.
@@ -67,8 +66,8 @@ void SimulateReduce(DataType type, ReduceOp op, void* out, const void* a, const 
                     size_t count, size_t threads) {
   const bool served = VisitReduce(type, op, [&]<DataType kType, class Op>() {
     const ReduceArgs args = MakeReduceArgs<kType>(out, a, b, count);
-    RunGrid([](const ReduceArgs& x, size_t t, size_t n) { ReduceThread<kType, Op>(x, t, n); },
-            args, threads);
+    RunGrid([](const ReduceArgs& x, size_t t, size_t n) { ReduceThread<kType, Op>(x, t, n); }, args,
+            threads);
   });
   ASSERT_TRUE(served) << DataTypeName(type) << " " << ReduceOpName(op);
 }
@@ -221,8 +220,8 @@ TEST(KernelsHostTest, ScaleMatchesCpuAverage) {
         std::memcpy(buffer.data(), data.data(), data.size());
         VisitType(type, [&]<DataType kType>() {
           const ScaleArgs args = MakeScaleArgs<kType>(buffer.data(), count, divisor);
-          RunGrid([](const ScaleArgs& x, size_t t, size_t n) { ScaleThread<kType>(x, t, n); },
-                  args, 64);
+          RunGrid([](const ScaleArgs& x, size_t t, size_t n) { ScaleThread<kType>(x, t, n); }, args,
+                  64);
         });
         EXPECT_EQ(CompareKernelElements(type, expected.data(), buffer.data(), count), "")
             << DataTypeName(type) << " / " << divisor << ", offset " << offset;
@@ -234,7 +233,9 @@ TEST(KernelsHostTest, ScaleMatchesCpuAverage) {
 // Every (to, from) pair on values both types hold (small integers, halves and quarters where the
 // source is floating, negative only where both are signed), against LoadElement / StoreElement.
 TEST(KernelsHostTest, CastMatchesElementConversions) {
-  auto is_signed = [](DataType type) { return type != DataType::kUInt8 && type != DataType::kBool; };
+  auto is_signed = [](DataType type) {
+    return type != DataType::kUInt8 && type != DataType::kBool;
+  };
   for (DataType from : kKernelTypes) {
     for (DataType to : kKernelTypes) {
       const size_t count = 531;
@@ -296,15 +297,16 @@ TEST(KernelsHostTest, StridedCopyMatchesNaiveCopy) {
     size_t in_elements, out_elements;
   };
   const Case cases[] = {
-      {{3, 4}, {4, 1}, {1, 3}, 12, 12},                    // transpose
-      {{2, 3, 5}, {15, 5, 1}, {56, 8, 1}, 112, 30},        // padded rows and planes
-      {{4, 6}, {6, 1}, {0, 1}, 6, 24},                     // one row read four times
-      {{5, 7}, {1, 5}, {7, 1}, 35, 35},                    // transpose the other way
+      {{3, 4}, {4, 1}, {1, 3}, 12, 12},              // transpose
+      {{2, 3, 5}, {15, 5, 1}, {56, 8, 1}, 112, 30},  // padded rows and planes
+      {{4, 6}, {6, 1}, {0, 1}, 6, 24},               // one row read four times
+      {{5, 7}, {1, 5}, {7, 1}, 35, 35},              // transpose the other way
   };
   for (size_t element : {size_t{1}, size_t{2}, size_t{4}, size_t{8}, size_t{12}, size_t{16}}) {
     for (const Case& c : cases) {
       Buffer in(c.in_elements * element, 0);
-      for (size_t i = 0; i < c.in_elements * element; ++i) in.data()[i] = static_cast<uint8_t>(i * 7 + 1);
+      for (size_t i = 0; i < c.in_elements * element; ++i)
+        in.data()[i] = static_cast<uint8_t>(i * 7 + 1);
       Buffer out(c.out_elements * element, 0);
       std::memset(out.data(), 0, c.out_elements * element);
       KernelBytes expected(c.out_elements * element, 0);
@@ -321,7 +323,8 @@ TEST(KernelsHostTest, StridedCopyMatchesNaiveCopy) {
           out_offset += coordinate * c.out_strides[d];
           in_offset += coordinate * c.in_strides[d];
         }
-        std::memcpy(expected.data() + out_offset * element, in.data() + in_offset * element, element);
+        std::memcpy(expected.data() + out_offset * element, in.data() + in_offset * element,
+                    element);
       }
       CopyArgs args{};
       size_t word = 0;
@@ -335,11 +338,21 @@ TEST(KernelsHostTest, StridedCopyMatchesNaiveCopy) {
                 args, 37);
       };
       switch (word) {
-        case 1: run.operator()<uint8_t>(); break;
-        case 2: run.operator()<uint16_t>(); break;
-        case 4: run.operator()<uint32_t>(); break;
-        case 8: run.operator()<uint64_t>(); break;
-        default: run.operator()<Word16>(); break;
+        case 1:
+          run.operator()<uint8_t>();
+          break;
+        case 2:
+          run.operator()<uint16_t>();
+          break;
+        case 4:
+          run.operator()<uint32_t>();
+          break;
+        case 8:
+          run.operator()<uint64_t>();
+          break;
+        default:
+          run.operator()<Word16>();
+          break;
       }
       EXPECT_EQ(std::memcmp(expected.data(), out.data(), expected.size()), 0)
           << "element " << element << " bytes, sizes[0] " << c.sizes[0] << ", word " << word;

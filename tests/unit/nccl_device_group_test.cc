@@ -3,6 +3,8 @@
 // with its timeout and abort, the mapping of cohort's types and reductions to NCCL's, NCCL's
 // errors as Status naming the call, the rank and NCCL's reason, ncclInProgress handling,
 // asynchronous errors, Abort and destruction. tests/gpu/cuda_device_test.cc runs real NCCL.
+#include "collectives/device/nccl_device_group.h"
+
 #include <cstring>
 #include <functional>
 #include <map>
@@ -14,7 +16,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/device/fake_stream.h"
-#include "collectives/device/nccl_device_group.h"
 #include "collectives/in_memory_bootstrap.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -151,10 +152,10 @@ cudaError_t FakeScale(void*, DataType, size_t, int64_t divisor, cudaStream_t) {
   return cudaSuccess;
 }
 
-const NcclApi kFakeApi = {FakeGetVersion, FakeGetUniqueId, FakeInit,      FakeGetAsyncError,
-                          FakeFinalize,   FakeDestroy,     FakeAbort,     FakeErrorString,
+const NcclApi kFakeApi = {FakeGetVersion, FakeGetUniqueId, FakeInit,          FakeGetAsyncError,
+                          FakeFinalize,   FakeDestroy,     FakeAbort,         FakeErrorString,
                           FakeLastError,  FakeAllReduce,   FakeReduceScatter, FakeAllGather,
-                          FakeBroadcast,  FakeReduce,      FakeGetDevice, FakeSetDevice,
+                          FakeBroadcast,  FakeReduce,      FakeGetDevice,     FakeSetDevice,
                           FakeScale,      "fake NCCL"};
 
 // A stream that says it is CUDA (the group only reads its handle and records on it); its events
@@ -266,7 +267,8 @@ TEST_F(NcclDeviceGroupTest, MapsTypesAndReductions) {
   ASSERT_TRUE(group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kAvg, stream).ok());
   ASSERT_TRUE(group->Allreduce(data, data, 8, DataType::kInt32, ReduceOp::kAvg, stream).ok());
   ASSERT_TRUE(group->Allreduce(data, data, 8, DataType::kBool, ReduceOp::kBand, stream).ok());
-  ASSERT_TRUE(group->ReduceScatter(data, data, 4, DataType::kBFloat16, ReduceOp::kMax, stream).ok());
+  ASSERT_TRUE(
+      group->ReduceScatter(data, data, 4, DataType::kBFloat16, ReduceOp::kMax, stream).ok());
   ASSERT_TRUE(group->Allgather(data, data, 2, DataType::kFloat16, stream).ok());
   ASSERT_TRUE(group->Broadcast(data, data, 8, DataType::kInt64, 0, stream).ok());
   ASSERT_TRUE(group->Reduce(data, data, 8, DataType::kUInt8, ReduceOp::kProd, 0, stream).ok());
@@ -323,10 +325,9 @@ TEST_F(NcclDeviceGroupTest, ACollectiveErrorNamesTheCallRankAndReason) {
   EXPECT_THAT(message, HasSubstr("peer 10.0.0.2 closed the connection"));
   // The group failed: later calls return the same error without calling NCCL.
   fake->collective_result = ncclSuccess;
-  EXPECT_EQ(group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kSum, stream)
-                .status()
-                .code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(
+      group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kSum, stream).status().code(),
+      absl::StatusCode::kUnavailable);
   EXPECT_EQ(fake->calls.size(), 1u);
   EXPECT_EQ(group->AsyncError().code(), absl::StatusCode::kUnavailable);
 }
@@ -337,10 +338,9 @@ TEST_F(NcclDeviceGroupTest, ABadArgumentLeavesTheGroupUsable) {
   PretendCudaStream stream;
   fake->collective_result = ncclInvalidArgument;
   float data[8] = {};
-  EXPECT_EQ(group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kSum, stream)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kSum, stream).status().code(),
+      absl::StatusCode::kInvalidArgument);
   fake->collective_result = ncclSuccess;
   EXPECT_TRUE(group->Allreduce(data, data, 8, DataType::kFloat32, ReduceOp::kSum, stream).ok());
 }

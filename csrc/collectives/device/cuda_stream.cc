@@ -30,8 +30,8 @@ class CudaEvent final : public Event {
       (void)cudaGetLastError();  // not an error: keep it out of the next launch check
       return false;
     }
-    return cuda::ToStatus(result, absl::StrCat("work on cuda:", device_,
-                                               " before this event (cudaEventQuery)"));
+    return cuda::ToStatus(
+        result, absl::StrCat("work on cuda:", device_, " before this event (cudaEventQuery)"));
   }
 
   absl::Status Wait(absl::Duration timeout) override {
@@ -43,9 +43,8 @@ class CudaEvent final : public Event {
       if (!done.ok()) return done.status();
       if (*done) return absl::OkStatus();
       if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("work on cuda:", device_, " still running after ",
-                         absl::FormatDuration(timeout)));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "work on cuda:", device_, " still running after ", absl::FormatDuration(timeout)));
       }
       absl::SleepFor(nap);
       nap = std::min(nap * 2, absl::Milliseconds(1));
@@ -103,9 +102,8 @@ absl::StatusOr<std::unique_ptr<Event>> CudaStream::Record() {
   CudaDeviceGuard guard(device_);
   if (!guard.status().ok()) return guard.status();
   cudaEvent_t event = nullptr;
-  absl::Status status =
-      cuda::ToStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
-                     OnDevice("cudaEventCreateWithFlags", device_));
+  absl::Status status = cuda::ToStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
+                                       OnDevice("cudaEventCreateWithFlags", device_));
   if (!status.ok()) return status;
   auto owned = std::make_unique<CudaEvent>(event, device_);
   status = cuda::ToStatus(cudaEventRecord(event, stream_), OnDevice("cudaEventRecord", device_));
@@ -116,8 +114,8 @@ absl::StatusOr<std::unique_ptr<Event>> CudaStream::Record() {
 absl::Status CudaStream::WaitFor(Event& event) {
   auto* cuda_event = dynamic_cast<CudaEvent*>(&event);
   if (cuda_event == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a CUDA stream cannot wait for a ", StreamKindName(event.kind()), " event"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a CUDA stream cannot wait for a ", StreamKindName(event.kind()), " event"));
   }
   CudaDeviceGuard guard(device_);
   if (!guard.status().ok()) return guard.status();

@@ -5,8 +5,8 @@
 namespace cohort::device {
 
 std::string DescribeDeviceCall(const DeviceCall& call) {
-  std::string text = absl::StrCat(OpTypeName(call.op), " of ", call.count, " ",
-                                  DataTypeName(call.type));
+  std::string text =
+      absl::StrCat(OpTypeName(call.op), " of ", call.count, " ", DataTypeName(call.type));
   switch (call.op) {
     case OpType::kAllreduce:
     case OpType::kReduceScatter:
@@ -34,9 +34,10 @@ absl::Status CheckDeviceCallShape(const DeviceCall& call, int rank, int size,
     case OpType::kReduce:
       break;
     default:
-      return absl::UnimplementedError(absl::StrCat(
-          who, ": ", OpTypeName(call.op), " is not a device group collective; device groups run "
-          "allreduce, reduce_scatter, allgather, broadcast and reduce"));
+      return absl::UnimplementedError(
+          absl::StrCat(who, ": ", OpTypeName(call.op),
+                       " is not a device group collective; device groups run "
+                       "allreduce, reduce_scatter, allgather, broadcast and reduce"));
   }
   if (static_cast<int>(call.type) >= kNumDataTypes) {
     return absl::InvalidArgumentError(
@@ -44,15 +45,17 @@ absl::Status CheckDeviceCallShape(const DeviceCall& call, int rank, int size,
   }
   if ((call.op == OpType::kBroadcast || call.op == OpType::kReduce) &&
       (call.root < 0 || call.root >= size)) {
-    return absl::InvalidArgumentError(absl::StrCat(who, ": ", DescribeDeviceCall(call),
-                                                   ": root ", call.root, " is not a rank of a "
-                                                   "group of ", size));
+    return absl::InvalidArgumentError(absl::StrCat(who, ": ", DescribeDeviceCall(call), ": root ",
+                                                   call.root,
+                                                   " is not a rank of a "
+                                                   "group of ",
+                                                   size));
   }
   // Broadcast reads `send` on the root only; reduce writes `recv` on the root only.
   const bool needs_send = call.op != OpType::kBroadcast || rank == call.root;
   const bool needs_recv = call.op != OpType::kReduce || rank == call.root;
-  if (call.count > 0 && ((needs_send && call.send == nullptr) ||
-                         (needs_recv && call.recv == nullptr))) {
+  if (call.count > 0 &&
+      ((needs_send && call.send == nullptr) || (needs_recv && call.recv == nullptr))) {
     return absl::InvalidArgumentError(
         absl::StrCat(who, ": ", DescribeDeviceCall(call), ": a null buffer"));
   }

@@ -71,13 +71,12 @@ class DeviceGroup {
 
   // The convenience forms.
   absl::StatusOr<std::unique_ptr<Event>> Allreduce(const void* send, void* recv, size_t count,
-                                                   DataType type, ReduceOp reduce,
-                                                   Stream& stream) {
+                                                   DataType type, ReduceOp reduce, Stream& stream) {
     return Enqueue({OpType::kAllreduce, send, recv, count, type, reduce, 0}, stream);
   }
-  absl::StatusOr<std::unique_ptr<Event>> ReduceScatter(const void* send, void* recv,
-                                                       size_t count, DataType type,
-                                                       ReduceOp reduce, Stream& stream) {
+  absl::StatusOr<std::unique_ptr<Event>> ReduceScatter(const void* send, void* recv, size_t count,
+                                                       DataType type, ReduceOp reduce,
+                                                       Stream& stream) {
     return Enqueue({OpType::kReduceScatter, send, recv, count, type, reduce, 0}, stream);
   }
   absl::StatusOr<std::unique_ptr<Event>> Allgather(const void* send, void* recv, size_t count,

@@ -71,7 +71,8 @@ struct alignas(64) RankControl {
   CallRecord call;
 };
 
-static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free,
+static_assert(std::atomic<uint64_t>::is_always_lock_free &&
+                  std::atomic<int32_t>::is_always_lock_free,
               "the segment's atomics must be lock-free to work across processes");
 
 size_t AlignUp(size_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -93,8 +94,12 @@ std::string NewSegmentName() {
 }
 
 CallRecord RecordOf(const DeviceCall& call, uint64_t sequence) {
-  return {sequence, call.count, static_cast<int32_t>(call.op), static_cast<int32_t>(call.type),
-          static_cast<int32_t>(call.reduce), static_cast<int32_t>(call.root)};
+  return {sequence,
+          call.count,
+          static_cast<int32_t>(call.op),
+          static_cast<int32_t>(call.type),
+          static_cast<int32_t>(call.reduce),
+          static_cast<int32_t>(call.root)};
 }
 
 std::string DescribeRecord(const CallRecord& record) {
@@ -180,8 +185,8 @@ struct FakeDeviceGroup::Core {
         if (r != rank && controls[r].aborted.load(std::memory_order_acquire) != 0) {
           return absl::UnavailableError(absl::StrCat(
               who, ": ", DescribeDeviceCall(call), " (call #", sequence, "): rank ", r,
-              " aborted the group: ", std::string(controls[r].reason,
-                                                  strnlen(controls[r].reason, kReasonBytes))));
+              " aborted the group: ",
+              std::string(controls[r].reason, strnlen(controls[r].reason, kReasonBytes))));
         }
       }
       if (absl::Now() > deadline) {
@@ -295,8 +300,8 @@ struct FakeDeviceGroup::Core {
         for (int r = 0; r < size; ++r) {
           if (controls[r].call == record) continue;
           return absl::FailedPreconditionError(absl::StrCat(
-              who, ": mismatched collectives: this rank called ", DescribeRecord(record),
-              ", rank ", r, " called ", DescribeRecord(controls[r].call),
+              who, ": mismatched collectives: this rank called ", DescribeRecord(record), ", rank ",
+              r, " called ", DescribeRecord(controls[r].call),
               " (found by the fake device group; NCCL would hang or mix data instead)"));
         }
       }
@@ -347,13 +352,13 @@ absl::StatusOr<std::unique_ptr<FakeDeviceGroup>> FakeDeviceGroup::Create(
     created = name;
     const bool sized = ftruncate(fd, static_cast<off_t>(core->bytes)) == 0;
     const int error = errno;
-    void* base = sized ? mmap(nullptr, core->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-                       : MAP_FAILED;
+    void* base =
+        sized ? mmap(nullptr, core->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
     const int map_error = errno;
     close(fd);
     if (!sized) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cannot size ", name, " to ", core->bytes, " bytes: ", ErrnoText(error)));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot size ", name, " to ", core->bytes, " bytes: ", ErrnoText(error)));
     }
     if (base == MAP_FAILED) {
       return absl::ResourceExhaustedError(absl::StrCat("mmap ", name, ": ", ErrnoText(map_error)));
@@ -366,8 +371,8 @@ absl::StatusOr<std::unique_ptr<FakeDeviceGroup>> FakeDeviceGroup::Create(
     header->magic = kMagic;
     return name;
   };
-  absl::StatusOr<std::string> name = ShareUniqueId(bootstrap, key, rank, size, options.timeout, 0,
-                                                   core->who, make_segment);
+  absl::StatusOr<std::string> name =
+      ShareUniqueId(bootstrap, key, rank, size, options.timeout, 0, core->who, make_segment);
   if (!name.ok()) return name.status();
 
   if (rank != 0) {
@@ -378,8 +383,8 @@ absl::StatusOr<std::unique_ptr<FakeDeviceGroup>> FakeDeviceGroup::Create(
     }
     struct stat info {};
     const bool sized = fstat(fd, &info) == 0 && static_cast<size_t>(info.st_size) == core->bytes;
-    void* base = sized ? mmap(nullptr, core->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-                       : MAP_FAILED;
+    void* base =
+        sized ? mmap(nullptr, core->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
     close(fd);
     if (base == MAP_FAILED) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -391,14 +396,14 @@ absl::StatusOr<std::unique_ptr<FakeDeviceGroup>> FakeDeviceGroup::Create(
     if (header->magic != kMagic || header->size != size ||
         header->slot_bytes != options.slot_bytes) {
       return absl::FailedPreconditionError(absl::StrCat(
-          core->who, ": rank 0's segment ", *name, " was made for ", header->size,
-          " ranks and ", header->slot_bytes, "-byte slots; this rank has ", size, " and ",
-          options.slot_bytes));
+          core->who, ": rank 0's segment ", *name, " was made for ", header->size, " ranks and ",
+          header->slot_bytes, "-byte slots; this rank has ", size, " and ", options.slot_bytes));
     }
     header->attached.fetch_add(1);
   }
   core->header = static_cast<SegmentHeader*>(core->base);
-  core->controls = reinterpret_cast<RankControl*>(static_cast<uint8_t*>(core->base) + ControlsOffset());
+  core->controls =
+      reinterpret_cast<RankControl*>(static_cast<uint8_t*>(core->base) + ControlsOffset());
   core->slots = static_cast<uint8_t*>(core->base) + SlotsOffset(size);
 
   if (rank == 0) {
@@ -423,7 +428,8 @@ absl::Status FakeDeviceGroup::CheckSupported(const DeviceCall& call) const {
   if (!shape.ok()) return shape;
   if (call.op == OpType::kAllgather || call.op == OpType::kBroadcast) return absl::OkStatus();
   const std::string who = absl::StrCat(core_->who, ": ", DescribeDeviceCall(call));
-  if (core_->options.nccl_support_only) return NcclReductionFor(call.type, call.reduce, who).status();
+  if (core_->options.nccl_support_only)
+    return NcclReductionFor(call.type, call.reduce, who).status();
   absl::Status supported = CheckReduceSupported(call.type, call.reduce);
   if (supported.ok()) return supported;
   return absl::InvalidArgumentError(absl::StrCat(who, ": ", supported.message()));
@@ -435,9 +441,10 @@ absl::StatusOr<std::unique_ptr<Event>> FakeDeviceGroup::Enqueue(const DeviceCall
   if (!supported.ok()) return supported;
   auto* fake = dynamic_cast<FakeStream*>(&stream);
   if (fake == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        core_->who, ": ", DescribeDeviceCall(call), ": the fake device group runs on fake "
-        "streams, not on a ", StreamKindName(stream.kind()), " stream"));
+    return absl::InvalidArgumentError(absl::StrCat(core_->who, ": ", DescribeDeviceCall(call),
+                                                   ": the fake device group runs on fake "
+                                                   "streams, not on a ",
+                                                   StreamKindName(stream.kind()), " stream"));
   }
   const uint64_t steps = core_->StepsFor(call);
   uint64_t sequence = 0;

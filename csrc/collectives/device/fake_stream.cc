@@ -65,9 +65,9 @@ class FakeEvent final : public Event {
     absl::MutexLock lock(&state_->mutex);
     auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_->DoneOrFailed(sequence_); };
     if (!state_->mutex.AwaitWithTimeout(absl::Condition(&done), timeout)) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "fake stream event (after task ", sequence_, ") still pending after ",
-          absl::FormatDuration(timeout), "; ", state_->finished, " tasks finished"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("fake stream event (after task ", sequence_, ") still pending after ",
+                       absl::FormatDuration(timeout), "; ", state_->finished, " tasks finished"));
     }
     if (state_->finished >= sequence_) return absl::OkStatus();
     return state_->error;
@@ -110,8 +110,8 @@ FakeStream::~FakeStream() {
     absl::MutexLock lock(&state_->mutex);
     state_->stopping = true;
     if (!state_->queue.empty()) {
-      state_->FailLocked(absl::CancelledError(absl::StrCat(
-          "fake stream destroyed with ", state_->queue.size(), " tasks not started")));
+      state_->FailLocked(absl::CancelledError(
+          absl::StrCat("fake stream destroyed with ", state_->queue.size(), " tasks not started")));
     }
   }
   thread_.join();
@@ -161,8 +161,8 @@ absl::StatusOr<std::unique_ptr<Event>> FakeStream::Record() {
 absl::Status FakeStream::WaitFor(Event& event) {
   auto* fake = dynamic_cast<FakeEvent*>(&event);
   if (fake == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a fake stream cannot wait for a ", StreamKindName(event.kind()), " event"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a fake stream cannot wait for a ", StreamKindName(event.kind()), " event"));
   }
   std::shared_ptr<State> other = fake->state();
   const uint64_t sequence = fake->sequence();

@@ -44,21 +44,21 @@ absl::StatusOr<NcclApi> Load() {
   Resolve(library, "ncclBroadcast", api.broadcast, missing);
   Resolve(library, "ncclReduce", api.reduce, missing);
   if (!missing.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kLibrary, " lacks ", missing, "; cohort needs NCCL ", kOldestNcclVersion / 10000, ".",
-        kOldestNcclVersion / 100 % 100, " or newer"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kLibrary, " lacks ", missing, "; cohort needs NCCL ",
+                     kOldestNcclVersion / 10000, ".", kOldestNcclVersion / 100 % 100, " or newer"));
   }
   int version = 0;
   if (api.get_version(&version) != ncclSuccess || version < kOldestNcclVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        kLibrary, " is version ", version, "; cohort needs ", kOldestNcclVersion,
-        " (", kOldestNcclVersion / 10000, ".", kOldestNcclVersion / 100 % 100, ") or newer"));
+        kLibrary, " is version ", version, "; cohort needs ", kOldestNcclVersion, " (",
+        kOldestNcclVersion / 10000, ".", kOldestNcclVersion / 100 % 100, ") or newer"));
   }
   api.get_device = &cudaGetDevice;
   api.set_device = &cudaSetDevice;
   api.scale_for_average = &cuda::ScaleForAverage;
-  api.library = absl::StrCat(kLibrary, " ", version / 10000, ".", version / 100 % 100, ".",
-                             version % 100);
+  api.library =
+      absl::StrCat(kLibrary, " ", version / 10000, ".", version / 100 % 100, ".", version % 100);
   return api;
 }
 

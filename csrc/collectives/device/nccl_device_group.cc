@@ -30,7 +30,8 @@ absl::StatusCode CodeFor(ncclResult_t result) {
 }
 
 std::string NcclReason(const NcclApi& api, ncclResult_t result, ncclComm_t comm) {
-  std::string reason = absl::StrCat(NcclResultName(result), " (", api.get_error_string(result), ")");
+  std::string reason =
+      absl::StrCat(NcclResultName(result), " (", api.get_error_string(result), ")");
   const char* last = api.get_last_error(comm);
   if (last != nullptr && *last != '\0') absl::StrAppend(&reason, ": ", last);
   return reason;
@@ -78,15 +79,24 @@ class ApiDeviceGuard {
 
 absl::StatusOr<ncclDataType_t> NcclType(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return ncclFloat32;
-    case DataType::kFloat64: return ncclFloat64;
-    case DataType::kFloat16: return ncclFloat16;
-    case DataType::kBFloat16: return ncclBfloat16;
-    case DataType::kInt8: return ncclInt8;
-    case DataType::kUInt8: return ncclUint8;
-    case DataType::kInt32: return ncclInt32;
-    case DataType::kInt64: return ncclInt64;
-    case DataType::kBool: return ncclUint8;  // torch's bool is one byte, 0 or 1
+    case DataType::kFloat32:
+      return ncclFloat32;
+    case DataType::kFloat64:
+      return ncclFloat64;
+    case DataType::kFloat16:
+      return ncclFloat16;
+    case DataType::kBFloat16:
+      return ncclBfloat16;
+    case DataType::kInt8:
+      return ncclInt8;
+    case DataType::kUInt8:
+      return ncclUint8;
+    case DataType::kInt32:
+      return ncclInt32;
+    case DataType::kInt64:
+      return ncclInt64;
+    case DataType::kBool:
+      return ncclUint8;  // torch's bool is one byte, 0 or 1
   }
   return absl::InvalidArgumentError("unknown data type");
 }
@@ -116,7 +126,11 @@ bool Reduces(OpType op) {
 
 NcclDeviceGroup::NcclDeviceGroup(const NcclApi* api, ncclComm_t comm, int rank, int size,
                                  NcclDeviceGroupOptions options, std::string who)
-    : api_(api), comm_(comm), rank_(rank), size_(size), options_(std::move(options)),
+    : api_(api),
+      comm_(comm),
+      rank_(rank),
+      size_(size),
+      options_(std::move(options)),
       who_(std::move(who)) {}
 
 absl::StatusOr<std::unique_ptr<NcclDeviceGroup>> NcclDeviceGroup::Create(
@@ -166,7 +180,8 @@ absl::StatusOr<std::unique_ptr<NcclDeviceGroup>> NcclDeviceGroup::Create(
       api->comm_abort(comm);
       return absl::DeadlineExceededError(absl::StrCat(
           who, ": NCCL communicator set-up (ncclCommInitRankConfig) did not finish within ",
-          absl::FormatDuration(options.timeout), "; a rank of the host may be stuck or gone "
+          absl::FormatDuration(options.timeout),
+          "; a rank of the host may be stuck or gone "
           "(NCCL_DEBUG=INFO shows where NCCL waits)"));
     }
   }
@@ -199,8 +214,8 @@ NcclDeviceGroup::~NcclDeviceGroup() {
 
 absl::Status NcclDeviceGroup::NcclError(ncclResult_t result, const char* call,
                                         const std::string& what) const {
-  return absl::Status(CodeFor(result), absl::StrCat(who_, ": ", what, ": ", call, " failed: ",
-                                                    NcclReason(*api_, result, comm_)));
+  return absl::Status(CodeFor(result), absl::StrCat(who_, ": ", what, ": ", call,
+                                                    " failed: ", NcclReason(*api_, result, comm_)));
 }
 
 absl::Status NcclDeviceGroup::WaitWhileInProgress(const char* call, const std::string& what) {
@@ -220,7 +235,8 @@ absl::Status NcclDeviceGroup::CheckSupported(const DeviceCall& call) const {
   absl::Status shape = CheckDeviceCallShape(call, rank_, size_, who_);
   if (!shape.ok()) return shape;
   if (!Reduces(call.op)) return absl::OkStatus();
-  return NcclReductionFor(call.type, call.reduce, absl::StrCat(who_, ": ", DescribeDeviceCall(call)))
+  return NcclReductionFor(call.type, call.reduce,
+                          absl::StrCat(who_, ": ", DescribeDeviceCall(call)))
       .status();
 }
 
@@ -230,7 +246,8 @@ absl::StatusOr<std::unique_ptr<Event>> NcclDeviceGroup::Enqueue(const DeviceCall
   if (!supported.ok()) return supported;
   const std::string what = DescribeDeviceCall(call);
   if (stream.kind() != StreamKind::kCuda) {
-    return absl::InvalidArgumentError(absl::StrCat(who_, ": ", what, ": NCCL runs on CUDA "
+    return absl::InvalidArgumentError(absl::StrCat(who_, ": ", what,
+                                                   ": NCCL runs on CUDA "
                                                    "streams, not on a ",
                                                    StreamKindName(stream.kind()), " stream"));
   }
@@ -260,13 +277,13 @@ absl::StatusOr<std::unique_ptr<Event>> NcclDeviceGroup::Enqueue(const DeviceCall
       break;
     case OpType::kBroadcast:
       name = "ncclBroadcast";
-      result = api_->broadcast(call.send, call.recv, call.count, type, call.root, comm_,
-                               cuda_stream);
+      result =
+          api_->broadcast(call.send, call.recv, call.count, type, call.root, comm_, cuda_stream);
       break;
     case OpType::kReduce:
       name = "ncclReduce";
-      result = api_->reduce(call.send, call.recv, call.count, type, op, call.root, comm_,
-                            cuda_stream);
+      result =
+          api_->reduce(call.send, call.recv, call.count, type, op, call.root, comm_, cuda_stream);
       break;
     default:
       return absl::InternalError(absl::StrCat(who_, ": ", what, ": not a device collective"));
@@ -286,8 +303,8 @@ absl::StatusOr<std::unique_ptr<Event>> NcclDeviceGroup::Enqueue(const DeviceCall
         api_->scale_for_average(call.recv, call.type, call.count, size_, cuda_stream);
     if (scaled != cudaSuccess) {
       failure_ = absl::InternalError(absl::StrCat(
-          who_, ": ", what, ": the average's division kernel failed to launch: ",
-          cudaGetErrorName(scaled)));
+          who_, ": ", what,
+          ": the average's division kernel failed to launch: ", cudaGetErrorName(scaled)));
       return failure_;
     }
   }
@@ -315,7 +332,8 @@ absl::Status NcclDeviceGroup::AsyncErrorLocked() {
   const ncclResult_t queried = api_->comm_get_async_error(comm_, &state);
   if (queried != ncclSuccess) state = queried;
   if (state == ncclSuccess || state == ncclInProgress) return absl::OkStatus();
-  failure_ = absl::Status(CodeFor(state), absl::StrCat(who_, ": NCCL reported an asynchronous "
+  failure_ = absl::Status(CodeFor(state), absl::StrCat(who_,
+                                                       ": NCCL reported an asynchronous "
                                                        "error: ",
                                                        NcclReason(*api_, state, comm_)));
   return failure_;

@@ -5,8 +5,7 @@
 
 namespace cohort::device {
 
-absl::StatusOr<NcclReduction> NcclReductionFor(DataType type, ReduceOp op,
-                                               const std::string& who) {
+absl::StatusOr<NcclReduction> NcclReductionFor(DataType type, ReduceOp op, const std::string& who) {
   absl::Status supported = CheckReduceSupported(type, op);
   if (!supported.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(who, ": ", supported.message()));

@@ -16,15 +16,14 @@ enum class NcclReduction {
   kProd,
   kMin,
   kMax,
-  kAvg,             // ncclAvg (floating types)
-  kSumThenDivide,   // ncclSum, then cohort's ScaleForAverage kernel (integer avg truncates toward
-                    // zero, as on the CPU)
+  kAvg,            // ncclAvg (floating types)
+  kSumThenDivide,  // ncclSum, then cohort's ScaleForAverage kernel (integer avg truncates toward
+                   // zero, as on the CPU)
 };
 
 // bool travels as uint8 (min and band as ncclMin, max and bor as ncclMax); NCCL has no bitwise
 // reductions, so band/bor/bxor on integers and bxor on bool are Unimplemented, as is any pair
 // reduce.h rejects (InvalidArgument). `who` prefixes the message.
-absl::StatusOr<NcclReduction> NcclReductionFor(DataType type, ReduceOp op,
-                                               const std::string& who);
+absl::StatusOr<NcclReduction> NcclReductionFor(DataType type, ReduceOp op, const std::string& who);
 
 }  // namespace cohort::device

@@ -35,9 +35,10 @@ absl::StatusOr<std::string> ShareUniqueId(
   const absl::Time deadline = absl::Now() + timeout;
   absl::Status status = bootstrap.Set(absl::StrCat(key, "/arrived/", rank), "1");
   if (!status.ok()) {
-    return absl::Status(status.code(), absl::StrCat(who, ": cannot announce itself through the "
-                                                        "bootstrap under ", key, ": ",
-                                                    status.message()));
+    return absl::Status(status.code(), absl::StrCat(who,
+                                                    ": cannot announce itself through the "
+                                                    "bootstrap under ",
+                                                    key, ": ", status.message()));
   }
   std::vector<std::string> arrived;
   for (int r = 0; r < size; ++r) arrived.push_back(absl::StrCat(key, "/arrived/", r));
@@ -61,19 +62,20 @@ absl::StatusOr<std::string> ShareUniqueId(
   if (rank == 0) {
     absl::StatusOr<std::string> id = make_id();
     if (id.ok() && expected_bytes > 0 && id->size() != expected_bytes) {
-      id = absl::InternalError(absl::StrCat("the id made is ", id->size(), " bytes, not ",
-                                            expected_bytes));
+      id = absl::InternalError(
+          absl::StrCat("the id made is ", id->size(), " bytes, not ", expected_bytes));
     }
     if (!id.ok()) {
       // Tell the others, so they fail now with this reason rather than at their timeout.
       (void)bootstrap.Set(id_key, absl::StrCat("E", id.status().message()));
-      return absl::Status(id.status().code(), absl::StrCat(who, ": cannot make the group's id: ",
-                                                           id.status().message()));
+      return absl::Status(
+          id.status().code(),
+          absl::StrCat(who, ": cannot make the group's id: ", id.status().message()));
     }
     status = bootstrap.Set(id_key, absl::StrCat("I", absl::BytesToHexString(*id)));
     if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat(who, ": cannot publish the group's id: ",
-                                                      status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat(who, ": cannot publish the group's id: ", status.message()));
     }
     return *std::move(id);
   }
@@ -81,14 +83,14 @@ absl::StatusOr<std::string> ShareUniqueId(
   const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
   absl::StatusOr<std::string> published = bootstrap.Get(id_key, left);
   if (!published.ok()) {
-    return absl::Status(published.status().code(),
-                        absl::StrCat(who, ": rank 0 did not publish the group's id under ", id_key,
-                                     " within ", absl::FormatDuration(timeout), ": ",
-                                     published.status().message()));
+    return absl::Status(
+        published.status().code(),
+        absl::StrCat(who, ": rank 0 did not publish the group's id under ", id_key, " within ",
+                     absl::FormatDuration(timeout), ": ", published.status().message()));
   }
   if (!published->empty() && (*published)[0] == 'E') {
-    return absl::UnavailableError(absl::StrCat(who, ": rank 0 could not make the group's id: ",
-                                               published->substr(1)));
+    return absl::UnavailableError(
+        absl::StrCat(who, ": rank 0 could not make the group's id: ", published->substr(1)));
   }
   std::string id;
   if (published->empty() || (*published)[0] != 'I' ||
@@ -96,8 +98,9 @@ absl::StatusOr<std::string> ShareUniqueId(
       (expected_bytes > 0 && id.size() != expected_bytes)) {
     return absl::DataLossError(absl::StrCat(
         who, ": malformed group id under ", id_key, " (", published->size(), " characters",
-        expected_bytes > 0 ? absl::StrCat("; expected \"I\" and ", 2 * expected_bytes, " hex digits")
-                           : "",
+        expected_bytes > 0
+            ? absl::StrCat("; expected \"I\" and ", 2 * expected_bytes, " hex digits")
+            : "",
         "); another job or group may be using the same key"));
   }
   return id;

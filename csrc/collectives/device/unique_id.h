@@ -21,9 +21,9 @@ namespace cohort::device {
 // (e.g. the communicator's prefix + "/nccl/" + a counter). `make_id` runs on rank 0 only.
 // `expected_bytes` (when > 0) is the id's exact size; another size is an error. `what` names the
 // group in errors ("nccl device group").
-absl::StatusOr<std::string> ShareUniqueId(
-    Bootstrap& bootstrap, const std::string& key, int rank, int size, absl::Duration timeout,
-    size_t expected_bytes, const std::string& what,
-    absl::FunctionRef<absl::StatusOr<std::string>()> make_id);
+absl::StatusOr<std::string> ShareUniqueId(Bootstrap& bootstrap, const std::string& key, int rank,
+                                          int size, absl::Duration timeout, size_t expected_bytes,
+                                          const std::string& what,
+                                          absl::FunctionRef<absl::StatusOr<std::string>()> make_id);
 
 }  // namespace cohort::device
