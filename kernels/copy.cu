@@ -29,7 +29,8 @@ __global__ void __launch_bounds__(detail::kMaxThreadsPerBlock)
 template <typename Word>
 cudaError_t LaunchStridedCopy(const CopyArgs& args, cudaStream_t stream) {
   const detail::Grid grid = detail::GridFor(args.count, LaunchShape{}, detail::kMaxThreadsPerBlock);
-  if (args.count <= 0xFFFFFFFFull) {
+  // 32-bit indices while index + grid size cannot wrap (the grid is far below 2^31 threads).
+  if (args.count <= 0x7FFFFFFFull) {
     StridedCopyKernelBody<Word, uint32_t><<<grid.blocks, grid.threads, 0, stream>>>(args);
   } else {
     StridedCopyKernelBody<Word, uint64_t><<<grid.blocks, grid.threads, 0, stream>>>(args);
