@@ -528,6 +528,53 @@ TEST(FakeDeviceGroupTest, RefusesWhatNcclCannotDo) {
       "fake-all-ops");
 }
 
+// The shape of the GPU hierarchical schedule, as the engine will compose it: reduce-scatter
+// inside each host, the rail step between hosts on this rank's block (here a second fake group
+// standing in for cohort's rails), allgather inside the host, all ordered by one stream and
+// finished by one event. 2 hosts x 2 local ranks as threads.
+TEST(FakeDeviceGroupTest, AHierarchicalAllreduceComposesFromGroupsAndEvents) {
+  constexpr int kHosts = 2;
+  constexpr int kLocal = 2;
+  constexpr size_t kCount = 1002;
+  FakeDeviceGroupOptions options;
+  options.timeout = kWait;
+  options.slot_bytes = 4096;
+  RunThreads(kHosts * kLocal, [&](int global, Bootstrap& bootstrap) {
+    const int host = global / kLocal;
+    const int local = global % kLocal;
+    auto host_group =
+        FakeDeviceGroup::Create(bootstrap, absl::StrCat("host", host), local, kLocal, options);
+    ASSERT_TRUE(host_group.ok()) << host_group.status();
+    auto rail = FakeDeviceGroup::Create(bootstrap, absl::StrCat("rail", local), host, kHosts,
+                                        options);
+    ASSERT_TRUE(rail.ok()) << rail.status();
+    FakeStream stream(local);
+    std::vector<uint8_t> data = MakeBuffer(DataType::kFloat32, kCount, global);
+    std::vector<uint8_t> block(kCount / kLocal * sizeof(float));
+    const size_t block_count = kCount / kLocal;
+    stream.Pause();  // everything is enqueued before any of it runs
+    ASSERT_TRUE((*host_group)
+                    ->ReduceScatter(data.data(), block.data(), block_count, DataType::kFloat32,
+                                    ReduceOp::kSum, stream)
+                    .ok());
+    ASSERT_TRUE((*rail)
+                    ->Allreduce(block.data(), block.data(), block_count, DataType::kFloat32,
+                                ReduceOp::kSum, stream)
+                    .ok());
+    auto done = (*host_group)
+                    ->Allgather(block.data(), data.data(), block_count, DataType::kFloat32, stream);
+    ASSERT_TRUE(done.ok());
+    EXPECT_EQ(*(*done)->Query(), false);
+    stream.Resume();
+    ASSERT_TRUE((*done)->Wait(kWait).ok());
+    EXPECT_EQ(data, Expected(DataType::kFloat32, ReduceOp::kSum, kHosts * kLocal, kCount));
+    const std::vector<DeviceCall> calls = (*host_group)->calls();
+    ASSERT_EQ(calls.size(), 2u);
+    EXPECT_EQ(calls[0].op, OpType::kReduceScatter);
+    EXPECT_EQ(calls[1].op, OpType::kAllgather);
+  });
+}
+
 TEST(NcclSupportTest, MapsCohortPairsToNcclReductions) {
   EXPECT_EQ(*NcclReductionFor(DataType::kFloat32, ReduceOp::kAvg, ""), NcclReduction::kAvg);
   EXPECT_EQ(*NcclReductionFor(DataType::kInt64, ReduceOp::kAvg, ""), NcclReduction::kSumThenDivide);
