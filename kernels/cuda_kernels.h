@@ -3,6 +3,7 @@
 // reduce op) pairs served are exactly reduce.h's (CheckReduceSupported); results equal reduce.cc's
 // bit for bit except NaN payloads. Used by libcohort's CUDA paths and tests/gpu/kernels_test.cu.
 //
+// Kernels run on the current device (cudaSetDevice), and `stream` must be one of its streams.
 // Pointers are device memory (or anything the device can address: managed, mapped pinned host).
 // Every function returns the launch's cudaError_t (ToStatus in cuda_status.h turns it into an
 // absl::Status); errors of the kernel itself appear later on the stream, as with any launch.
