@@ -36,20 +36,6 @@ std::string ReadLine(const fs::path& path) {
   return std::string(absl::StripAsciiWhitespace(line));
 }
 
-std::string CpuModel() {
-  std::ifstream file("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(file, line)) {
-    if (absl::StartsWith(line, "model name")) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) {
-        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-      }
-    }
-  }
-  return "";
-}
-
 int NumaNodes() {
   int count = 0;
   std::error_code error;
@@ -160,6 +146,20 @@ nlohmann::json Gpus() {
 }
 
 }  // namespace
+
+std::string CpuModel() {
+  std::ifstream file("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(file, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      }
+    }
+  }
+  return "";
+}
 
 double InfinibandGbps(int active_speed, int active_width) {
   double lane = 0;

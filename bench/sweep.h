@@ -63,6 +63,7 @@ struct RowResult {
   DataType dtype = DataType::kFloat32;
   ReduceOp op = ReduceOp::kSum;
   int root = -1;
+  std::string algorithm;  // what the tuner (or --algo, COHORT_ALGO) takes; empty for sendrecv
   ColumnResult out_of_place;
   ColumnResult in_place;
 };
@@ -81,8 +82,8 @@ struct SweepResult {
 absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& collective,
                                      const SweepOptions& options, FILE* out);
 
-// The JSON report of a sweep (-J): the command, options, every row with per-iteration
-// statistics, and the footer's figures.
+// The JSON report of a sweep (-J): the format version, machine, commit and command (run_info.h),
+// the options, every row with its algorithm and per-iteration statistics, and the footer's figures.
 nlohmann::json SweepJson(const Collective& collective, const SweepOptions& options,
                          const SweepResult& result, int nranks, const Topology& topology,
                          const std::vector<std::string>& argv);
