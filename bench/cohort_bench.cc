@@ -75,15 +75,24 @@ int RunReport(const std::vector<std::string>& args) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : kExitFailure;
 }
 
-// --report: after the run, rank 0 turns its JSON report into the page. The run's own exit code
-// stands unless the page could not be made (then kExitFailure, the run's figures are in the JSON).
-int MakeReportPage(const Command& command, int code) {
-  if (command.report_dir.empty()) return code;
-  int report = RunReport({command.json_path, "-o", command.report_dir});
-  if (report != 0) {
+// --report: after the run, rank 0 turns its JSON report into the page while the other ranks
+// wait in a barrier (a launcher ends the whole job as soon as one rank exits non-zero, which
+// would cut the page off). The run's own exit code stands unless the page could not be made
+// (then kExitFailure; the run's figures are in the JSON report).
+int AfterRun(const Command& command, Communicator& comm, int code) {
+  if (command.report_dir.empty() || code == kExitFailure || code == kExitUsage) return code;
+  if (comm.rank() == 0 && RunReport({command.json_path, "-o", command.report_dir}) != 0) {
     std::fprintf(stderr, "cohort-bench: no report page in %s (the JSON report is %s)\n",
                  command.report_dir.c_str(), command.json_path.c_str());
-    return std::max(code, kExitFailure);
+    code = std::max(code, kExitFailure);
+  }
+  BarrierOptions barrier;
+  barrier.timeout = absl::Minutes(5);  // making the page takes seconds, more on a busy node
+  absl::Status status = comm.Barrier(barrier)->Wait();
+  if (!status.ok()) {
+    std::fprintf(stderr, "cohort-bench rank %d: waiting for rank 0's report page: %s\n",
+                 comm.rank(), Message(status).c_str());
+    return kExitFailure;
   }
   return code;
 }
@@ -115,7 +124,7 @@ int RunSweepRank(const Command& command, Communicator& comm) {
       return kExitFailure;
     }
   }
-  return comm.rank() == 0 ? MakeReportPage(command, result->exit_code) : result->exit_code;
+  return result->exit_code;
 }
 
 // One rank: connect to the store, build the communicator, run the command.
@@ -146,10 +155,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
                      Message(code.status()).c_str());
         return kExitFailure;
       }
-      return rank == 0 ? MakeReportPage(command, *code) : *code;
+      return AfterRun(command, **comm, *code);
     }
     default:
-      return RunSweepRank(command, **comm);
+      return AfterRun(command, **comm, RunSweepRank(command, **comm));
   }
 }
 

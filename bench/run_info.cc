@@ -33,9 +33,15 @@ std::string OperatingSystem() {
   return "";
 }
 
-bool Secret(const std::string& name) {
+// Left out of "environment": secrets, and who the job is rather than how it runs (cohortrun
+// sets these for its workers; they differ between any two runs).
+bool LeftOut(const std::string& name) {
   for (const char* word : {"TOKEN", "SECRET", "PASSWORD", "KEY"}) {
     if (absl::StrContains(name, word)) return true;
+  }
+  for (const char* identity :
+       {"COHORT_STORE_ADDR", "COHORT_JOB_ID", "COHORT_GENERATION", "COHORT_HOST_ID"}) {
+    if (name == identity) return true;
   }
   return false;
 }
@@ -62,7 +68,7 @@ nlohmann::json RunInfo() {
     size_t equals = text.find('=');
     if (equals == std::string::npos || !absl::StartsWith(text, "COHORT_")) continue;
     std::string name = text.substr(0, equals);
-    if (!Secret(name)) environment[name] = text.substr(equals + 1);
+    if (!LeftOut(name)) environment[name] = text.substr(equals + 1);
   }
   char date[32] = {};
   std::time_t now = std::time(nullptr);

@@ -12,7 +12,9 @@ namespace cohort::bench {
 inline constexpr int kReportFormatVersion = 1;
 
 // {"format_version", "machine": {...}, "commit", "date" (UTC, ISO 8601), "environment"}.
-// Secrets (COHORT_*TOKEN*, *SECRET*, *PASSWORD*, *KEY*) are left out of "environment".
+// "environment" leaves out secrets (COHORT_*TOKEN*, *SECRET*, *PASSWORD*, *KEY*) and the job's
+// identity that cohortrun sets (COHORT_STORE_ADDR, COHORT_JOB_ID, COHORT_GENERATION,
+// COHORT_HOST_ID).
 nlohmann::json RunInfo();
 
 // The commit of this build ("unknown" outside a git checkout; "+dirty" when it had changes).

@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
   }
   if (rank == 0) printf("# Out of bounds values : %ld %s\n#\n", wrong_total, wrong_total ? "ERROR" : "OK");
   if (json) {
-    fprintf(json, "],\n\"out_of_bounds\": %ld}\n", wrong_total);
+    fprintf(json, "],\n\"out_of_bounds\": %ld, \"exit_code\": %d}\n", wrong_total,
+            wrong_total ? 7 : 0);
     fclose(json);
   }
   free(send);

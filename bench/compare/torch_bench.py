@@ -52,6 +52,7 @@ def write_json(path, args, rows, torch_version):
         "out_of_bounds": sum(row["in_place"]["wrong"] for row in rows),
         "avg_bus_bandwidth_gbps": (sum(row["in_place"]["busbw_gbps"] for row in rows)
                                    / max(len(rows), 1)),
+        "exit_code": 7 if any(row["in_place"]["wrong"] for row in rows) else 0,
     }
     with open(path, "w") as file:
         json.dump(document, file, indent=2)

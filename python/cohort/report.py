@@ -82,7 +82,11 @@ def main(argv=None):
             parts.append(sweep.text(sweeps, labels))
         if traces:
             parts.append(failure.text(traces))
-        print("\n#\n".join(parts))
+        try:
+            print("\n#\n".join(parts), flush=True)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            sys.stderr.close()
+            return 0
     if not args.output:
         return 0
     try:

@@ -69,65 +69,71 @@ def analyze(dumps):
     result = {"world_size": world, "ranks": ranks, "missing": missing, "sequence": None,
               "culprits": [], "mismatch": None}
     sentences = []
-    if missing:
-        sentences.append(f"{_ranks_text(missing)} wrote no dump (the process died, or was "
-                         f"never asked to write one).")
-    # Ranks that disagree on what a sequence number is: the first such number.
+    # Ranks that disagree on what a sequence number is: the first such number; the ranks off the
+    # majority (all of them when there is none) are to blame.
+    odd = []
     sequences = sorted({e["sequence"] for rank in ranks.values() for e in rank.entries})
     for sequence in sequences:
         groups = {}
         for rank in ranks.values():
             entry = rank.by_sequence.get(sequence)
             if entry is not None:
-                groups.setdefault(_signature(entry), []).append(rank)
+                groups.setdefault(_signature(entry), []).append(rank.rank)
         if len(groups) > 1:
-            parts = [f"{_ranks_text([r.rank for r in members])} ran "
-                     f"{_describe(members[0].by_sequence[sequence])}"
-                     for members in groups.values()]
+            members = sorted(groups.values(), key=len, reverse=True)
+            parts = [f"{_ranks_text(group)} ran "
+                     f"{_describe(ranks[group[0]].by_sequence[sequence])}" for group in members]
             result["mismatch"] = sequence
+            majority = len(members[0]) > len(members[1])
+            odd = sorted(r for group in (members[1:] if majority else members) for r in group)
             sentences.append(f"The ranks disagree on sequence {sequence}: {'; '.join(parts)}.")
             break
     if not pending:
         last = [rank.last_done for rank in ranks.values() if rank.last_done is not None]
+        if missing:
+            sentences.append(f"{_ranks_text(missing)} wrote no dump (the process died, or was "
+                             f"never asked to write one).")
         sentences.append(f"Every dumped rank finished its last operation (sequence "
                          f"{max(last) if last else '-'}); nothing was pending when they dumped.")
-        result["culprits"] = list(missing)
+        result["culprits"] = sorted(set(missing) | set(odd))
     else:
         sequence = min(pending)
         result["sequence"] = sequence
         example = next(rank.by_sequence[sequence] for rank in ranks.values()
                        if sequence in rank.by_sequence)
-        entered = [r for r, rank in ranks.items() if rank.by_sequence.get(sequence, {}).get(
-            "state") in ENTERED]
-        behind = [r for r, rank in ranks.items() if r not in entered]
-        failed = [r for r, rank in ranks.items()
-                  if rank.by_sequence.get(sequence, {}).get("state") == "failed"]
+        entered = sorted(r for r, rank in ranks.items()
+                         if rank.by_sequence.get(sequence, {}).get("state") in ENTERED)
+        behind = sorted(r for r in ranks if r not in entered)
+        failed = sorted(r for r, rank in ranks.items()
+                        if rank.by_sequence.get(sequence, {}).get("state") == "failed")
         what = f"sequence {sequence} ({_describe(example)})"
-        stopped = sorted(missing + behind)
-        if stopped:
-            where = []
-            for r in behind:
-                rank = ranks[r]
-                last = rank.last_entered
-                where.append(f"rank {r} ({hosts[r]}) stopped after sequence {last}"
-                             if last is not None else f"rank {r} ({hosts[r]}) entered none")
-            sentences.append(f"{_ranks_text(stopped)} never entered {what}"
-                             + (f": {'; '.join(where)}" if where else "")
-                             + (f"; {_ranks_text(entered)} entered it and waited"
-                                if entered else "") + ".")
-            result["culprits"] = stopped
+        if missing:
+            sentences.append(f"{_ranks_text(missing)} wrote no dump: the process died or hung "
+                             f"before dumping, at or before {what}"
+                             + (f", which {_ranks_text(entered)} entered and waited in"
+                                if entered and not behind else "") + ".")
+        for r in behind:
+            last = ranks[r].last_entered
+            sentences.append(f"Rank {r} ({hosts[r]}) never entered {what}: "
+                             + (f"it stopped after sequence {last}." if last is not None
+                                else "it entered no operation."))
+        if behind and entered:
+            sentences.append(f"{_ranks_text(entered).capitalize()} entered it and waited.")
+        if missing or behind:
+            result["culprits"] = sorted(set(missing) | set(behind) | set(odd))
         else:
             late = max(entered, key=lambda r: ranks[r].by_sequence[sequence].get("started_ns")
                        or 0)
             sentences.append(f"Every rank entered {what} and it did not finish"
                              + (f" ({_ranks_text(failed)} failed)" if failed else "")
                              + f"; the last to enter was rank {late} ({hosts[late]}).")
-            result["culprits"] = failed or [late]
+            result["culprits"] = odd or [late]
         errors = [(r, ranks[r].by_sequence[sequence].get("error")) for r in failed
                   if ranks[r].by_sequence[sequence].get("error")]
         if errors:
             r, error = errors[0]
             sentences.append(f"Rank {r}'s error: {error}")
+    sentences = [s[0].upper() + s[1:] for s in sentences]
     result["summary"] = " ".join(sentences)
     return result
 
@@ -150,8 +156,11 @@ def _timeline(analysis, last):
     end_of = {r: ranks[r].dump.get("dumped_at_ns") or (max(stamps) if stamps else 0)
               for r in ranks}
 
-    def seconds(ns):
-        return (ns - origin) / 1e9
+    span = (max(stamps) - origin) / 1e9 if stamps else 0
+    scale, unit = (1e3, "ms") if span < 2 else (1, "s")
+
+    def seconds(ns):  # in `unit`
+        return (ns - origin) / 1e9 * scale
 
     figure, axes = plt.subplots(figsize=(10, 1.2 + 0.55 * world))
     for row in range(world):
@@ -190,7 +199,7 @@ def _timeline(analysis, last):
             label.set_color("#c62828")
             label.set_fontweight("bold")
     axes.set_ylim(world - 0.5, -0.5)
-    axes.set_xlabel("seconds since the first operation shown")
+    axes.set_xlabel(f"{unit} since the first operation shown")
     axes.grid(True, axis="x", alpha=0.3)
     handles = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()]
     handles.append(Line2D([], [], marker="X", color="black", linestyle="", label="stopped here"))

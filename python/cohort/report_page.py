@@ -139,7 +139,8 @@ def run_meta(data):
     where = f"{machine.get('host', '?')}: {cpu}" + (f", {cores} cores" if cores else "")
     if machine.get("os"):
         where += f", {machine['os']}"
-    rows = [("machine", where), ("commit", data.get("commit") or "?"),
+    rows = [("tool", data["tool"])] if data.get("tool") else []
+    rows += [("machine", where), ("commit", data.get("commit") or "?"),
             ("date", data.get("date") or "?")]
     command = data.get("command")
     if command:

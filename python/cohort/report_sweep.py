@@ -3,6 +3,8 @@ type and reduce op, and column (out-of-place solid, in-place dashed), references
 from bench/compare) named like the runs; the table under the charts; the runs' machine, commit
 and command at the top. Also the terminal version (--text): busbw by size as bars.
 """
+import math
+
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -158,13 +160,18 @@ def add_to_page(page, runs, labels=None):
     for run in runs:
         data = run.data
         rows = [("run", run.label), ("file", run.path),
+                ("collective", f"{data.get('collective')}"
+                               + (f", torch {data['torch']}" if data.get("torch") else "")),
                 ("ranks", f"{data.get('nranks')} on "
                           f"{', '.join(h.get('name', '?') for h in data.get('hosts', [])) or '?'}")]
         rows += page_lib.run_meta(data)
         if "avg_bus_bandwidth_gbps" in data:
             wrong = data.get("out_of_bounds")
-            rows.append(("footer", f"average busbw {page_lib.number(data['avg_bus_bandwidth_gbps'])}"
-                                   f" GB/s, wrong values {wrong}, exit code {data.get('exit_code')}"))
+            footer = (f"average busbw {page_lib.number(data['avg_bus_bandwidth_gbps'])} GB/s, "
+                      f"wrong values {wrong}")
+            if data.get("exit_code") is not None:
+                footer += f", exit code {data['exit_code']}"
+            rows.append(("footer", footer))
         page.add(f'<h3>{page_lib.escape(run.label)}</h3>'
                  + page_lib.table(None, rows, ["text", "text"], css="meta"))
     what = ", ".join(collectives)
@@ -198,24 +205,31 @@ def _table(series):
 
 
 def text(runs, labels=None, width=24):
-    """busbw by size, one bar per series, for a terminal."""
+    """busbw by size, one bar per series on a log scale (as the page's chart), for a terminal."""
     label_runs(runs, labels)
     series = series_of(runs)
-    top = max((p[2] for s in series for p in s.points), default=0) or 1
-    lines = [f"# busbw (GB/s) by size; each bar is the fraction of the largest, {top:.3g} GB/s"]
+    values = [p[2] for s in series for p in s.points if p[2] > 0]
+    top = max(values, default=1)
+    bottom = min(values, default=1)
+    span = math.log(top / bottom) if top > bottom else 1.0
+
+    def bar(value):
+        if value <= 0:
+            return ""
+        return "#" * (1 + round((width - 1) * math.log(value / bottom) / span))
+
+    lines = [f"# busbw (GB/s) by size; bars on a log scale from {bottom:.3g} to {top:.3g} GB/s"]
     for index, line in enumerate(series):
         lines.append(f"#  {chr(ord('a') + index % 26)}: {line.label}")
-    name_width = 3
     for size in sorted({p[0] for s in series for p in s.points}):
         first = True
         for index, line in enumerate(series):
             point = next((p for p in line.points if p[0] == size), None)
             if point is None:
                 continue
-            bar = "#" * max(1 if point[2] > 0 else 0, round(width * point[2] / top))
             head = f"{page_lib.size_text(size):>9}" if first else " " * 9
             algorithm = f"  {point[3]}" if point[3] else ""
-            lines.append(f"{head}  {chr(ord('a') + index % 26):<{name_width}}{bar:<{width}} "
+            lines.append(f"{head}  {chr(ord('a') + index % 26)}  {bar(point[2]):<{width}} "
                          f"{point[2]:10.4g}{algorithm}")
             first = False
     return "\n".join(lines)

@@ -6,7 +6,8 @@ docs/bench.md.
     browser.py PAGE.html [--screenshot OUT.png] [--height PIXELS]
 
 prints one JSON object: the page's sections, the ids of what its charts draw (series, cells,
-outlines, rows, markers: the gids report_page.py documents), the legend texts, table row counts,
+outlines, rows, markers: the gids report_page.py documents) with their fill colours, the legend
+and other chart texts, the tables' headers and cells,
 the verdict and culprit texts, every console error or uncaught exception, and every request the
 page made besides itself (a self-contained page makes none). Exit code 0 when the page loaded,
 1 when it did not.
@@ -43,6 +44,11 @@ SUMMARY = r"""
     charts[chart.id.replace(/^chart-/, '')] = {
       // Our gids use '-'; matplotlib's own group ids use '_' (figure_1, line2d_3, ...).
       ids: all('g[id]', chart).map(g => g.id).filter(id => id.includes('-')),
+      // The fill of what each of them draws ("#c62828"), as the browser computed it.
+      fills: Object.fromEntries(all('g[id]', chart).filter(g => g.id.includes('-')).map(g => {
+        const shape = g.querySelector('path, use, rect');
+        return [g.id, shape ? getComputedStyle(shape).fill : null];
+      })),
       legend: all('g[id^="legend_"] text', chart).map(t => t.textContent.trim()),
       texts: all('text', chart).map(t => t.textContent.trim()).filter(t => t),
       width: box.width, height: box.height,
