@@ -58,10 +58,11 @@ class Page:
         # cannot refer to each other's definitions.
         with matplotlib.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
             buffer = io.StringIO()
-            figure.savefig(buffer, format="svg", bbox_inches="tight")
+            # No date in the SVG: the same input makes the same file.
+            figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
             svg = buffer.getvalue()
-            figure.savefig(os.path.join(self.folder, name + ".svg"), format="svg",
-                           bbox_inches="tight")
+            with open(os.path.join(self.folder, name + ".svg"), "w", encoding="utf-8") as file:
+                file.write(svg)
             figure.savefig(os.path.join(self.folder, name + ".png"), format="png", dpi=110,
                            bbox_inches="tight")
         plt.close(figure)
