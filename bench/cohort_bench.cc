@@ -54,8 +54,8 @@ int RunReport(const std::vector<std::string>& args) {
   argv.push_back(nullptr);
   // Made before fork: the child calls only async-signal-safe functions (this process may have
   // other threads, a communicator's).
-  const std::string cannot = absl::StrCat("cohort-bench: cannot run ", command[0],
-                                          " (scripts/bootstrap installs it)\n");
+  const std::string cannot =
+      absl::StrCat("cohort-bench: cannot run ", command[0], " (scripts/bootstrap installs it)\n");
   std::fflush(stdout);
   std::fflush(stderr);
   pid_t pid = fork();

@@ -368,7 +368,7 @@ void PrintUsage(FILE* out) {
       "       cohort-bench topo [--nranks N]                    hosts, local ranks and links\n"
       "       cohort-bench algos                                registered algorithms\n"
       "       cohort-bench memcpy [-e BYTES] [-n ITERS]         this machine's memcpy GB/s\n"
-      "       cohort-bench report FILE.json... [-o DIR] [--text]  a page (or text) from -J reports\n"
+      "       cohort-bench report FILE... [-o DIR] [--text]     charts of -J reports\n"
       "\n"
       "COLLECTIVE: %s\n"
       "Without --nranks, cohort-bench is one rank of a launched job (RANK, WORLD_SIZE and\n"

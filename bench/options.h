@@ -24,9 +24,8 @@ struct Command {
   SweepOptions sweep;
   ValidateOptions validate;
   std::string json_path;                          // -J: the JSON report (rank 0 writes it)
-  // --report DIR: rank 0 makes the page (report.py) from the JSON report, DIR/NAME.json without -J.
-  std::string report_dir;
-  std::vector<std::string> report_args;  // `cohort-bench report ARGS...`, passed to report.py
+  std::string report_dir;                         // --report: rank 0's page (-J: DIR/NAME.json)
+  std::vector<std::string> report_args;           // `cohort-bench report ARGS`, for report.py
   absl::Duration timeout = absl::ZeroDuration();  // -T: per operation; zero: COHORT_TIMEOUT
   std::vector<std::string> argv;                  // as given, for reports
 };
