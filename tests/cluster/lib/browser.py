@@ -220,7 +220,7 @@ def main():
                                                     "returnByValue": True})["result"]["value"]
         summary["errors"], summary["requests"] = browser.problems(url)
         if args.screenshot:
-            height = args.height or summary["height"]
+            height = min(args.height, summary["height"]) if args.height else summary["height"]
             shot = browser.send("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,
                 "clip": {"x": 0, "y": 0, "width": args.width, "height": height, "scale": 1}})
