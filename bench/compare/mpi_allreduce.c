@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
   }
   double factor_bus = 2.0 * (size - 1) / size;
   long wrong_total = 0;
+  double busbw_sum = 0;
+  int columns = 0;
   for (size_t bytes = min_bytes; bytes <= max_bytes;
        bytes = factor > 1 ? (size_t)(bytes * factor) : bytes + (1 << 20)) {
     size_t count = bytes / 4;
@@ -139,6 +141,8 @@ int main(int argc, char** argv) {
     double in_time = time_allreduce(send, recv, count, 1, iters, warmup);
     long wrong = count_wrong(send, recv, count, rank, size);
     wrong_total += wrong;
+    busbw_sum += (bytes / out_time + bytes / in_time) / 1e9 * factor_bus;
+    columns += 2;
     if (rank == 0) {
       printf("  %10zu  %12zu  %8s  %6s  %6d  %8.2f %7.3f %7.3f %6ld  %8.2f %7.3f %7.3f %6ld\n",
              count * 4, count, "float32", "sum", -1, out_time * 1e6, bytes / out_time / 1e9,
@@ -158,8 +162,8 @@ int main(int argc, char** argv) {
   }
   if (rank == 0) printf("# Out of bounds values : %ld %s\n#\n", wrong_total, wrong_total ? "ERROR" : "OK");
   if (json) {
-    fprintf(json, "],\n\"out_of_bounds\": %ld, \"exit_code\": %d}\n", wrong_total,
-            wrong_total ? 7 : 0);
+    fprintf(json, "],\n\"out_of_bounds\": %ld, \"avg_bus_bandwidth_gbps\": %.6g, \"exit_code\": %d}\n",
+            wrong_total, columns ? busbw_sum / columns : 0.0, wrong_total ? 7 : 0);
     fclose(json);
   }
   free(send);

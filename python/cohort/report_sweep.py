@@ -157,23 +157,30 @@ def add_to_page(page, runs, labels=None):
     collectives = sorted({str(r.data.get("collective")) for r in runs})
     page.add(f'<section id="sweep" data-series="{len(series)}"><h2>Sweep: '
              f'{page_lib.escape(", ".join(collectives))}</h2>')
+    # One column per run, so that two builds or machines read side by side.
+    fields, columns = [], []
     for run in runs:
         data = run.data
-        rows = [("run", run.label), ("file", run.path),
+        hosts = ", ".join(h.get("name", "?") for h in data.get("hosts", []))
+        rows = [("file", run.path),
                 ("collective", f"{data.get('collective')}"
                                + (f", torch {data['torch']}" if data.get("torch") else "")),
-                ("ranks", f"{data.get('nranks')} on "
-                          f"{', '.join(h.get('name', '?') for h in data.get('hosts', [])) or '?'}")]
+                ("ranks", f"{data.get('nranks')}" + (f" on {hosts}" if hosts else ""))]
         rows += page_lib.run_meta(data)
         if "avg_bus_bandwidth_gbps" in data:
-            wrong = data.get("out_of_bounds")
             footer = (f"average busbw {page_lib.number(data['avg_bus_bandwidth_gbps'])} GB/s, "
-                      f"wrong values {wrong}")
+                      f"wrong values {data.get('out_of_bounds')}")
             if data.get("exit_code") is not None:
                 footer += f", exit code {data['exit_code']}"
             rows.append(("footer", footer))
-        page.add(f'<h3>{page_lib.escape(run.label)}</h3>'
-                 + page_lib.table(None, rows, ["text", "text"], css="meta"))
+        for field, _ in rows:
+            if field not in fields:
+                fields.append(field)
+        columns.append(dict(rows))
+    meta = [[(field, "text")] + [(column.get(field, ""), "text") for column in columns]
+            for field in fields]
+    page.add(page_lib.table(["run"] + [run.label for run in runs], meta, css="meta",
+                            table_id="runs"))
     what = ", ".join(collectives)
     page.chart(_chart(series, "sweep-busbw", 2, "busbw (GB/s)", f"{what}: bus bandwidth"),
                "sweep-busbw", "busbw = algbw x the collective's factor (allreduce 2(n-1)/n): "
