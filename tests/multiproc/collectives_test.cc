@@ -11,7 +11,7 @@
 #include <tuple>
 
 #include "collectives/communicator.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/channel.h"
 #include "gtest/gtest.h"
 #include "support/data.h"
 #include "support/multiproc.h"
