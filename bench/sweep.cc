@@ -312,6 +312,9 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
   if (ops.empty() || !collective.reduces) ops = {options.params.op};
 
   SweepResult result;
+  for (int peer = 0; peer < n; ++peer) {
+    if (peer != comm.rank()) result.channels.push_back(ChannelKindName(comm.channel_kind(peer)));
+  }
   double bandwidth_sum = 0;
   int bandwidth_columns = 0;
   for (DataType dtype : dtypes) {
@@ -423,6 +426,7 @@ nlohmann::json SweepJson(const Collective& collective, const SweepOptions& optio
       {"collective", collective.name},
       {"nranks", nranks},
       {"hosts", hosts},
+      {"channels", result.channels},
       {"options",
        {{"minbytes", options.min_bytes},
         {"maxbytes", options.max_bytes},

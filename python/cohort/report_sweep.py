@@ -27,10 +27,18 @@ def _tool_label(data):
     return tool or "?"
 
 
+def channels_text(data):
+    """Rank 0's channel kinds to the other ranks, e.g. "shm x3, tcp x4"; "" when not recorded."""
+    kinds = data.get("channels") or []
+    counts = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+    return ", ".join(f"{kind} x{count}" for kind, count in counts.items())
+
+
 def label_runs(runs, labels=None):
-    """Names each run for the legend: the tool, a forced algorithm, the COHORT_* variables whose
-    values differ between the cohort runs, the collective when they differ; the file name when
-    two would still be alike. `labels` (one per run) override."""
+    """Names each run for the legend: the tool, the collective when they differ, the channel
+    kinds when they differ between the cohort runs, a forced algorithm, the COHORT_* variables
+    whose values differ between the cohort runs; the file name when two would still be alike.
+    `labels` (one per run) override."""
     if labels:
         for run, label in zip(runs, labels):
             run.label = label
@@ -39,6 +47,7 @@ def label_runs(runs, labels=None):
     names = sorted({k for e in environments for k in e})
     differing = [k for k in names if len({e.get(k) for e in environments}) > 1]
     collectives = {r.data.get("collective") for r in runs}
+    channels = {channels_text(r.data) for r in runs if r.data.get("tool") == "cohort-bench"}
     for run in runs:
         if run.label:
             continue
@@ -46,6 +55,8 @@ def label_runs(runs, labels=None):
         parts = [_tool_label(data)]
         if len(collectives) > 1:
             parts.append(str(data.get("collective")))
+        if len(channels) > 1 and data.get("tool") == "cohort-bench":
+            parts.append("+".join(dict.fromkeys(data.get("channels") or ["?"])))
         algorithm = (data.get("options") or {}).get("algorithm")
         if algorithm:
             parts.append(f"--algo {algorithm}")
@@ -166,6 +177,8 @@ def add_to_page(page, runs, labels=None):
                 ("collective", f"{data.get('collective')}"
                                + (f", torch {data['torch']}" if data.get("torch") else "")),
                 ("ranks", f"{data.get('nranks')}" + (f" on {hosts}" if hosts else ""))]
+        if data.get("channels"):
+            rows.append(("channels (rank 0)", channels_text(data)))
         rows += page_lib.run_meta(data)
         if "avg_bus_bandwidth_gbps" in data:
             footer = (f"average busbw {page_lib.number(data['avg_bus_bandwidth_gbps'])} GB/s, "

@@ -81,11 +81,19 @@ def refused(tmp_path, capsys, *paths):
     return capsys.readouterr().err
 
 
-def test_truncated_json_names_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("cut", [0.5, 0.25, 0.9, -2])
+def test_truncated_json_names_the_file(tmp_path, capsys, cut):
     text = json.dumps(sweep(), indent=1)
-    path = write(tmp_path, "cut.json", text[:len(text) // 2])
+    # Cut anywhere: inside a string, after a comma, one brace short.
+    end = int(len(text) * cut) if cut > 0 else len(text) + cut
+    path = write(tmp_path, "cut.json", text[:end])
     err = refused(tmp_path, capsys, path)
     assert f"{path}: it ends before the JSON does (truncated" in err and "no page written" in err
+
+
+def test_broken_json_says_where(tmp_path, capsys):
+    path = write(tmp_path, "broken.json", '{"kind": "sweep",, "results": []}')
+    assert f"{path}: not valid JSON at line 1 column 18" in refused(tmp_path, capsys, path)
 
 
 def test_other_format_version_and_missing_version(tmp_path, capsys):
@@ -167,6 +175,11 @@ def test_labels_name_what_differs(tmp_path):
                                        "cohort --algo ring", "torch gloo"]
     lines = report_sweep.series_of(runs)
     assert len(lines) == 8 and lines[-1].label == "torch gloo in-place"
+    over = [report_load.Input("s.json", "sweep", dict(sweep(), channels=["shm", "shm", "shm"])),
+            report_load.Input("t.json", "sweep", dict(sweep(), channels=["tcp", "tcp", "tcp"]))]
+    report_sweep.label_runs(over)
+    assert [r.label for r in over] == ["cohort shm", "cohort tcp"]
+    assert report_sweep.channels_text(over[0].data) == "shm x3"
     same = [report_load.Input("x/1.json", "sweep", sweep()),
             report_load.Input("y/2.json", "sweep", sweep())]
     report_sweep.label_runs(same)

@@ -288,6 +288,8 @@ TEST(BenchSweep, JsonSaysWhereWhatAndWhichAlgorithmRan) {
   EXPECT_FALSE(report["environment"].contains("COHORT_JOB_TOKEN"));
   EXPECT_FALSE(report["environment"].contains("COHORT_STORE_ADDR"));
   EXPECT_EQ(report["command"], nlohmann::json({"cohort-bench", "allreduce"}));
+  ASSERT_EQ(report["channels"].size(), 1u);  // rank 0's channel to rank 1
+  EXPECT_TRUE(report["channels"][0] == "shm" || report["channels"][0] == "tcp") << report["channels"];
   for (const auto& row : report["results"]) {
     std::string algorithm = row["algorithm"];
     EXPECT_FALSE(algorithm.empty() || algorithm == "none") << row["size"];
