@@ -203,7 +203,10 @@ def _timeline(analysis, last):
     axes.grid(True, axis="x", alpha=0.3)
     handles = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()]
     handles.append(Line2D([], [], marker="X", color="black", linestyle="", label="stopped here"))
-    axes.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                ncol=len(handles), frameon=False)
+    left, right = axes.get_xlim()
+    axes.set_xlim(left, right + 0.12 * (right - left))  # room for the stop labels
     axes.set_title(f"the last {last} operations of each rank")
     return figure
 

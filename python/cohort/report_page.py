@@ -24,7 +24,7 @@ table { border-collapse: collapse; font-size: 12px; margin: 8px 0 16px; }
 th, td { border: 1px solid #d0d0d0; padding: 2px 6px; text-align: right; }
 th { background: #f2f2f2; } td.text, th.text { text-align: left; }
 table.meta td, table.meta th { text-align: left; vertical-align: top; }
-table.meta td:first-child { color: #555; } td { white-space: nowrap; } td.text { white-space: normal; }
+table.meta td:first-child { color: #555; white-space: nowrap; } td { white-space: nowrap; } td.text { white-space: normal; }
 code, .command { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; }
 .verdict { font-size: 20px; font-weight: bold; padding: 10px 14px; border-radius: 4px;
            margin: 12px 0; }
