@@ -24,6 +24,8 @@ except ImportError:  # run as a script (cohort-bench report): the package's __in
 
 
 def _sections():
+    """The drawing modules, imported after the inputs loaded: bad input fails before matplotlib
+    starts (a second or more)."""
     try:
         from . import report_failure, report_page, report_sweep, report_validate
     except ImportError:
