@@ -145,7 +145,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
   switch (command.mode) {
     case Mode::kTopo:
-      if (rank == 0) std::fputs((*comm)->topology().Describe().c_str(), stdout);
+      if (rank == 0) {
+        std::fputs((*comm)->topology().Describe().c_str(), stdout);
+        std::printf("%s\n", (*comm)->DescribeLinks().c_str());
+      }
       return (*comm)->Barrier()->Wait().ok() ? kExitOk : kExitFailure;
     case Mode::kValidate: {
       auto code = RunValidate(**comm, **client, "cohort-bench", command.validate,
