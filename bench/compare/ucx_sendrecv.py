@@ -43,8 +43,8 @@ def cohort(bench, kinds, tls, size, iters, warmup):
         env["UCX_TLS"] = tls
     out = run([bench, "sendrecv", "--nranks", "2", "-z", "1", "-b", str(size), "-e", str(size),
                "-n", str(iters), "-w", str(warmup)], env)
-    header = [line for line in out.splitlines() if line.startswith("# Channels")]
-    expected = f"within a host {kinds}"
+    header = [line for line in out.splitlines() if "links the tuner assumes" in line]
+    expected = f"inside hosts {kinds}"
     if not header or expected not in header[0]:
         sys.exit(f"ucx_sendrecv: cohort-bench did not run on {kinds}: {header}")
     for line in out.splitlines():

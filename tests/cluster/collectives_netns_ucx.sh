@@ -13,7 +13,7 @@ if grep -qE "this build has no UCX|UCX is not available on that rank" <<< "$prob
   echo "SKIP: UCX is not available to this build: $(grep -m1 -E "UCX" <<< "$probe")"
   exit 0
 fi
-grep -q "Channels (rank 0): within a host ucx" <<< "$probe" || fail "UCX does not run here: $probe"
+grep -q "inside hosts ucx" <<< "$probe" || fail "UCX does not run here: $probe"
 source "$(dirname "$0")/lib/netns.sh"
 source "$(dirname "$0")/lib/shape.sh"
 
@@ -34,7 +34,8 @@ run_both() {  # run_both NAME cohort-bench-args...: one job on both hosts; check
     [[ $STATUS == 0 ]] || { cat "$SCRATCH/$name.node$i.log"; fail "$name: node$i exited $STATUS"; }
   done
   contains "$SCRATCH/$name.node0.log" "Out of bounds values : 0 OK"
-  contains "$SCRATCH/$name.node0.log" "Channels (rank 0): within a host shm; across hosts ucx"
+  contains "$SCRATCH/$name.node0.log" "links the tuner assumes: inside hosts shm"
+  contains "$SCRATCH/$name.node0.log" ", across hosts ucx"
   echo "$name: OK"
 }
 sweep=(-b 8 -e 2M -f 8 -n 2 -w 1 -c 1)

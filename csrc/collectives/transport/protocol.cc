@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/shm/channel.h"
 #include "collectives/transport/shm/lane.h"
@@ -98,9 +99,12 @@ absl::Status Protocol::Connect(Bootstrap& bootstrap) {
   self.order_forced = options_.transports_forced;
   std::optional<tcp::Mesh> mesh;
   if (Has(self.order, ChannelKind::kTcp) || Has(self.order, ChannelKind::kSharedMemory)) {
-    COHORT_ASSIGN_OR_RETURN(std::string ip,
-                            tcp::ChooseListenIp(bootstrap, options_.tcp.interface_name));
+    std::string ip = options_.listen_ip;
+    if (ip.empty()) {
+      COHORT_ASSIGN_OR_RETURN(ip, tcp::ChooseListenIp(bootstrap, options_.tcp.interface_name));
+    }
     COHORT_ASSIGN_OR_RETURN(mesh, tcp::Mesh::Listen(ip));
+    COHORT_LOG(DEBUG) << "rank " << rank_ << " listens for its mesh on " << mesh->Offer();
     if (Has(self.order, ChannelKind::kTcp)) self.offers[int(ChannelKind::kTcp)] = mesh->Offer();
     if (Has(self.order, ChannelKind::kSharedMemory)) {
       self.offers[int(ChannelKind::kSharedMemory)] = mesh->Offer();
@@ -521,7 +525,40 @@ int Protocol::PreferredSpinMicros() const {
   return spin;
 }
 
-shm::Lane* Protocol::lane() const { return shm_ != nullptr ? shm_->lane() : nullptr; }
+ChannelKind Protocol::KindBetween(int a, int b) const {
+  if (a == b) return ChannelKind::kSharedMemory;
+  if (a == rank_ || b == rank_) return kinds_[a == rank_ ? b : a];
+  auto kind = ChooseChannel(records_[a], records_[b]);
+  return kind.ok() ? *kind : ChannelKind::kTcp;  // those two failed their creation already
+}
+
+bool Protocol::HasRdma(int rank) const {
+  return absl::StrContains(records_[rank].offer(ChannelKind::kUcx), "rdma=1");
+}
+
+Window* Protocol::WindowTo(int peer) const {
+  Channel* channel = peers_[peer].channel;
+  return channel != nullptr ? channel->window(peer) : nullptr;
+}
+
+uint64_t Protocol::WindowPuts() const {
+  std::vector<const Window*> counted;
+  uint64_t puts = 0;
+  for (int peer = 0; peer < size_; ++peer) {
+    const Window* window = peer == rank_ ? nullptr : WindowTo(peer);
+    if (window == nullptr || std::find(counted.begin(), counted.end(), window) != counted.end()) {
+      continue;
+    }
+    counted.push_back(window);
+    puts += window->puts_made;
+  }
+  return puts;
+}
+
+shm::Lane* Protocol::MappedWindow() const {
+  // Its mapped view needs no cross-memory access, so it exists even where puts are not allowed.
+  return shm_ != nullptr ? shm_->mapped() : nullptr;
+}
 
 void Protocol::AbortPeers(const std::string& reason) {
   Deadline deadline = Deadline::In(absl::Seconds(1));

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/window.h"
 #include "collectives/transport/shm/options.h"
 #include "collectives/transport/tcp/options.h"
 #include "collectives/transport/ucx/options.h"
@@ -51,6 +52,7 @@ struct ProtocolOptions {
   std::vector<ChannelKind> transports = {ChannelKind::kSharedMemory, ChannelKind::kUcx,
                                          ChannelKind::kTcp};
   bool transports_forced = false;  // the user named the list: UCX serves pairs without RDMA too
+  std::string listen_ip;           // the mesh listens here; empty: tcp::ChooseListenIp
   size_t eager_bytes = 256 << 10;  // early frames up to this size are buffered, larger deferred
   std::string host_id;             // ranks with equal host ids share memory
   std::string host_name;           // for messages
@@ -74,6 +76,11 @@ class Protocol final : public FrameSink {
   const std::string& PeerHost(int rank) const { return records_[rank].host_name; }
   // The channel kind serving `peer` (not for this rank itself).
   ChannelKind ChannelOf(int peer) const { return kinds_[peer]; }
+  // The channel kind serving any pair of ranks, as those two choose it (every rank computes the
+  // same from the records, e.g. for the tuner's link models).
+  ChannelKind KindBetween(int a, int b) const;
+  // Whether UCX found an RDMA device on `rank` (its record says so).
+  bool HasRdma(int rank) const;
 
   // Queue a send / post a receive. The request completes during Progress (or right away).
   void PostSend(Request* request);
@@ -89,9 +96,14 @@ class Protocol final : public FrameSink {
   void Wake();
   // How long a waiter should poll before sleeping when COHORT_SPIN_US is auto.
   int PreferredSpinMicros() const;
-  // The lane when every rank shares this host and shared memory serves every pair (see
-  // shm/lane.h); nullptr otherwise.
-  shm::Lane* lane() const;
+  // One-sided access to `peer`'s memory through its channel (window.h), or nullptr where that
+  // channel offers none (tcp).
+  Window* WindowTo(int peer) const;
+  // The window whose memory every rank maps (the lane: every rank on this host, shared memory
+  // between every pair), or nullptr.
+  shm::Lane* MappedWindow() const;
+  // Puts made through every window so far.
+  uint64_t WindowPuts() const;
   // Looks at every connection now (closes, aborts, mismatching frames) and drives pending
   // transfers, without blocking.
   absl::Status CheckPeers();
