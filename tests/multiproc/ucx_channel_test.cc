@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/channel.h"
 #include "collectives/transport/ucx/channel.h"
+#include "collectives/transport/window.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/multiproc.h"
@@ -506,6 +507,89 @@ TEST_P(UcxChannelTest, AbortFrameCarriesTheReason) {
       ASSERT_TRUE(bootstrap.Set("ucxtest/heard", "1").ok());
       self->channel->Close(/*clean=*/false, Deadline::In(absl::Milliseconds(500)));
     }
+  }));
+}
+
+// The window: rank 0 registers a buffer (twice: the second time a hit of the cache), describes
+// it in-band, and rank 1 puts pieces into it, each followed by a signal; rank 0 waits for each
+// signal and finds the piece in place (a signal never overtakes the puts before it). Then the
+// buffer is unmapped and mapped again: its registration is dropped and made anew.
+TEST_P(UcxChannelTest, WindowPutsLandBeforeTheirSignals) {
+  testing::RunRanks(2, WithTls([](int rank, int size, Bootstrap& bootstrap) {
+    auto self = MakeRank(bootstrap, rank, size);
+    ASSERT_NE(self, nullptr);
+    ASSERT_TRUE(self->connected.ok()) << self->connected;
+    const int peer = 1 - rank;
+    Window* window = self->channel->window(peer);
+    ASSERT_NE(window, nullptr);
+    const size_t piece = 200 << 10, pieces = 8, bytes = piece * pieces;
+    if (rank == 0) {
+      char* buffer = static_cast<char*>(
+          mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+      ASSERT_NE(buffer, MAP_FAILED);
+      std::memset(buffer, 0, bytes);
+      auto registration = window->Register(buffer, bytes, MemoryKind::kHost);
+      ASSERT_TRUE(registration.ok()) << registration.status();
+      auto again = window->Register(buffer + piece, piece, MemoryKind::kHost);
+      ASSERT_TRUE(again.ok());
+      EXPECT_EQ(*again, *registration) << "a range inside a registered one is registered anew";
+      RemoteBuffer remote{reinterpret_cast<uint64_t>(buffer), bytes, (*registration)->key};
+      std::string text = remote.Serialize();
+      std::vector<char> frame(text.begin(), text.end());
+      Request send = MakeSend(1, 1, frame);
+      ASSERT_TRUE(self->channel->Send(&send).ok());
+      const uint64_t base = window->SignalValue(0);
+      for (size_t k = 0; k < pieces; ++k) {
+        ASSERT_TRUE(PollUntil(*self, [&] { return window->SignalValue(0) >= base + k + 1; }));
+        for (size_t i = 0; i < piece; ++i) {
+          if (buffer[k * piece + i] != Pattern(1, k, i)) {
+            ADD_FAILURE() << "piece " << k << " differs at byte " << i << " when its signal came";
+            break;
+          }
+        }
+      }
+      ASSERT_TRUE(bootstrap.Set("ucxtest/signalled", "1").ok());
+      // Unmapped and mapped again at the same address: a new registration, not the cached one.
+      ASSERT_EQ(munmap(buffer, bytes), 0);
+      char* fresh = static_cast<char*>(mmap(buffer, bytes, PROT_READ | PROT_WRITE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                            -1, 0));
+      ASSERT_EQ(fresh, buffer) << "could not map the same address again";
+      auto renewed = window->Register(fresh, bytes, MemoryKind::kHost);
+      ASSERT_TRUE(renewed.ok());
+      EXPECT_NE(*renewed, *registration) << "the registration of unmapped memory was reused";
+      munmap(fresh, bytes);
+    } else {
+      std::vector<char> text(4096);
+      self->sink.Expect(0, 1, nullptr);
+      ASSERT_TRUE(PollUntil(*self, [&] { return !self->sink.frames.empty(); }));
+      const TestSink::Frame& frame = self->sink.frames[0];
+      text.resize(frame.header.length);
+      ASSERT_TRUE(self->channel->Claim(0, frame.deferred_id, text.data(), reinterpret_cast<void*>(1)).ok());
+      ASSERT_TRUE(PollUntil(*self, [&] { return self->sink.payloads == 1; }));
+      auto remote = RemoteBuffer::Parse(std::string(text.begin(), text.end()));
+      ASSERT_TRUE(remote.ok()) << remote.status();
+      std::vector<std::vector<char>> data(pieces, std::vector<char>(piece));
+      std::vector<Request> puts(pieces);
+      for (size_t k = 0; k < pieces; ++k) {
+        for (size_t i = 0; i < piece; ++i) data[k][i] = Pattern(1, k, i);
+        ASSERT_TRUE(window->Put(0, *remote, k * piece, data[k].data(), piece, &puts[k]).ok());
+        ASSERT_TRUE(window->Signal(0, 0).ok());
+      }
+      ASSERT_TRUE(PollUntil(*self, [&] {
+        for (const Request& put : puts) {
+          if (!put.complete) return false;
+        }
+        return !self->channel->HasPendingSends(0);
+      }));
+      // Signals follow their flushes in progress: keep progressing until rank 0 has them all.
+      int looks = 0;
+      ASSERT_TRUE(PollUntil(*self, [&] {
+        return ++looks % 64 == 0 && bootstrap.Get("ucxtest/signalled", absl::ZeroDuration()).ok();
+      }));
+    }
+    Barrier(bootstrap, "done", size);
+    self->channel->Close(/*clean=*/true, Deadline::In(absl::Seconds(5)));
   }));
 }
 

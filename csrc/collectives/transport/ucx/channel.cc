@@ -67,6 +67,7 @@ constexpr uint64_t kMaxWindow = 1 << 20;
 UcxChannelImpl::~UcxChannelImpl() {
   if (!closed_) Close(/*clean=*/false, Deadline::In(absl::Milliseconds(200)));
   ReleaseEverything();
+  TearDownWindow();
   // The worker goes first, while the slots and peers its last callbacks touch still exist:
   // destroying it completes (cancels) every request UCX still holds, such as the rendezvous
   // operations to a failed peer that UCX 1.13 never completes otherwise.
@@ -171,6 +172,7 @@ void UcxChannelImpl::OnSendDone(void* request, ucs_status_t status, void* user_d
   UcxChannelImpl* self = slot->channel;
   Peer& peer = self->peers_[slot->peer];
   --peer.sends_in_flight;
+  if (slot->borrowed) --peer.borrowed_in_flight;
   if (slot->request != nullptr) {
     if (status == UCS_OK) {
       slot->request->transferred = slot->request->length;
@@ -227,6 +229,8 @@ UcxChannelImpl::SendSlot* UcxChannelImpl::AcquireSendSlot() {
 void UcxChannelImpl::FreeSendSlot(SendSlot* slot) {
   slot->request = nullptr;
   slot->peer = -1;
+  slot->signal = -1;
+  slot->borrowed = false;
   free_send_slots_.push_back(slot);
 }
 
@@ -276,6 +280,7 @@ bool UcxChannelImpl::Post(Peer& peer, SendSlot* slot, unsigned id, size_t header
     return false;
   }
   ++peer.sends_in_flight;
+  if (slot->borrowed) ++peer.borrowed_in_flight;
   return true;
 }
 
@@ -297,6 +302,7 @@ absl::Status UcxChannelImpl::Send(Request* request) {
   WireHeader wire = {peer.next_send++, rank_, 0, request->header};
   std::memcpy(slot->header, &wire, sizeof(wire));
   slot->request = request;
+  slot->borrowed = request->length > 0;
   uint32_t flags = 0;
   if (options_.rendezvous_bytes > 0 && request->length >= options_.rendezvous_bytes) {
     flags |= UCP_AM_SEND_FLAG_RNDV;
@@ -320,7 +326,8 @@ void UcxChannelImpl::SendOwnFrame(Peer& peer, FrameKind kind, const std::string*
 }
 
 bool UcxChannelImpl::HasPendingSends(int peer) const {
-  return peer >= 0 && peer < size_ && peers_[peer].sends_in_flight > 0;
+  // The protocol's sends and puts; the channel's own frames and window signals do not count.
+  return peer >= 0 && peer < size_ && peers_[peer].borrowed_in_flight > 0;
 }
 
 // ---- Receiving ----
@@ -494,7 +501,7 @@ void UcxChannelImpl::WaitForCloses(Deadline deadline) {
     }
     for (const Peer& peer : peers_) {
       if (peer.ep == nullptr && !peer.failed &&
-          (peer.sends_in_flight > 0 || peer.receives_in_flight > 0)) {
+          (peer.borrowed_in_flight > 0 || peer.receives_in_flight > 0)) {
         return true;
       }
     }
@@ -553,7 +560,7 @@ void UcxChannelImpl::ForgetRequests() {
   // dying was taken by the progress that reported the failure.
   bool closed_any = false;
   for (Peer& peer : peers_) {
-    if (peer.ep != nullptr && (peer.sends_in_flight > 0 || peer.receives_in_flight > 0)) {
+    if (peer.ep != nullptr && (peer.borrowed_in_flight > 0 || peer.receives_in_flight > 0)) {
       ForceClose(peer);
       closed_any = true;
     }
@@ -563,8 +570,8 @@ void UcxChannelImpl::ForgetRequests() {
     WaitForCloses(Deadline::In(limit));
     for (const Peer& peer : peers_) {
       if (peer.ep == nullptr && !peer.failed &&
-          (peer.sends_in_flight > 0 || peer.receives_in_flight > 0)) {
-        COHORT_LOG(ERROR) << "UCX has not cancelled " << peer.sends_in_flight << " sends and "
+          (peer.borrowed_in_flight > 0 || peer.receives_in_flight > 0)) {
+        COHORT_LOG(ERROR) << "UCX has not cancelled " << peer.borrowed_in_flight << " sends and "
                           << peer.receives_in_flight << " receives to " << Name(peer.rank) << " "
                           << absl::FormatDuration(limit) << " after their endpoint was closed";
       }

@@ -12,9 +12,12 @@
 #include <utility>
 #include <vector>
 
+#include <atomic>
+
 #include "absl/container/flat_hash_map.h"
 #include "collectives/transport/ucx/channel.h"
 #include "collectives/transport/ucx/context.h"
+#include "collectives/transport/window.h"
 
 namespace cohort::ucx {
 
@@ -45,7 +48,11 @@ static_assert(sizeof(WireHeader) == 56);
 
 enum class HelloKind : uint32_t { kHello = 1, kAck = 2 };
 
-class UcxChannelImpl final : public UcxChannel {
+// Also the UCX Window (registration.cc): registered buffers (ucp_mem_map, keys packed in-band),
+// puts (ucp_put_nbx) and signals (a fenced atomic add on the peer's signal words, which every
+// rank registers at creation and publishes in its offer). Over RDMA these are one-sided; over
+// UCX's tcp and shared memory UCX emulates them with active messages.
+class UcxChannelImpl final : public UcxChannel, public Window {
  public:
   UcxChannelImpl(const ChannelSetup& setup, const UcxOptions& options,
                  std::unique_ptr<Context> context);
@@ -68,6 +75,19 @@ class UcxChannelImpl final : public UcxChannel {
   void DropRequests() override;
   void Close(bool clean, Deadline deadline) override;
   int PreferredSpinMicros() const override { return preferred_spin_micros_; }
+  Window* window(int peer) override;
+
+  // Window (registration.cc).
+  absl::StatusOr<std::shared_ptr<const Registration>> Register(const void* base, size_t bytes,
+                                                               MemoryKind kind) override;
+  absl::Status Put(int peer, const RemoteBuffer& remote, size_t offset, const void* local,
+                   size_t bytes, Request* request) override;
+  absl::Status Signal(int peer, int slot) override;
+  uint64_t SignalValue(int slot) const override;
+  // Allocates and registers this rank's signal words (once, at creation; part of the offer).
+  absl::Status SetUpWindow();
+  // Registrations made and kept (tests).
+  const RegistrationCache* registrations() const { return registrations_.get(); }
 
  private:
   // An inbound frame UCX has handed over and the protocol has not yet taken in full.
@@ -89,6 +109,8 @@ class UcxChannelImpl final : public UcxChannel {
     UcxChannelImpl* channel = nullptr;
     Request* request = nullptr;  // null: the channel's own frame, or forgotten (DropRequests)
     int peer = -1;
+    int signal = -1;  // a flush before a window signal: the signal word to raise when done
+    bool borrowed = false;  // UCX reads a buffer of the protocol's (a frame's payload, a put)
   };
   // A rendezvous receive in flight into a buffer the protocol named.
   struct ReceiveSlot {
@@ -114,10 +136,27 @@ class UcxChannelImpl final : public UcxChannel {
     std::deque<Arrival> window;  // arrivals from next_deliver on, in frame order
     bool ready_listed = false;   // in ready_peers_
     int sends_in_flight = 0;     // SendSlots of this peer that UCX holds
+    int borrowed_in_flight = 0;  // ... of them reading a protocol buffer (sends, puts)
     int receives_in_flight = 0;  // ReceiveSlots of this peer that UCX holds
     bool failed = false;         // UCX reported an error on its endpoint
     bool reported = false;       // ... and the sink has been told
     std::string why;
+    // Its window: where its signal words are, and the remote keys unpacked for its buffers
+    // (most recently used first).
+    uint64_t signal_address = 0;
+    std::string signal_key;  // packed, from its offer
+    ucp_rkey_h signal_rkey = nullptr;
+    std::deque<std::pair<std::string, ucp_rkey_h>> remote_keys;
+  };
+  // Ranges unmapped (UCM's event, from any thread, inside UCX's memory hook): a fixed array
+  // under a spin flag, since the hook must not allocate; drained by Register.
+  struct Unmapped {
+    static constexpr int kRanges = 64;
+    std::atomic_flag busy = ATOMIC_FLAG_INIT;
+    int count = 0;
+    bool overflow = false;  // more than kRanges: every registration goes
+    uintptr_t base[kRanges] = {};
+    size_t bytes[kRanges] = {};
   };
   struct PendingHello {
     Hello hello;
@@ -135,6 +174,9 @@ class UcxChannelImpl final : public UcxChannel {
   static void OnSendDone(void* request, ucs_status_t status, void* user_data);
   static void OnReceiveDone(void* request, ucs_status_t status, size_t length, void* user_data);
   static void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  static void OnFlushedForSignal(void* request, ucs_status_t status, void* user_data);
+  // The atomic add of a signal, once the puts before it have landed.
+  void RaiseSignal(Peer& peer, int slot);
 
   ucs_status_t Arrive(const void* header, size_t header_length, void* data, size_t length,
                       const ucp_am_recv_param_t* param);
@@ -175,6 +217,15 @@ class UcxChannelImpl final : public UcxChannel {
   // holds one, and waits for UCX to let go of them.
   void ForgetRequests();
   void ReleaseEverything();
+  // registration.cc
+  absl::StatusOr<std::shared_ptr<const Registration>> MapMemory(uintptr_t base, size_t bytes,
+                                                                MemoryKind kind);
+  absl::StatusOr<ucp_rkey_h> RemoteKey(Peer& peer, const std::string& packed);
+  static void OnMemoryUnmapped(ucm_event_type_t type, ucm_event_t* event, void* arg);
+  void DrainUnmapped();
+  // Before the worker goes (not for failed peers: UCX may still hold operations using them).
+  void DestroyRemoteKeys(Peer& peer);
+  void TearDownWindow();
   // Sleeps on the event fd up to `timeout_ms` unless events are pending.
   void WaitForEvents(int timeout_ms);
   std::string Name(int rank) const;
@@ -203,6 +254,15 @@ class UcxChannelImpl final : public UcxChannel {
   bool closed_ = false;
   int preferred_spin_micros_ = 0;
   std::string abort_text_;  // payload of the abort frames (UCX reads it until they are sent)
+  // The window's: this rank's signal words (Window::kSignalSlots, registered), the packed key
+  // peers use to reach them, the registration cache (null where UCX's memory events are off:
+  // then every Register maps anew), and what UCM reported unmapped.
+  ucp_mem_h signal_memh_ = nullptr;
+  uint64_t* signals_ = nullptr;
+  std::string signal_key_;
+  std::unique_ptr<RegistrationCache> registrations_;
+  bool watching_unmaps_ = false;
+  Unmapped unmapped_;
   uint64_t refused_ = 0;    // frames and hellos refused (logged once per kind)
 };
 

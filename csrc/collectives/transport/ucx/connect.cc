@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -33,7 +34,14 @@ namespace {
 struct ParsedOffer {
   bool rdma = false;
   std::string address;  // raw bytes
+  uint64_t signal_address = 0;  // its window's signal words (0: no window)
+  std::string signal_key;       // packed remote key of them
 };
+
+bool IsHex(absl::string_view text) {
+  return !text.empty() && text.size() % 2 == 0 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return absl::ascii_isxdigit(c); });
+}
 
 absl::StatusOr<ParsedOffer> ParseOffer(const std::string& offer) {
   ParsedOffer parsed;
@@ -45,12 +53,17 @@ absl::StatusOr<ParsedOffer> ParseOffer(const std::string& offer) {
       parsed.rdma = false;
     } else if (absl::StartsWith(field, "addr=")) {
       absl::string_view hex = field.substr(5);
-      if (hex.empty() || hex.size() % 2 != 0 ||
-          !std::all_of(hex.begin(), hex.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
-        return absl::DataLossError("malformed worker address");
-      }
+      if (!IsHex(hex)) return absl::DataLossError("malformed worker address");
       parsed.address = absl::HexStringToBytes(hex);
       have_address = true;
+    } else if (absl::StartsWith(field, "signals=")) {
+      // "signals=<address>:<hex of the packed key>"
+      std::vector<absl::string_view> parts = absl::StrSplit(field.substr(8), ':');
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &parsed.signal_address) ||
+          !IsHex(parts[1])) {
+        return absl::DataLossError("malformed window signal words");
+      }
+      parsed.signal_key = absl::HexStringToBytes(parts[1]);
     }
   }
   if (!have_address) return absl::DataLossError("no worker address");
@@ -74,6 +87,7 @@ absl::StatusOr<std::unique_ptr<UcxChannel>> UcxChannel::Create(const ChannelSetu
   }
   auto channel = std::make_unique<UcxChannelImpl>(setup, options, std::move(context));
   COHORT_RETURN_IF_ERROR(channel->InstallHandlers());
+  COHORT_RETURN_IF_ERROR(channel->SetUpWindow());
   return std::unique_ptr<UcxChannel>(std::move(channel));
 }
 
@@ -120,7 +134,9 @@ absl::Status UcxChannelImpl::InstallHandlers() {
 
 std::string UcxChannelImpl::Offer() const {
   return absl::StrCat("rdma=", context_->rdma() ? 1 : 0,
-                      " addr=", absl::BytesToHexString(context_->address()));
+                      " addr=", absl::BytesToHexString(context_->address()),
+                      " signals=", reinterpret_cast<uint64_t>(signals_), ":",
+                      absl::BytesToHexString(signal_key_));
 }
 
 std::string UcxChannelImpl::Name(int rank) const {
@@ -223,6 +239,21 @@ absl::Status UcxChannelImpl::Connect(const ChannelSetup& setup, const std::vecto
           ". UCX needs a transport that reaches the peer and reports peer failures: across hosts "
           "tcp or an RDMA transport (rc, dc, ud), on one host also sm; `ucx_info -d` lists them"));
     }
+  }
+  // Each peer's signal words, reachable once its endpoint exists.
+  for (int rank : peers) {
+    Peer& peer = peers_[rank];
+    auto offer = ParseOffer(records[rank].offer(ChannelKind::kUcx));
+    if (offer->signal_key.empty()) continue;  // an older peer: no window to it
+    ucs_status_t status =
+        Ucx().ucp_ep_rkey_unpack(peer.ep, offer->signal_key.data(), &peer.signal_rkey);
+    if (status != UCS_OK) {
+      peer.signal_rkey = nullptr;
+      COHORT_LOG(INFO) << "no UCX window to " << Name(rank) << ": its signal key does not unpack ("
+                       << UcxStatusText(status) << ")";
+      continue;
+    }
+    peer.signal_address = offer->signal_address;
   }
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   preferred_spin_micros_ = local_peers + 1 <= cores ? 200 : 0;

@@ -134,7 +134,7 @@ absl::StatusOr<std::unique_ptr<Context>> Context::Create(const UcxOptions& optio
   ucp_params_t params = {};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS |
                       UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
-  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_AMO64 | UCP_FEATURE_WAKEUP;
   params.estimated_num_eps = static_cast<size_t>(estimated_peers > 0 ? estimated_peers : 1);
   params.mt_workers_shared = 0;
   params.name = "cohort";

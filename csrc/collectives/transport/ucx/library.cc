@@ -38,6 +38,12 @@ void Load() {
   }
   COHORT_UCX_FUNCTIONS(COHORT_UCX_RESOLVE)
 #undef COHORT_UCX_RESOLVE
+#define COHORT_UCM_RESOLVE(name) \
+  library.name = reinterpret_cast<decltype(library.name)>(dlsym(handle, #name));
+  COHORT_UCM_FUNCTIONS(COHORT_UCM_RESOLVE)
+#undef COHORT_UCM_RESOLVE
+  library.ucm_options =
+      static_cast<const ucm_global_config_t*>(dlsym(handle, "ucm_global_opts"));
   // The handle stays open for the life of the process: UCX keeps threads and hooks.
 }
 
