@@ -7,7 +7,8 @@ For each UCX_TLS (default: tcp and sm), alternately --repeat times:
   - ucx_perftest -t tag_lat (8 B; one-way latency, half the round trip) and -t tag_bw
     (64 MiB), server and client on loopback, each pinned to a CPU as cohort-bench's ranks are;
     tag_bw again with -e (endpoints with peer error handling, as cohort's are; for shared memory
-    UCX then needs UCX_MM_ERROR_HANDLING=y, which cohort sets on its own context).
+    UCX then needs UCX_MM_ERROR_HANDLING=y, which cohort sets on its own context), and tag_bw in
+    both directions at once (two pairs: cohort's sendrecv moves 64 MiB each way at once).
 Then the TCP channel's 8 B sendrecv (COHORT_TRANSPORTS=tcp) against tag_lat over UCX_TLS=tcp.
 
 Prints every raw figure, then the medians and the ratios the issue sets goals for: 64 MiB
@@ -84,6 +85,41 @@ def perftest(test, tls, size, iters, warmup, port, extra=()):
     return float(fields[3]), float(fields[5]) * (1 << 20) / 1e9
 
 
+def perftest_both_ways(tls, size, iters, warmup, port):
+    """tag_bw in both directions at once (two server/client pairs, each process on its own CPU
+    of the two, as cohort's two ranks send to each other at once): the mean of the two
+    directions' overall bandwidths, GB/s."""
+    env = dict(os.environ, UCX_TLS=tls)
+    common = ["-t", "tag_bw", "-s", str(size), "-n", str(iters), "-w", str(warmup), "-f"]
+    servers = [subprocess.Popen(["ucx_perftest", "-c", str(cpu), "-p", str(port + cpu)] + common,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for cpu in (0, 1)]
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+            if all(f":{port + cpu} " in listening for cpu in (0, 1)):
+                break
+            time.sleep(0.05)
+        clients = [subprocess.Popen(["ucx_perftest", "localhost", "-c", str(1 - cpu), "-p",
+                                     str(port + cpu)] + common, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+                   for cpu in (0, 1)]
+        outputs = [client.communicate(timeout=300)[0] for client in clients]
+    finally:
+        for server in servers:
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    rates = []
+    for out in outputs:
+        fields = out.strip().splitlines()[-1].split()
+        rates.append(float(fields[5]) * (1 << 20) / 1e9)
+    return statistics.mean(rates)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -115,6 +151,8 @@ def main():
                 perftest("tag_bw", tls, BIG, args.big_iters, big_warmup, args.port)[1])
             add(f"{tls} tag_bw -e 64 MiB GB/s",
                 perftest("tag_bw", tls, BIG, args.big_iters, big_warmup, args.port, ["-e"])[1])
+            add(f"{tls} tag_bw both ways 64 MiB GB/s",
+                perftest_both_ways(tls, BIG, args.big_iters, big_warmup, args.port + 10))
         add("cohort-tcp 8 B us", cohort(bench, "tcp", None, 8, args.small_iters, small_warmup)[0])
         add("tcp tag_lat 8 B us (for the TCP channel)",
             perftest("tag_lat", "tcp", 8, args.small_iters, small_warmup, args.port)[0])
@@ -128,8 +166,11 @@ def main():
         lat = median[f"{tls} cohort-ucx 8 B us"] / median[f"{tls} tag_lat 8 B us"]
         bw = median[f"{tls} cohort-ucx 64 MiB GB/s"] / median[f"{tls} tag_bw 64 MiB GB/s"]
         bw_e = median[f"{tls} cohort-ucx 64 MiB GB/s"] / median[f"{tls} tag_bw -e 64 MiB GB/s"]
+        bw_both = (median[f"{tls} cohort-ucx 64 MiB GB/s"] /
+                   median[f"{tls} tag_bw both ways 64 MiB GB/s"])
         print(f"  UCX_TLS={tls}: 8 B {lat:.2f}x tag_lat (<= 1.5x); 64 MiB {100 * bw:.0f}% of "
-              f"tag_bw (>= 90%), {100 * bw_e:.0f}% of tag_bw -e")
+              f"tag_bw (>= 90%), {100 * bw_e:.0f}% of tag_bw -e, {100 * bw_both:.0f}% of tag_bw "
+              f"both ways at once")
     tcp = median["cohort-tcp 8 B us"] / median["tcp tag_lat 8 B us (for the TCP channel)"]
     print(f"  TCP channel: 8 B {tcp:.2f}x tag_lat over UCX_TLS=tcp (<= 2x)")
 
