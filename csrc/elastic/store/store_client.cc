@@ -489,6 +489,41 @@ absl::StatusOr<int64_t> StoreClient::NumKeys() {
   return static_cast<int64_t>(count);
 }
 
+absl::StatusOr<ChangeSet> StoreClient::Changes(const std::string& prefix, int64_t after_revision,
+                                               absl::Duration timeout) {
+  COHORT_RETURN_IF_ERROR(CheckKey(prefix));
+  std::string what = absl::StrCat("changes under prefix ", QuoteKey(prefix));
+  COHORT_ASSIGN_OR_RETURN(std::string reply, Call(
+                                                 Op::kChanges,
+                                                 [&](Writer& writer) {
+                                                   writer.String(prefix);
+                                                   writer.I64(after_revision);
+                                                   writer.U64(EncodeTimeout(timeout));
+                                                 },
+                                                 Deadline::In(timeout + reply_margin_), what));
+  Reader reader(reply);
+  ChangeSet set;
+  uint32_t count = 0;
+  absl::Status parsed = reader.I64(&set.revision, "revision");
+  if (parsed.ok()) parsed = reader.U32(&count, "count");
+  // Each entry takes at least 16 bytes, so a corrupt count cannot make us reserve much.
+  if (parsed.ok() && count > reader.remaining() / 16) {
+    parsed = absl::DataLossError("count larger than the reply");
+  }
+  for (uint32_t i = 0; parsed.ok() && i < count; ++i) {
+    Change change;
+    parsed = reader.String(&change.key, "key");
+    if (parsed.ok()) parsed = reader.String(&change.value, "value");
+    if (parsed.ok()) parsed = reader.I64(&change.revision, "revision");
+    set.changes.push_back(std::move(change));
+  }
+  if (parsed.ok()) parsed = reader.Done();
+  if (!parsed.ok()) return Malformed(address_, what, parsed);
+  return set;
+}
+
+void StoreClient::Shutdown() { ::shutdown(fd_.get(), SHUT_RDWR); }
+
 absl::Status StoreClient::Ping() {
   return Call(
              Op::kPing, [](Writer&) {}, Deadline::In(timeout_), "ping")

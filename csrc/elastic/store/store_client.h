@@ -39,6 +39,17 @@ struct StoreClientOptions {
   absl::Duration reply_margin = absl::Seconds(5);
 };
 
+// What StoreClient::Changes returns: keys written after a revision, oldest first.
+struct Change {
+  std::string key;
+  std::string value;
+  int64_t revision = 0;
+};
+struct ChangeSet {
+  int64_t revision = 0;  // pass as `after_revision` to continue
+  std::vector<Change> changes;
+};
+
 class StoreClient final : public Bootstrap {
  public:
   // Connects (retrying refused connections until the connect timeout) and runs the handshake.
@@ -67,6 +78,13 @@ class StoreClient final : public Bootstrap {
   // Keys that start with `prefix`, sorted.
   absl::StatusOr<std::vector<std::string>> List(const std::string& prefix);
   absl::StatusOr<int64_t> NumKeys();
+  // The keys under `prefix` written after `after_revision` (0: all), waiting up to `timeout`
+  // for one; an empty set when none was written by then. Deletions are not listed.
+  absl::StatusOr<ChangeSet> Changes(const std::string& prefix, int64_t after_revision,
+                                    absl::Duration timeout);
+  // Shuts the connection down: pending and later calls fail at once (another thread's parked
+  // get returns). Used to stop a thread that waits on the store.
+  void Shutdown();
   // A round trip to the store.
   absl::Status Ping();
   // The local address of the connection to the store.
