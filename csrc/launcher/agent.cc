@@ -234,7 +234,7 @@ class Agent {
 
     address_ = options_.local_addr;
     if (address_.empty()) {
-      address_ = server_ != nullptr && !loopback ? endpoint.host : client_->store().LocalAddressHint();
+      address_ = server_ != nullptr && !loopback ? endpoint.host : client_->LocalAddressHint();
     }
     if (address_.empty()) address_ = host_;
 
