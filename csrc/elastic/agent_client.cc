@@ -207,6 +207,11 @@ absl::Status AgentClient::Leave(const std::string& reason) {
   return backend_->Leave(reason);
 }
 
+void AgentClient::Close() {
+  StopHeartbeats();
+  backend_->Close();
+}
+
 absl::StatusOr<int64_t> AgentClient::AcknowledgeEnd() { return backend_->AcknowledgeEnd(); }
 
 absl::StatusOr<int64_t> AgentClient::AcknowledgedCount() { return backend_->AcknowledgedCount(); }

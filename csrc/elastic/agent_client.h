@@ -64,6 +64,9 @@ class AgentClient {
   // Tells the coordinator this node leaves (it ends the generation at once, without waiting
   // for missed heartbeats), and stops heartbeating.
   absl::Status Leave(const std::string& reason);
+  // Stops heartbeating and leaves the backend cleanly (etcd: revokes the lease). The agent
+  // cannot be used afterwards but for reading what it learned.
+  void Close();
   // Counts this agent among those that saw the job end; returns how many did.
   absl::StatusOr<int64_t> AcknowledgeEnd();
   absl::StatusOr<int64_t> AcknowledgedCount();

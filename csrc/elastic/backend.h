@@ -92,6 +92,14 @@ class AgentBackend {
   virtual std::string LocalAddressHint() = 0;
   // Where the rendezvous lives, as errors name it ("the rendezvous store at h:p").
   virtual std::string Describe() const = 0;
+  // Leaves cleanly: etcd revokes the agent's lease, so its keys go now instead of when the
+  // lease would expire. Without it (a crash) the backend finds out by itself.
+  virtual void Close() {}
+  // Whether this agent runs the coordinator (etcd: holds the role now).
+  virtual bool RunsCoordinator() const { return false; }
+  // Removes what the job left in the backend (etcd: its keys), by the last coordinator once
+  // every agent saw the job's end.
+  virtual absl::Status RemoveJobKeys() { return absl::OkStatus(); }
 };
 
 }  // namespace cohort::elastic

@@ -278,6 +278,16 @@ std::string Client::Describe() const {
   return absl::StrCat("etcd at ", absl::StrJoin(options_.endpoints, ", "));
 }
 
+std::string Client::LocalAddress() {
+  absl::MutexLock lock(&mutex_);
+  char* address = nullptr;
+  if (curl_easy_getinfo(connection_->easy, CURLINFO_LOCAL_IP, &address) != CURLE_OK ||
+      address == nullptr) {
+    return "";
+  }
+  return address;
+}
+
 std::string Client::endpoint_now() const {
   absl::MutexLock lock(&state_mutex_);
   return options_.endpoints[current_ % options_.endpoints.size()];
@@ -590,6 +600,11 @@ Watch::~Watch() {
   curl_multi_cleanup(static_cast<CURLM*>(multi_));
 }
 
+void Watch::Wake() {
+  woken_.store(true);
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+}
+
 void Watch::Interrupt() {
   interrupted_.store(true);
   curl_multi_wakeup(static_cast<CURLM*>(multi_));
@@ -763,7 +778,7 @@ absl::StatusOr<std::vector<WatchEvent>> Watch::Next(Deadline deadline) {
       }
       continue;
     }
-    if (deadline.Expired()) return events;
+    if (deadline.Expired() || woken_.exchange(false)) return events;
     curl_multi_poll(multi, nullptr, 0, std::max(1, deadline.RemainingMillis(1000)), nullptr);
   }
 }

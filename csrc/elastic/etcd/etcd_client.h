@@ -140,6 +140,8 @@ class Client {
   static std::string PrefixEnd(const std::string& prefix);
   // "etcd at http://a:2379, http://b:2379", as errors name it.
   std::string Describe() const;
+  // This host's address on the connection of the last call (what etcd sees), or empty.
+  std::string LocalAddress();
   const ClientOptions& options() const { return options_; }
 
  private:
@@ -181,6 +183,9 @@ class Watch {
   // no event is lost or repeated. OutOfRange when etcd compacted the revisions the watch still
   // needed (read the range again, then watch from its revision); Cancelled after Interrupt().
   absl::StatusOr<std::vector<WatchEvent>> Next(Deadline deadline);
+  // From any thread: the Next() in progress (or the next one) returns at once, with what it has.
+  void Wake();
+  // From any thread: Next() returns Cancelled, now and from then on.
   void Interrupt();
   // The revision from which a reopened stream continues.
   int64_t next_revision() const { return next_revision_; }
@@ -203,6 +208,7 @@ class Watch {
   void* const multi_;  // the CURLM handle, for the watch's lifetime (Interrupt wakes it)
   std::unique_ptr<Stream> stream_;
   std::atomic<bool> interrupted_{false};
+  std::atomic<bool> woken_{false};
   int failed_opens_ = 0;  // streams in a row that broke before delivering anything
   std::vector<WatchEvent> early_;  // events that came while AwaitCreated waited
   bool created_reported_ = false;  // Next returned once when the stream was confirmed
