@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/crypto.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -38,6 +39,7 @@ constexpr char kEnd[] = "pub/end";
 constexpr char kRefused[] = "pub/refused/";
 constexpr char kClosed[] = "pub/closed";
 constexpr char kState[] = "state";
+constexpr char kToken[] = "token";
 }  // namespace etcd_keys
 
 std::string Failure(int64_t generation, const std::string& node_id) {
@@ -400,6 +402,21 @@ absl::Status EtcdAgentBackend::Start() {
         "); give this run another --rdzv-id, or remove the old job's keys: etcdctl del --prefix ",
         prefix_));
   }
+  job_token_ = options_.coordinator.token;
+  if (job_token_.empty()) {
+    const std::string key = prefix_ + etcd_keys::kToken;
+    COHORT_ASSIGN_OR_RETURN(
+        etcd::TxnResponse shared,
+        client_->Txn({Comparison::CreateRevision(key, Comparison::Result::kEqual, 0)},
+                     {Operation::Put(key, crypto::RandomHex(16))}, {Operation::Range(key)}));
+    if (shared.succeeded) {
+      COHORT_ASSIGN_OR_RETURN(etcd::RangeResponse created, client_->Range(key));
+      if (!created.kvs.empty()) job_token_ = created.kvs[0].value;
+    } else if (!shared.ranges.empty() && !shared.ranges[0].kvs.empty()) {
+      job_token_ = shared.ranges[0].kvs[0].value;
+    }
+    if (job_token_.empty()) return absl::InternalError("no job token in etcd");
+  }
   const std::string published = prefix_ + etcd_keys::kPublished;
   COHORT_ASSIGN_OR_RETURN(etcd::RangeResponse current, client_->RangePrefix(published));
   {
@@ -533,7 +550,13 @@ absl::Status EtcdAgentBackend::TendRole() {
                             etcd::Client::Connect(client_->options()));
     auto backend = std::make_unique<EtcdCoordinatorBackend>(std::move(client), prefix_,
                                                             options_.node_id, options_.settings);
-    COHORT_ASSIGN_OR_RETURN(coordinator_, Coordinator::Start(options_.coordinator, std::move(backend)));
+    CoordinatorOptions coordinator = options_.coordinator;
+    coordinator.token = job_token_;
+    // The workers reach the store where etcd reaches this agent, unless told otherwise.
+    if (coordinator.worker_store_public_host.empty()) {
+      coordinator.worker_store_public_host = client_->LocalAddress();
+    }
+    COHORT_ASSIGN_OR_RETURN(coordinator_, Coordinator::Start(coordinator, std::move(backend)));
   } else if (leader != options_.node_id && coordinator_ != nullptr) {
     COHORT_LOG(WARN) << "this agent (" << options_.host << ") lost the coordinator role to "
                      << (leader.empty() ? std::string("nobody yet") : leader);
@@ -650,7 +673,11 @@ absl::Status EtcdAgentBackend::RemoveJobKeys() {
     absl::MutexLock lock(&role_mutex_);
     coordinator_.reset();
   }
-  return client_->Delete(prefix_, etcd::Client::PrefixEnd(prefix_)).status();
+  // Only a job that ended for good: an agent that stops early leaves the others their keys.
+  return client_
+      ->Txn({Comparison::Version(prefix_ + etcd_keys::kClosed, Comparison::Result::kGreater, 0)},
+            {Operation::Delete(prefix_, etcd::Client::PrefixEnd(prefix_))})
+      .status();
 }
 
 absl::StatusOr<std::unique_ptr<AgentClient>> ConnectEtcdAgent(const EtcdAgentOptions& options) {

@@ -19,6 +19,8 @@
 //   P/pub/end             {"generation", "end"}: how the latest generation ended.
 //   P/pub/refused/<node>  why this node may not join (text).
 //   P/pub/closed          the job ended for good (text); joins fail from then on.
+//   P/token               the job's token for the workers' stores, when COHORT_JOB_TOKEN is
+//                         not set (the first agent creates it).
 //   P/state               the coordinator's state (CoordinatorState, with the revision of the
 //                         last event it acted on), written with every world and every end.
 // Every write of the coordinator is a transaction that first compares P/pub/leader with its
@@ -95,6 +97,9 @@ class EtcdAgentBackend final : public AgentBackend {
   absl::Status RemoveJobKeys() override;
   // The node id of the coordinator, as last seen (empty while nobody holds the role).
   std::string leader() const;
+  // The job's token: the one given (coordinator.token), else one that the first agent put in
+  // P/token and every other read back, so the nodes need not share one beforehand.
+  const std::string& job_token() const { return job_token_; }
 
  private:
   EtcdAgentBackend(EtcdAgentOptions options, std::unique_ptr<etcd::Client> client);
@@ -109,6 +114,7 @@ class EtcdAgentBackend final : public AgentBackend {
   std::unique_ptr<etcd::Client> client_;
   std::unique_ptr<etcd::Watch> watch_;  // P/pub/, pumped by the heartbeat thread
   int64_t lease_ = 0;
+  std::string job_token_;
 
   mutable absl::Mutex mutex_;
   std::string leader_ ABSL_GUARDED_BY(mutex_);
