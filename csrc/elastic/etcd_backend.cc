@@ -384,7 +384,8 @@ absl::Status EtcdAgentBackend::Start() {
       {Operation::Put(prefix_ + etcd_keys::kAgent + options_.node_id, options_.host, lease_)},
       {Operation::Range(prefix_ + etcd_keys::kClosed)});
   if (!announced.ok()) {
-    if (announced.status().code() == absl::StatusCode::kPermissionDenied) {
+    if (announced.status().code() == absl::StatusCode::kPermissionDenied &&
+        !options_.settings.etcd.user.empty()) {
       return absl::PermissionDeniedError(absl::StrCat(
           announced.status().message(), ": etcd user \"", options_.settings.etcd.user,
           "\" needs read-write access to the keys under ", prefix_,

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -327,7 +328,8 @@ absl::Status Client::Authenticate(Deadline deadline) {
     }
     if (!transport) {
       return absl::PermissionDeniedError(absl::StrCat(
-          "etcd at ", endpoint, " refused user \"", options_.user, "\": ", reply.status().message(),
+          "etcd at ", endpoint, " refused user \"", options_.user, "\": ",
+          absl::StripPrefix(reply.status().message(), absl::StrCat("etcd at ", endpoint, ": ")),
           "; check --rdzv-conf user= and the password (COHORT_ETCD_PASSWORD or --rdzv-conf "
           "password=)"));
     }
