@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "zlib.h"
 
 namespace cohort::elastic {
 namespace {
@@ -53,6 +54,45 @@ int64_t LeaseSeconds(const RendezvousSettings& settings) {
   // etcd does not grant leases much shorter than 1.5 election timeouts (1.5 s by default).
   double seconds = std::ceil(absl::ToDoubleSeconds(settings.heartbeat_timeout));
   return std::max<int64_t>(2, static_cast<int64_t>(seconds));
+}
+
+// The world as etcd keeps it: deflated, since every agent's watch receives it (base64 inside
+// JSON: for 1,024 nodes the plain text is ~60 KB, so each round moved ~80 MB through etcd's
+// gateway and the agents' parsers). "cohort-world-z <length>\n" then zlib's stream.
+constexpr absl::string_view kDeflatedWorld = "cohort-world-z ";
+
+std::string DeflateWorld(const World& world) {
+  std::string text = EncodeWorld(world);
+  uLongf size = compressBound(text.size());
+  std::string out = absl::StrCat(kDeflatedWorld, text.size(), "\n");
+  size_t header = out.size();
+  out.resize(header + size);
+  if (compress2(reinterpret_cast<Bytef*>(out.data() + header), &size,
+                reinterpret_cast<const Bytef*>(text.data()), text.size(), Z_BEST_SPEED) != Z_OK) {
+    return text;  // the plain form reads as well
+  }
+  out.resize(header + size);
+  return out;
+}
+
+absl::StatusOr<World> InflateWorld(const std::string& value) {
+  absl::string_view rest = value;
+  if (!absl::ConsumePrefix(&rest, kDeflatedWorld)) return DecodeWorld(value);
+  size_t newline = rest.find('\n');
+  uLongf length = 0;
+  if (newline == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(0, newline), &length) ||
+      length > (uLongf{1} << 30)) {
+    return absl::DataLossError("malformed deflated world in etcd");
+  }
+  rest.remove_prefix(newline + 1);
+  std::string text(length, '\0');
+  uLongf produced = length;
+  if (uncompress(reinterpret_cast<Bytef*>(text.data()), &produced,
+                 reinterpret_cast<const Bytef*>(rest.data()), rest.size()) != Z_OK ||
+      produced != length) {
+    return absl::DataLossError("the deflated world in etcd does not inflate");
+  }
+  return DecodeWorld(text);
 }
 
 std::string EncodePublishedEnd(int64_t generation, const GenerationEnd& end) {
@@ -139,7 +179,7 @@ class EtcdCoordinatorBackend final : public CoordinatorBackend {
         if (!decoded.ok()) return decoded.status();
         saved = std::move(*decoded);
       } else if (key == etcd_keys::kWorld) {
-        auto decoded = DecodeWorld(kv.value);
+        auto decoded = InflateWorld(kv.value);
         if (decoded.ok()) world = std::move(*decoded);
       } else if (absl::ConsumePrefix(&key, etcd_keys::kAgent)) {
         alive.insert(std::string(key));
@@ -222,7 +262,7 @@ class EtcdCoordinatorBackend final : public CoordinatorBackend {
   }
 
   absl::Status PublishWorld(const World& world, const CoordinatorState& state) override {
-    return Guarded({Operation::Put(prefix_ + etcd_keys::kWorld, EncodeWorld(world)),
+    return Guarded({Operation::Put(prefix_ + etcd_keys::kWorld, DeflateWorld(world)),
                     Operation::Put(prefix_ + etcd_keys::kState,
                                    EncodeState(state, last_event_revision_))});
   }
@@ -466,7 +506,7 @@ void EtcdAgentBackend::Apply(const etcd::WatchEvent& event) {
   if (key == etcd_keys::kLeader) {
     leader_ = event.deleted ? std::string() : event.kv.value;
   } else if (key == etcd_keys::kWorld && !event.deleted) {
-    auto world = DecodeWorld(event.kv.value);
+    auto world = InflateWorld(event.kv.value);
     if (!world.ok()) {
       COHORT_LOG(WARN) << "ignoring the world in etcd: " << world.status().message();
       return;
@@ -605,7 +645,7 @@ absl::StatusOr<World> EtcdAgentBackend::FetchWorld(int64_t generation) {
   }
   COHORT_ASSIGN_OR_RETURN(etcd::RangeResponse range, client_->Range(prefix_ + etcd_keys::kWorld));
   if (range.kvs.empty()) return absl::NotFoundError(absl::StrCat("no world in ", Describe()));
-  COHORT_ASSIGN_OR_RETURN(World world, DecodeWorld(range.kvs[0].value));
+  COHORT_ASSIGN_OR_RETURN(World world, InflateWorld(range.kvs[0].value));
   if (world.generation != generation) {
     return absl::FailedPreconditionError(absl::StrCat("the world of generation ", generation,
                                                       " was replaced by generation ",

@@ -81,11 +81,12 @@ absl::Status StoreCoordinatorBackend::CheckHeartbeats(absl::Time now,
 
 absl::Status StoreCoordinatorBackend::PublishWorld(const World& world, const CoordinatorState&) {
   COHORT_RETURN_IF_ERROR(client_->Set(keys::World(world.generation), EncodeWorld(world)));
+  // Every admission in one round trip.
   const std::string generation = absl::StrCat(world.generation);
-  for (const NodeInfo& node : world.nodes) {
-    COHORT_RETURN_IF_ERROR(client_->Set(keys::Admit(node.node_id), generation));
-  }
-  return absl::OkStatus();
+  std::vector<std::pair<std::string, std::string>> admissions;
+  admissions.reserve(world.nodes.size());
+  for (const NodeInfo& node : world.nodes) admissions.emplace_back(keys::Admit(node.node_id), generation);
+  return client_->SetMany(admissions);
 }
 
 absl::Status StoreCoordinatorBackend::PublishEnd(int64_t generation, const GenerationEnd& end,
@@ -97,10 +98,11 @@ absl::Status StoreCoordinatorBackend::Refuse(const std::vector<std::string>& nod
                                              const std::string& why) {
   if (node_ids.empty()) return absl::OkStatus();
   COHORT_RETURN_IF_ERROR(client_->Add(keys::kRefused, static_cast<int64_t>(node_ids.size())).status());
+  std::vector<std::pair<std::string, std::string>> refusals;
   for (const std::string& node_id : node_ids) {
-    COHORT_RETURN_IF_ERROR(client_->Set(keys::Admit(node_id), absl::StrCat("error:", why)));
+    refusals.emplace_back(keys::Admit(node_id), absl::StrCat("error:", why));
   }
-  return absl::OkStatus();
+  return client_->SetMany(refusals);
 }
 
 absl::StatusOr<std::unique_ptr<StoreAgentBackend>> StoreAgentBackend::Connect(

@@ -320,6 +320,20 @@ TEST_F(StoreTest, ChangesWaitsForAWriteUnderItsPrefixOnly) {
   EXPECT_EQ(woken->revision, 2);
 }
 
+TEST_F(StoreTest, SetManyStoresEveryEntryInOneRoundTrip) {
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 0; i < 2000; ++i) entries.emplace_back(absl::StrCat("admit/", i), absl::StrCat(i));
+  ASSERT_TRUE(client->SetMany(entries).ok());
+  EXPECT_EQ(client->List("admit/").value_or(std::vector<std::string>{}).size(), 2000u);
+  EXPECT_EQ(client->Get("admit/1999").value_or("?"), "1999");
+  EXPECT_TRUE(client->SetMany({}).ok());
+  auto too_big = client->SetMany({{"ok", "1"}, {std::string(300, 'k'), "1"}});
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument) << too_big;
+  EXPECT_FALSE(client->Get("ok", absl::Milliseconds(10)).ok());  // checked before anything is sent
+}
+
 TEST_F(StoreTest, ShutdownEndsAParkedCallAtOnce) {
   auto client = NewClient();
   ASSERT_NE(client, nullptr);

@@ -267,6 +267,78 @@ absl::StatusOr<std::string> StoreClient::Call(Op op, const std::function<void(Wr
                    " in time; the store server may be overloaded, stopped or unreachable"));
 }
 
+absl::Status StoreClient::CallMany(Op op, size_t count,
+                                   const std::function<void(size_t, Writer&)>& fields,
+                                   Deadline deadline,
+                                   const std::function<std::string(size_t)>& what) {
+  if (count == 0) return absl::OkStatus();
+  std::vector<Slot> slots(count);
+  std::vector<uint64_t> ids(count);
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!broken_.ok()) return broken_;
+    for (size_t i = 0; i < count; ++i) {
+      ids[i] = next_request_id_++;
+      slots_[ids[i]] = &slots[i];
+    }
+  }
+  std::string frames;
+  Writer writer(&frames);
+  for (size_t i = 0; i < count; ++i) {
+    writer.BeginFrame();
+    writer.U8(static_cast<uint8_t>(op));
+    writer.U64(ids[i]);
+    fields(i, writer);
+    writer.EndFrame();
+  }
+  absl::Status sent;
+  {
+    absl::MutexLock lock(&send_mutex_);
+    sent = WriteFully(fd_.get(), frames.data(), frames.size(), deadline,
+                      absl::StrCat("the store at ", address_));
+  }
+  absl::MutexLock lock(&mutex_);
+  if (!sent.ok() && broken_.ok()) {
+    broken_ = absl::UnavailableError(absl::StrCat("store at ", address_, ": sending ", count, " ",
+                                                  OpName(op), " requests failed: ", sent.message(),
+                                                  "; the store server may have stopped or its "
+                                                  "host failed"));
+  }
+  auto all_done = [&] {
+    for (const Slot& slot : slots) {
+      if (!slot.done) return false;
+    }
+    return true;
+  };
+  while (!all_done() && broken_.ok() && !deadline.Expired()) {
+    if (reader_active_) {
+      changed_.WaitWithTimeout(&mutex_, deadline.Remaining());
+      continue;
+    }
+    reader_active_ = true;
+    mutex_.Unlock();
+    absl::Status read = ReadReplies(deadline);
+    mutex_.Lock();
+    reader_active_ = false;
+    if (!read.ok() && broken_.ok()) broken_ = read;
+    changed_.SignalAll();
+  }
+  for (uint64_t id : ids) slots_.erase(id);
+  for (size_t i = 0; i < count; ++i) {
+    if (!slots[i].done) {
+      if (!broken_.ok()) return broken_;
+      return absl::DeadlineExceededError(absl::StrCat(
+          "store at ", address_, " did not answer the ", what(i),
+          " in time; the store server may be overloaded, stopped or unreachable"));
+    }
+    if (slots[i].code != absl::StatusCode::kOk) {
+      return absl::Status(slots[i].code,
+                          absl::StrCat("store at ", address_, ": ", slots[i].payload));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StoreClient::ReadReplies(Deadline deadline) {
   pollfd entry = {fd_.get(), POLLIN, 0};
   int ready = ::poll(&entry, 1, deadline.RemainingMillis(1000));
@@ -366,6 +438,21 @@ absl::Status StoreClient::Set(const std::string& key, const std::string& value) 
       },
       Deadline::In(timeout_), what);
   return reply.status();
+}
+
+absl::Status StoreClient::SetMany(const std::vector<std::pair<std::string, std::string>>& entries) {
+  for (const auto& [key, value] : entries) {
+    COHORT_RETURN_IF_ERROR(CheckKey(key));
+    COHORT_RETURN_IF_ERROR(CheckValue(value));
+  }
+  return CallMany(
+      Op::kSet, entries.size(),
+      [&](size_t i, Writer& writer) {
+        writer.String(entries[i].first);
+        writer.String(entries[i].second);
+      },
+      Deadline::In(timeout_),
+      [&](size_t i) { return absl::StrCat("set of key ", QuoteKey(entries[i].first)); });
 }
 
 absl::StatusOr<std::string> StoreClient::Get(const std::string& key) { return Get(key, timeout_); }

@@ -61,6 +61,9 @@ class StoreClient final : public Bootstrap {
   StoreClient& operator=(const StoreClient&) = delete;
 
   absl::Status Set(const std::string& key, const std::string& value) override;
+  // Several sets sent back to back, then every reply awaited: one round trip, not one per key
+  // (the coordinator admits a round's nodes with it).
+  absl::Status SetMany(const std::vector<std::pair<std::string, std::string>>& entries);
   // Waits up to `timeout` for the key; DeadlineExceeded names it when it does not appear.
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout) override;
   absl::StatusOr<std::string> Get(const std::string& key);
@@ -108,6 +111,10 @@ class StoreClient final : public Bootstrap {
   // fields. `what` names the request in errors ("get of key \"a\"").
   absl::StatusOr<std::string> Call(Op op, const std::function<void(Writer&)>& fields,
                                    Deadline deadline, const std::string& what);
+  // Sends `count` requests (fields(i, writer) fills the i-th) at once and waits for every reply;
+  // returns the first error, naming what(i).
+  absl::Status CallMany(Op op, size_t count, const std::function<void(size_t, Writer&)>& fields,
+                        Deadline deadline, const std::function<std::string(size_t)>& what);
   // Run by the one caller that holds the reader role: waits for bytes (not past `deadline`)
   // and delivers every complete reply. An error means the connection is gone.
   absl::Status ReadReplies(Deadline deadline);
