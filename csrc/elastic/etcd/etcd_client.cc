@@ -353,7 +353,10 @@ absl::StatusOr<Json> Client::PostOnce(const std::string& path, const std::string
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &reply);
-  Deadline attempt = deadline.Earlier(Deadline::In(options_.attempt_timeout));
+  // With one endpoint there is nowhere else to go: a slow answer is the best there is.
+  Deadline attempt = options_.endpoints.size() > 1
+                         ? deadline.Earlier(Deadline::In(options_.attempt_timeout))
+                         : deadline;
   curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max(1, attempt.RemainingMillis())));
   connection_->error[0] = 0;
   CURLcode code = curl_easy_perform(easy);
@@ -405,6 +408,7 @@ absl::StatusOr<Json> Client::Post(const std::string& path, const Json& body, Dea
     if (reply.ok()) return reply;
     absl::StatusCode code = reply.status().code();
     if (transport) {
+      COHORT_LOG(DEBUG) << reply.status().message() << "; trying the next endpoint";
       unreachable.push_back(std::string(reply.status().message()));
       NextEndpoint();
       if (unreachable.size() < options_.endpoints.size()) continue;

@@ -38,9 +38,9 @@ struct ClientOptions {
   absl::Duration request_timeout = absl::Seconds(10);
   // How long one endpoint may take to accept a connection.
   absl::Duration connect_timeout = absl::Seconds(3);
-  // How long one attempt may take before the next endpoint is tried. A follower whose leader
-  // died holds a request for etcd's own 5 s request timeout; another member has a new leader
-  // within the election timeout (1 s by default).
+  // With several endpoints, how long one attempt may take before the next endpoint is tried. A
+  // follower whose leader died holds a request for etcd's own 5 s request timeout; another
+  // member has a new leader within the election timeout (1 s by default).
   absl::Duration attempt_timeout = absl::Seconds(2);
 };
 
