@@ -13,7 +13,7 @@
 
 namespace cohort::bench {
 
-enum class Mode { kSweep, kTopo, kAlgos, kMemcpy, kValidate };
+enum class Mode { kSweep, kTopo, kAlgos, kMemcpy, kValidate, kReport };
 
 struct Command {
   Mode mode = Mode::kSweep;
@@ -24,6 +24,8 @@ struct Command {
   SweepOptions sweep;
   ValidateOptions validate;
   std::string json_path;                          // -J: the JSON report (rank 0 writes it)
+  std::string report_dir;                         // --report: rank 0's page (-J: DIR/NAME.json)
+  std::vector<std::string> report_args;           // `cohort-bench report ARGS`, for report.py
   absl::Duration timeout = absl::ZeroDuration();  // -T: per operation; zero: COHORT_TIMEOUT
   std::vector<std::string> argv;                  // as given, for reports
 };
