@@ -526,6 +526,32 @@ void EtcdAgentBackend::Apply(const etcd::WatchEvent& event) {
 absl::StatusOr<News> EtcdAgentBackend::WaitForNews(const Interest& interest, Deadline deadline) {
   COHORT_RETURN_IF_ERROR(TendRole());
   auto changes = watch_->Next(deadline);
+  if (changes.status().code() == absl::StatusCode::kOutOfRange) {
+    // etcd compacted what the watch had yet to read (it was away long): read the published
+    // keys as they are now and follow them from there.
+    COHORT_LOG(WARN) << changes.status().message() << "; reading " << prefix_ << "pub/ again";
+    const std::string published = prefix_ + etcd_keys::kPublished;
+    COHORT_ASSIGN_OR_RETURN(etcd::RangeResponse current, client_->RangePrefix(published));
+    std::vector<etcd::WatchEvent> replayed;
+    for (const etcd::KeyValue& kv : current.kvs) replayed.push_back(etcd::WatchEvent{false, kv});
+    {
+      absl::MutexLock lock(&mutex_);
+      if (std::none_of(current.kvs.begin(), current.kvs.end(), [&](const etcd::KeyValue& kv) {
+            return kv.key == prefix_ + etcd_keys::kLeader;
+          })) {
+        leader_.clear();
+      }
+    }
+    COHORT_ASSIGN_OR_RETURN(std::unique_ptr<etcd::Watch> fresh,
+                            client_->StartWatch(published, etcd::Client::PrefixEnd(published),
+                                                current.revision + 1));
+    {
+      absl::MutexLock lock(&watch_mutex_);
+      watch_.swap(fresh);
+      if (interrupted_) watch_->Interrupt();
+    }
+    changes = std::move(replayed);
+  }
   if (!changes.ok()) return changes.status();
   News news;
   bool leader_changed = false;
@@ -550,7 +576,11 @@ absl::StatusOr<News> EtcdAgentBackend::WaitForNews(const Interest& interest, Dea
   return news;
 }
 
-void EtcdAgentBackend::Interrupt() { watch_->Interrupt(); }
+void EtcdAgentBackend::Interrupt() {
+  absl::MutexLock lock(&watch_mutex_);
+  interrupted_ = true;
+  watch_->Interrupt();
+}
 
 std::string EtcdAgentBackend::leader() const {
   absl::MutexLock lock(&mutex_);
@@ -634,6 +664,7 @@ absl::Status EtcdAgentBackend::Join(const NodeInfo& info) {
     join_revision_ = joined.revision;
   }
   // The heartbeat thread may hold the world already: let it look again.
+  absl::MutexLock lock(&watch_mutex_);
   watch_->Wake();
   return absl::OkStatus();
 }

@@ -112,7 +112,11 @@ class EtcdAgentBackend final : public AgentBackend {
   const EtcdAgentOptions options_;
   const std::string prefix_;
   std::unique_ptr<etcd::Client> client_;
-  std::unique_ptr<etcd::Watch> watch_;  // P/pub/, pumped by the heartbeat thread
+  // P/pub/, pumped by the heartbeat thread, which alone replaces it (after a compaction);
+  // watch_mutex_ keeps it alive for Interrupt() and Wake() from other threads.
+  absl::Mutex watch_mutex_;
+  std::unique_ptr<etcd::Watch> watch_;
+  bool interrupted_ ABSL_GUARDED_BY(watch_mutex_) = false;
   int64_t lease_ = 0;
   std::string job_token_;
 

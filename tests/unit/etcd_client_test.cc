@@ -136,6 +136,30 @@ TEST(EtcdClient, KeysTransactionsLeasesAndWatches) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 }
 
+TEST(EtcdClient, AWatchFromCompactedRevisionsSaysSo) {
+  auto cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  auto client = Connect(*cluster);
+  ASSERT_NE(client, nullptr);
+  int64_t first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto put = client->Put("/c/k", absl::StrCat(i));
+    ASSERT_TRUE(put.ok()) << put.status();
+    if (i == 0) first = *put;
+    last = *put;
+  }
+  ASSERT_TRUE(cluster->Etcdctl(absl::StrCat("compact ", last)).ok());
+  absl::Status status;
+  auto watch = client->StartWatch("/c/", Client::PrefixEnd("/c/"), first);
+  if (watch.ok()) {
+    status = (*watch)->Next(Deadline::In(absl::Seconds(5))).status();
+  } else {
+    status = watch.status();
+  }
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange) << status;
+  EXPECT_THAT(status.message(), HasSubstr("compacted"));
+}
+
 TEST(EtcdClient, UnreachableEndpointsAreNamedAtOnce) {
   ClientOptions options;
   options.endpoints = {"http://127.0.0.1:1", "http://127.0.0.1:2"};
