@@ -88,7 +88,7 @@ nlohmann::json Nics() {
     int64_t speed = -1, mtu = 0;
     // speed reads EINVAL while the link is down; -1 then means unknown.
     if (!absl::SimpleAtoi(ReadLine(path / "speed"), &speed)) speed = -1;
-    absl::SimpleAtoi(ReadLine(path / "mtu"), &mtu);
+    if (!absl::SimpleAtoi(ReadLine(path / "mtu"), &mtu)) mtu = 0;
     nics.push_back({{"name", name},
                     {"state", ReadLine(path / "operstate")},
                     {"speed_mbps", speed},

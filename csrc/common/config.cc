@@ -164,6 +164,12 @@ absl::StatusOr<std::string> CheckedRaw(const std::string& name, Type expected) {
   std::string value = RawValue(*variable);
   absl::Status status = CheckValue(*variable, value);
   if (!status.ok()) return status;
+  // A choice is accepted in any case; callers compare with the registered spelling.
+  if (variable->type == Type::kChoice) {
+    for (const std::string& choice : variable->choices) {
+      if (absl::EqualsIgnoreCase(choice, value)) return choice;
+    }
+  }
   return value;
 }
 

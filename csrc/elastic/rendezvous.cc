@@ -1,6 +1,9 @@
 #include "elastic/rendezvous.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -27,15 +30,50 @@ Json NodeToJson(const NodeInfo& node) {
               {"labels", node.labels}};
 }
 
+// Bounds of what a record may say: a world of up to kMaxNodes nodes of up to kMaxLocalRanks
+// ranks each keeps every rank count and offset within an int.
+constexpr int64_t kMaxNodes = 1 << 15;
+constexpr int64_t kMaxLocalRanks = 1 << 15;
+
+// An integer field within [min, max]; anything else (a float such as 1e300, which converting
+// would be undefined, a string, a value out of range) throws, and ParseJson reports it.
+int64_t Integer(const Json& object, const char* key, int64_t min, int64_t max) {
+  const Json& value = object.at(key);
+  bool fits = false;
+  int64_t result = 0;
+  if (value.is_number_unsigned()) {
+    uint64_t unsigned_value = value.get<uint64_t>();
+    fits = unsigned_value <= static_cast<uint64_t>(max);
+    result = fits ? static_cast<int64_t>(unsigned_value) : 0;
+  } else if (value.is_number_integer()) {
+    result = value.get<int64_t>();
+    fits = true;
+  } else {
+    throw std::invalid_argument(absl::StrCat("\"", key, "\" is not an integer"));
+  }
+  if (!fits || result < min || result > max) {
+    throw std::out_of_range(
+        absl::StrCat("\"", key, "\" is ", value.dump(), ", outside ", min, " to ", max));
+  }
+  return result;
+}
+
+int SmallInteger(const Json& object, const char* key, int64_t min, int64_t max) {
+  return static_cast<int>(Integer(object, key, min, max));
+}
+
+constexpr int64_t kIntMin = std::numeric_limits<int>::min();
+constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+
 NodeInfo NodeFromJson(const Json& json) {
   NodeInfo node;
   node.node_id = json.at("id").get<std::string>();
   node.host = json.at("host").get<std::string>();
   node.address = json.at("address").get<std::string>();
-  node.master_port = json.at("master_port").get<int>();
-  node.local_world_size = json.at("local_world_size").get<int>();
+  node.master_port = SmallInteger(json, "master_port", 0, 65535);
+  node.local_world_size = SmallInteger(json, "local_world_size", 0, kMaxLocalRanks);
   node.role = json.at("role").get<std::string>();
-  node.node_rank = json.at("node_rank").get<int>();
+  node.node_rank = SmallInteger(json, "node_rank", -1, kMaxNodes);
   node.labels = json.at("labels").get<std::map<std::string, std::string>>();
   return node;
 }
@@ -209,11 +247,16 @@ std::string EncodeWorld(const World& world) {
 absl::StatusOr<World> DecodeWorld(const std::string& text) {
   return ParseJson<World>(text, "world", [](const Json& json) {
     World world;
-    world.generation = json.at("generation").get<int64_t>();
-    world.restart_count = json.at("restart_count").get<int64_t>();
-    for (const Json& node : json.at("nodes")) world.nodes.push_back(NodeFromJson(node));
+    world.generation = Integer(json, "generation", 0, INT64_MAX);
+    world.restart_count = Integer(json, "restart_count", 0, INT64_MAX);
+    const Json& nodes = json.at("nodes");
+    if (!nodes.is_array() || nodes.size() > static_cast<size_t>(kMaxNodes)) {
+      throw std::out_of_range(absl::StrCat("\"nodes\" is not a list of at most ", kMaxNodes,
+                                           " nodes"));
+    }
+    for (const Json& node : nodes) world.nodes.push_back(NodeFromJson(node));
     world.master_addr = json.at("master_addr").get<std::string>();
-    world.master_port = json.at("master_port").get<int>();
+    world.master_port = SmallInteger(json, "master_port", 0, 65535);
     world.worker_store = json.at("worker_store").get<std::string>();
     return world;
   });
@@ -263,11 +306,11 @@ absl::StatusOr<std::vector<WorkerFailure>> DecodeFailures(const std::string& tex
       WorkerFailure failure;
       failure.host = item.at("host").get<std::string>();
       failure.node_id = item.at("node_id").get<std::string>();
-      failure.rank = item.at("rank").get<int>();
-      failure.local_rank = item.at("local_rank").get<int>();
-      failure.pid = item.at("pid").get<int>();
-      failure.exit_code = item.at("exit_code").get<int>();
-      failure.time_ms = item.at("time_ms").get<int64_t>();
+      failure.rank = SmallInteger(item, "rank", -1, kIntMax);
+      failure.local_rank = SmallInteger(item, "local_rank", -1, kIntMax);
+      failure.pid = SmallInteger(item, "pid", kIntMin, kIntMax);
+      failure.exit_code = SmallInteger(item, "exit_code", kIntMin, kIntMax);
+      failure.time_ms = Integer(item, "time_ms", INT64_MIN, INT64_MAX);
       failure.error_file = item.at("error_file").get<std::string>();
       failure.message = item.at("message").get<std::string>();
       failure.traceback = item.at("traceback").get<std::string>();
