@@ -55,6 +55,7 @@ test-asan: bootstrap
 	cmake -S . -B $(BUILD)-asan $(SANITIZER_FLAGS) -DCOHORT_SANITIZE=address,undefined
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/sanitizers/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure --timeout 600 -j $(JOBS) $(SANITIZER_CTEST_FLAGS)
 
