@@ -40,6 +40,8 @@ class Coordinator::Loop {
   }
 
  private:
+  std::set<std::string> ignored_;  // join requests warned about (no or a bad node record)
+
   struct Tracked {
     std::string heartbeat;  // last value seen
     absl::Time last_change;
@@ -100,18 +102,29 @@ class Coordinator::Loop {
       if (!sequence_text.ok()) continue;  // taken back meanwhile
       int64_t sequence = 0;
       (void)absl::SimpleAtoi(*sequence_text, &sequence);
-      waiting[node_id] = sequence;
       if (!infos_.contains(node_id)) {
-        COHORT_ASSIGN_OR_RETURN(std::string text,
-                                client_->Get(keys::Node(node_id), settings_.read_timeout));
-        auto info = DecodeNode(text);
+        // An agent writes its node record before its join request, so it is there; a join
+        // request without one, or with one that does not parse, is ignored (warned about once)
+        // rather than allowed to stall or stop the rendezvous of everyone else.
+        auto text = client_->Get(keys::Node(node_id), absl::Milliseconds(100));
+        if (!text.ok() && text.status().code() != absl::StatusCode::kDeadlineExceeded) {
+          return text.status();
+        }
+        auto info = text.ok() ? DecodeNode(*text)
+                              : absl::StatusOr<NodeInfo>(absl::NotFoundError("no node record"));
         if (!info.ok()) {
-          COHORT_LOG(WARN) << "ignoring node " << node_id << ": " << info.status().message();
+          if (ignored_.insert(node_id).second) {
+            COHORT_LOG(WARN) << "ignoring the join request of node " << node_id << ": "
+                             << info.status().message();
+          }
           continue;
         }
         infos_[node_id] = *info;
         COHORT_LOG(INFO) << "node " << info->host << " (" << node_id << ") is waiting to join";
       }
+      // Only a join request with a node record waits for a round (else the round would take
+      // an empty node).
+      waiting[node_id] = sequence;
       if (!tracked_.contains(node_id)) {
         tracked_[node_id] = Tracked{"", now, infos_[node_id].host};
       }
