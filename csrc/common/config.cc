@@ -25,8 +25,8 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_TIMEOUT", Type::kDuration, "300s",
        "Longest any collective, connection or bootstrap wait may take before it fails."},
       {"COHORT_ALGO", Type::kString, "",
-       "Forces one collective algorithm by name (see `cohort-bench algos`); empty lets the tuner "
-       "choose."},
+       "Forces one collective algorithm by name (see `cohort-bench algos`) for every op it "
+       "implements; a call it cannot serve fails naming why. Empty lets the tuner choose."},
       {"COHORT_CHUNK_BYTES", Type::kBytes, "512K",
        "Pipeline segment size: large transfers are split into segments of this size so sending "
        "overlaps reducing.",
