@@ -269,7 +269,12 @@ class FrozenStore {
     }
   }
   int port() const { return port_; }
-  void Freeze() { kill(pid_, SIGSTOP); }
+  // Stops the server's process, returning once it is stopped (a signal arrives when it may).
+  void Freeze() {
+    kill(pid_, SIGSTOP);
+    int status = 0;
+    waitpid(pid_, &status, WUNTRACED);
+  }
 
   std::unique_ptr<store::StoreClient> Client(absl::Duration timeout) {
     store::StoreClientOptions options;
