@@ -12,6 +12,8 @@ torch backend "cohort" through torch.distributed.all_reduce, exactly like the gl
 package is taken from --python-path, default <build>/python).
 The memcpy bandwidth of this machine, measured by cohort-bench, is printed for reference with
 the fraction cohort's busbw reaches.
+--report DIR writes each side's last sweep there as -J JSON (cohort.json, torch-gloo.json,
+openmpi.json) and the page of charts that overlays them (DIR/report.html, python/cohort/report.py).
 """
 import argparse
 import os
@@ -60,6 +62,8 @@ def main():
                         help="cohort side: cohort-bench, or torch.distributed with \"cohort\"")
     parser.add_argument("--python-path", default=None,
                         help="where the cohort package is built (default: <build>/python)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="write each side's last sweep as JSON and the report page here")
     args = parser.parse_args()
     bench = os.path.join(args.build, "bench", "cohort-bench")
     sweep = ["-b", args.b, "-e", args.e, "-f", args.f, "-n", args.n, "-w", args.w]
@@ -83,8 +87,12 @@ def main():
             ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", args.nranks,
              os.path.join(args.build, "bench", "cohort-mpi-allreduce")] + sweep, None)
     results = {name: [] for name in commands}
-    for _ in range(args.repeat):
+    if args.report:
+        os.makedirs(args.report, exist_ok=True)
+    for repeat in range(args.repeat):
         for name, (command, command_env) in commands.items():
+            if args.report and repeat == args.repeat - 1:
+                command = command + ["-J", os.path.join(args.report, f"{name}.json")]
             text = run(command, command_env)
             print(text, end="")
             results[name].append(rows(text))
@@ -111,6 +119,10 @@ def main():
             their_time = median(name, size, 0)
             line += f"  {their_time:>14.2f} {their_time / our_time:>8.2f}x"
         print(line)
+    if args.report:
+        print(run(["/usr/bin/python3", os.path.join(ROOT, "python", "cohort", "report.py")]
+                  + [os.path.join(args.report, f"{name}.json") for name in commands]
+                  + ["-o", args.report]), end="")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ size_t Sum(const std::vector<size_t>& values) {
 
 }  // namespace
 
-Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
+Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
     : transport_(std::move(transport)),
       config_(std::move(config)),
       rank_(transport_->rank()),
@@ -35,7 +35,8 @@ Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
 }
 
 size_t Engine::LaneBytes() const {
-  return transport_->lane() != nullptr ? transport_->lane()->capacity() : 0;
+  shm::Lane* lane = transport_->MappedWindow();
+  return lane != nullptr ? lane->capacity() : 0;
 }
 
 Engine::~Engine() { Shutdown(); }
