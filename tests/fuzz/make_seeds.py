@@ -140,4 +140,37 @@ server += [b"\x01" + preamble + hello,
            b"\x01GET / HTTP/1.1\r\n\r\n",
            b"\x01" + preamble + u32(0xFFFFFFFF)]
 write("store_server_fuzz", server)
+# --- transport: byte 0 bit 0 = a stranger's hello first, byte 1 = receives posted (1 p2p,
+# 2 collective), byte 2 = their length / 64, then rank 1's frames (40-byte headers).
+COLLECTIVE, P2P, ABORT, GOODBYE, ACK = 1, 2, 3, 4, 5
+
+
+def header(kind, length, op=0, dtype=0, reduce_op=0, root=-1, tag=0, reserved=0, sequence=0,
+           count=0):
+    return struct.pack("<BBBBiIIQQQ", kind, op, dtype, reduce_op, root, tag, reserved, sequence,
+                       count, length)
+
+
+ALLREDUCE, FLOAT32 = 0, 0  # enum values as types.h numbers them (first entries)
+hello = struct.pack("<IIiii", 0x43485254, 1, 1, 0, 2) + bytes(32)
+transport = [
+    b"\x00\x01\x01" + header(P2P, 64) + bytes(range(64)),
+    b"\x00\x01\x01" + header(P2P, 32) + bytes(32),  # wrong size
+    b"\x00\x00\x01" + header(P2P, 64) + bytes(64) + header(GOODBYE, 0),
+    b"\x00\x02\x01" + header(COLLECTIVE, 64, op=ALLREDUCE, dtype=FLOAT32, sequence=1,
+                              count=16) + bytes(64),
+    b"\x00\x02\x01" + header(COLLECTIVE, 64, op=3, dtype=2, sequence=1, count=16) + bytes(64),
+    b"\x00\x00\x00" + header(ABORT, 12) + b"rank 1 fails",
+    b"\x00\x00\x00" + header(ABORT, 1 << 40),
+    b"\x00\x01\x01" + header(P2P, (1 << 63) + 5),
+    b"\x00\x01\x01" + header(P2P, (1 << 64) - 1),
+    b"\x00\x00\x00" + header(ACK, 0, sequence=7),
+    b"\x00\x00\x00" + header(9, 8) + bytes(8),
+    b"\x00\x00\x00" + header(P2P, 300000) + bytes(4096),
+    b"\x01\x01\x01" + hello + header(P2P, 64) + bytes(64),
+    b"\x01\x00\x00" + b"GET / HTTP/1.1\r\n\r\n",
+    b"\x01\x00\x00" + struct.pack("<IIiii", 0x43485254, 2, 1, 0, 2) + bytes(32),
+]
+write("transport_fuzz", transport)
+
 print("seed corpora written under", os.path.join(HERE, "corpus"), file=sys.stderr)
