@@ -159,8 +159,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // a goodbye came first) or has nothing left to read.
   if (left > 0) (void)WriteFully(peer->get(), rest, left, Soon(), "rank 0");
   ::shutdown(peer->get(), SHUT_WR);
-  for (int round = 0; round < 200; ++round) {
-    if (!protocol.Progress(1).ok()) break;
+  // A few rounds: the bytes are all in rank 0's socket already. (A deferred frame or a clean
+  // close leaves nothing to fail on: the rounds then just end.)
+  for (int round = 0; round < 8; ++round) {
+    if (!protocol.Progress(round == 0 ? 0 : 1).ok()) break;
   }
   protocol.DropRequests();
   protocol.Close(/*clean=*/false, Deadline::In(absl::Milliseconds(10)));
