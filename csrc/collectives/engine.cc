@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/failure.h"
 #include "collectives/reduce.h"
 #include "collectives/transport/shm/lane.h"
 #include "common/logging.h"
@@ -91,7 +92,7 @@ absl::Status Engine::Validate(const OpArgs& args) const {
 }
 
 absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::string& forced,
-                                                double* predicted_seconds) {
+                                                Forcing forcing, double* predicted_seconds) {
   // The same call again (a training loop's): the tuner's last answer, without asking every
   // algorithm for its cost. Only calls described by their scalars are remembered.
   const bool plain = forced.empty() && args.counts.empty() && args.recv_counts.empty() &&
@@ -105,7 +106,7 @@ absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::s
       return last.algorithm;
     }
   }
-  auto selected = SelectAlgorithm(args, config_.tuning, forced, predicted_seconds);
+  auto selected = SelectAlgorithm(args, config_.tuning, forced, predicted_seconds, forcing);
   if (plain && selected.ok()) {
     absl::MutexLock lock(&selection_mutex_);
     last_selection_ = {args.op,   args.dtype, args.reduce_op,     args.count,
@@ -120,14 +121,18 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   absl::Status valid = Validate(args);
   const Algorithm* algorithm = nullptr;
   if (valid.ok() && !IsPointToPoint(args.op)) {
-    const std::string& forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
+    const bool per_call = !algorithm_name.empty();
+    const std::string& forced = per_call ? algorithm_name : config_.algorithm;
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
-      auto selected = Select(args, forced, &operation.predicted_seconds);
+      auto selected = Select(args, forced, per_call ? Forcing::kCall : Forcing::kCommunicator,
+                             &operation.predicted_seconds);
       if (selected.ok()) {
         algorithm = *selected;
       } else {
-        valid = selected.status();
+        valid = absl::Status(selected.status().code(),
+                             absl::StrCat(OpTypeName(args.op), " on ", Where(), ": ",
+                                          selected.status().message()));
       }
     }
   }
@@ -160,11 +165,27 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   return valid;
 }
 
+absl::Status Engine::Failed(OpType op, uint64_t sequence, absl::Status status) const {
+  FailureDetails details;
+  details.op = OpTypeName(op);
+  details.sequence = sequence;
+  details.ranks.push_back(rank_);
+  for (int peer : FailedPeers(status)) {
+    if (peer != rank_ && peer >= 0 && peer < size_) details.ranks.push_back(peer);
+  }
+  for (int rank : details.ranks) details.hosts.push_back(transport_->PeerHost(rank));
+  SetFailureDetails(status, details);
+  return status;
+}
+
 absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
   if (!broken_.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier and cannot run ", fingerprint.Describe(),
-                     ": ", broken_.message(), ". Create a new communicator to continue"));
+    return Failed(fingerprint.op, fingerprint.sequence,
+                  WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                                 absl::StrCat("this communicator failed earlier and cannot run ",
+                                              fingerprint.Describe(), ": ", broken_.message(),
+                                              ". Create a new communicator to continue"),
+                                 broken_));
   }
   if (shut_down_) return absl::FailedPreconditionError("the communicator has been destroyed");
   return absl::OkStatus();
@@ -182,6 +203,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     if (!IsPointToPoint(operation->args.op)) sequence = next_sequence_++;
     fingerprint.sequence = sequence;
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
+    if (operation->algorithm != nullptr) work->set_algorithm(operation->algorithm->name);
     operation->work = work;
     // A bad argument fails this call only; the communicator stays usable.
     if (valid.ok()) valid = RefusalLocked(fingerprint);
@@ -252,11 +274,14 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
   if (status.ok()) status = RunCollectiveLocked(operation);
   // The finished Work of the last call, when its caller let go of it, serves again.
   std::shared_ptr<Work> work;
+  std::string_view algorithm =
+      operation.algorithm != nullptr ? std::string_view(operation.algorithm->name) : "";
   if (finished_work_ != nullptr && finished_work_.use_count() == 1) {
     work = finished_work_;
-    work->Reuse(operation.args.op, operation.fingerprint.sequence, std::move(status));
+    work->Reuse(operation.args.op, operation.fingerprint.sequence, algorithm, std::move(status));
   } else {
     work = std::make_shared<Work>(nullptr, operation.args.op, operation.fingerprint.sequence);
+    work->set_algorithm(algorithm);
     work->Complete(std::move(status));
     finished_work_ = work;
   }
@@ -390,6 +415,42 @@ void Engine::RunLocked(const Work* until) {
       BreakLocked(status);
     }
     CompleteFinishedTransfersLocked();
+    ExpireTransfersLocked();
+  }
+}
+
+void Engine::ExpireTransfersLocked() {
+  for (size_t index = 0; index < in_flight_.size(); ++index) {
+    Operation& operation = *in_flight_[index];
+    if (operation.request.complete || !operation.deadline.Expired()) continue;
+    const OpArgs& args = operation.args;
+    const bool send = args.op == OpType::kSend;
+    const int peer = operation.request.peer;
+    std::string other = peer == kAnySource
+                            ? std::string("any rank")
+                            : absl::StrCat("rank ", peer, " (", transport_->PeerHost(peer), ")");
+    absl::Status failure = absl::DeadlineExceededError(absl::StrCat(
+        OpTypeName(args.op), " of ", operation.request.length, " bytes (tag ", args.tag, ") ",
+        send ? "to " : "from ", other, " on ", Where(), " timed out after ",
+        absl::FormatDuration(operation.timeout), ": ", send ? "the receiver" : "the sender",
+        " did not take part. That rank may be stuck, slow or blocked in a call of its own (two "
+        "ranks that both send first with blocking calls wait for each other); post the "
+        "receive before the send, or raise COHORT_TIMEOUT if the work is legitimately slow"));
+    if (peer != kAnySource) AddFailedPeer(failure, peer);
+    failure = Failed(args.op, 0, std::move(failure));
+    std::shared_ptr<Operation> expired = std::move(in_flight_[index]);
+    in_flight_[index] = std::move(in_flight_.back());
+    in_flight_.pop_back();
+    in_flight_count_.fetch_sub(1);
+    // The connection to that peer may be mid-frame: the communicator cannot go on. Break it
+    // while the expired transfer's request is alive (the transport still points to it), and
+    // let the transport forget the transfers first: finishing a half-sent frame to a peer that
+    // does not read (the reason for the timeout) would only hold the caller up to the abort's
+    // own deadline. Peers learn of the failure from the abort, or the close.
+    transport_->DropRequests();
+    BreakLocked(failure);
+    expired->work->Complete(failure);
+    return;
   }
 }
 
@@ -416,13 +477,17 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
     return;
   }
   if (aborted_.load()) {
-    operation.work->Complete(absl::CancelledError("the communicator was aborted"));
+    operation.work->Complete(
+        Failed(args.op, 0, absl::CancelledError("the communicator was aborted")));
     return;
   }
   if (broken_flag_.load(std::memory_order_acquire)) {
     absl::MutexLock lock(&queue_mutex_);
-    operation.work->Complete(absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier: ", broken_.message())));
+    operation.work->Complete(Failed(
+        args.op, 0,
+        WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("this communicator failed earlier: ", broken_.message()),
+                       broken_)));
     return;
   }
   Request& request = operation.request;
@@ -437,6 +502,7 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
     request.data = static_cast<char*>(args.output);
     transport_->PostRecv(&request);
   }
+  operation.deadline = Deadline::In(operation.timeout);
   in_flight_.push_back(std::move(owner));
   in_flight_count_.fetch_add(1);
   CompleteFinishedTransfersLocked();
@@ -444,11 +510,17 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
 
 absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
   const OpArgs& args = operation.args;
-  if (aborted_.load()) return absl::CancelledError("the communicator was aborted");
+  const uint64_t sequence = operation.fingerprint.sequence;
+  if (aborted_.load()) {
+    return Failed(args.op, sequence, absl::CancelledError("the communicator was aborted"));
+  }
   if (broken_flag_.load(std::memory_order_acquire)) {
     absl::MutexLock lock(&queue_mutex_);
-    return absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier: ", broken_.message()));
+    return Failed(
+        args.op, sequence,
+        WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("this communicator failed earlier: ", broken_.message()),
+                       broken_));
   }
   bool nothing_to_move = operation.fingerprint.count == 0 && args.op != OpType::kBarrier &&
                          !(args.op == OpType::kAlltoall && !args.counts.empty());
@@ -487,10 +559,12 @@ absl::Status Engine::Describe(const Operation& operation, const absl::Status& st
   if (status.code() == absl::StatusCode::kDeadlineExceeded) {
     detail = absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ", detail);
   }
-  return absl::Status(status.code(),
-                      absl::StrCat(operation.fingerprint.Describe(), " #",
-                                   operation.fingerprint.sequence, " on ", Where(), " failed: ",
-                                   detail));
+  return Failed(operation.args.op, operation.fingerprint.sequence,
+                WithPayloadsOf(status.code(),
+                               absl::StrCat(operation.fingerprint.Describe(), " #",
+                                            operation.fingerprint.sequence, " on ", Where(),
+                                            " failed: ", detail),
+                               status));
 }
 
 void Engine::BreakLocked(const absl::Status& status) {
@@ -504,10 +578,14 @@ void Engine::BreakLocked(const absl::Status& status) {
   }
   COHORT_LOG(ERROR) << status.message();
   transport_->AbortPeers(std::string(status.message()));
-  absl::Status pending(status.code(), absl::StrCat("not run because the communicator failed: ",
-                                                   status.message()));
-  for (auto& operation : queued) operation->work->Complete(pending);
-  for (auto& operation : in_flight_) operation->work->Complete(pending);
+  absl::Status pending = WithPayloadsOf(
+      status.code(), absl::StrCat("not run because the communicator failed: ", status.message()),
+      status);
+  auto fail = [&](const std::shared_ptr<Operation>& operation) {
+    operation->work->Complete(Failed(operation->args.op, operation->fingerprint.sequence, pending));
+  };
+  for (const auto& operation : queued) fail(operation);
+  for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
 }
@@ -533,8 +611,12 @@ void Engine::Shutdown() {
   }
   absl::Status destroyed = absl::CancelledError(
       "the communicator was destroyed before this operation ran");
-  for (auto& operation : queued) operation->work->Complete(destroyed);
-  for (auto& operation : in_flight_) operation->work->Complete(destroyed);
+  auto fail = [&](const std::shared_ptr<Operation>& operation) {
+    operation->work->Complete(
+        Failed(operation->args.op, operation->fingerprint.sequence, destroyed));
+  };
+  for (const auto& operation : queued) fail(operation);
+  for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
   transport_->DropRequests();

@@ -75,11 +75,14 @@ class Engine : public std::enable_shared_from_this<Engine> {
     absl::Duration timeout;
     std::shared_ptr<Work> work;
     Request request;  // point-to-point operations
+    // Point-to-point: `timeout` from when the transfer was posted; an unfinished transfer past
+    // it fails (and breaks the communicator, whose connection to that peer is then mid-frame).
+    Deadline deadline = Deadline::Never();
   };
 
   size_t LaneBytes() const;
   absl::StatusOr<const Algorithm*> Select(const OpArgs& args, const std::string& forced,
-                                          double* predicted_seconds);
+                                          Forcing forcing, double* predicted_seconds);
   void ProgressThread();
   // Sets kick_ and wakes the progress thread.
   void KickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
@@ -97,6 +100,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   absl::Status RefusalLocked(const Fingerprint& fingerprint) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
   void CompleteFinishedTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Fails the first in-flight transfer past its deadline (and with it the communicator).
+  void ExpireTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void BreakLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void AfterRelease();
   std::shared_ptr<Operation> PopLocked();
@@ -104,6 +109,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // The error a user sees: the op, its sequence number, this rank and host, then the cause.
   absl::Status Describe(const Operation& operation, const absl::Status& status) const;
   std::string Where() const;
+  // `status` with the failure's details (collectives/failure.h): the op, its sequence, this
+  // rank and the peers the status names.
+  absl::Status Failed(OpType op, uint64_t sequence, absl::Status status) const;
 
   std::unique_ptr<Protocol> transport_;
   EngineConfig config_;

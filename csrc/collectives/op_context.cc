@@ -7,7 +7,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/failure.h"
 #include "collectives/transport/shm/lane.h"
+#include "common/cpu.h"
 #include "common/status.h"
 
 namespace cohort {
@@ -69,10 +71,12 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
           : absl::StrCat(request->direction == Request::Direction::kRecv ? "data from "
                                                                          : "sending to ",
                          "rank ", request->peer, " (", transport_.PeerHost(request->peer), ")");
-  return absl::DeadlineExceededError(
+  absl::Status status = absl::DeadlineExceededError(
       absl::StrCat("timed out waiting for ", waiting,
                    ". That rank may be stuck, slow or in a different operation; raise "
                    "COHORT_TIMEOUT if the work is legitimately slow"));
+  if (request != nullptr && request->peer >= 0) AddFailedPeer(status, request->peer);
+  return status;
 }
 
 const Deadline& OpContext::deadline() {
@@ -104,7 +108,7 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
   for (uint32_t round = 0;; ++round) {
     for (int poll = 0; poll < 64; ++poll) {
       if (lane.Reached(stage)) return absl::OkStatus();
-      __builtin_ia32_pause();
+      CpuRelax();
     }
     if (round == 0) spin_until = NowNanos() + int64_t{spin} * 1000;
     if (aborted_.load(std::memory_order_relaxed)) {
@@ -123,10 +127,12 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
     if (lane.Reached(stage)) break;
     if (deadline().Expired()) {
       int laggard = lane.Laggard(stage);
-      return absl::DeadlineExceededError(absl::StrCat(
+      absl::Status status = absl::DeadlineExceededError(absl::StrCat(
           "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
           ") to join through shared memory. That rank may be stuck, slow or in a different "
           "operation; raise COHORT_TIMEOUT if the work is legitimately slow"));
+      AddFailedPeer(status, laggard);
+      return status;
     }
     lane.Sleep(stage, std::max(1, std::min(5, deadline().RemainingMillis(5))));
   }

@@ -25,8 +25,8 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_TIMEOUT", Type::kDuration, "300s",
        "Longest any collective, connection or bootstrap wait may take before it fails."},
       {"COHORT_ALGO", Type::kString, "",
-       "Forces one collective algorithm by name (see `cohort-bench algos`); empty lets the tuner "
-       "choose."},
+       "Forces one collective algorithm by name (see `cohort-bench algos`) for every op it "
+       "implements; a call it cannot serve fails naming why. Empty lets the tuner choose."},
       {"COHORT_CHUNK_BYTES", Type::kBytes, "512K",
        "Pipeline segment size: large transfers are split into segments of this size so sending "
        "overlaps reducing.",
@@ -186,6 +186,12 @@ absl::StatusOr<std::string> CheckedRaw(const std::string& name, Type expected) {
   std::string value = RawValue(*variable);
   absl::Status status = CheckValue(*variable, value);
   if (!status.ok()) return status;
+  // A choice is accepted in any case; callers compare with the registered spelling.
+  if (variable->type == Type::kChoice) {
+    for (const std::string& choice : variable->choices) {
+      if (absl::EqualsIgnoreCase(choice, value)) return choice;
+    }
+  }
   return value;
 }
 

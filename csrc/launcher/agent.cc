@@ -233,7 +233,7 @@ class Agent {
       auto server = store::StoreServer::Start(server_options);
       if (server.ok()) {
         server_ = std::move(*server);
-      } else if (absl::StrContains(server.status().message(), std::strerror(EADDRINUSE)) &&
+      } else if (server.status().code() == absl::StatusCode::kAlreadyExists &&
                  options_.is_host != 1 && !options_.settings.static_ranks) {
         COHORT_LOG(INFO) << "another agent on this host runs the rendezvous store at "
                          << options_.rdzv_endpoint;

@@ -232,6 +232,9 @@ std::map<std::string, std::string> CurrentEnvironment() {
   return environment;
 }
 
+// More hosts than any Slurm cluster has: a node list naming more is malformed.
+constexpr size_t kMaxNodelistHosts = 100000;
+
 absl::StatusOr<std::vector<std::string>> ExpandSlurmNodelist(const std::string& nodelist) {
   // Split at top-level commas (commas inside brackets separate ranges).
   std::vector<std::string> items;
@@ -271,12 +274,25 @@ absl::StatusOr<std::vector<std::string>> ExpandSlurmNodelist(const std::string& 
           return absl::InvalidArgumentError(absl::StrCat("bad Slurm node list \"", nodelist,
                                                          "\": range \"", range, "\""));
         }
+        if (alternatives.size() + static_cast<size_t>(high - low) >= kMaxNodelistHosts) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "bad Slurm node list \"", nodelist.substr(0, 200), "\": it names more than ",
+              kMaxNodelistHosts, " hosts"));
+        }
         size_t width = bounds[0].size();  // zero padding, as in node[001-010]
         for (int64_t n = low; n <= high; ++n) {
           std::string digits = absl::StrCat(n);
           if (digits.size() < width) digits.insert(0, width - digits.size(), '0');
           alternatives.push_back(digits);
         }
+      }
+      // Several bracket groups multiply ("a[0-999][0-999]" is a million names): bound the
+      // whole list, as each range is bounded.
+      if (alternatives.size() > kMaxNodelistHosts / std::max<size_t>(1, expanded.size()) ||
+          hosts.size() + expanded.size() * alternatives.size() > kMaxNodelistHosts) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "bad Slurm node list \"", nodelist.substr(0, 200), "\": it names more than ",
+            kMaxNodelistHosts, " hosts"));
       }
       std::vector<std::string> next;
       for (const std::string& host : expanded) {
@@ -398,7 +414,10 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
     return options;
   }
 
-  auto [scheduler_values, scheduler] = SchedulerValues(environment);
+  // Not a structured binding: the lambda below captures these (clang 14 cannot capture those).
+  const auto scheduler_found = SchedulerValues(environment);
+  const auto& scheduler_values = scheduler_found.first;
+  const auto& scheduler = scheduler_found.second;
   options.scheduler = scheduler;
   // The value of a flag: the command line, then PET_<NAME>, then the scheduler's environment.
   auto value_of = [&](const char* name) -> std::optional<std::string> {

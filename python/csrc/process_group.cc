@@ -218,13 +218,9 @@ absl::Duration ProcessGroupCohort::OpTimeout(std::chrono::milliseconds timeout) 
 c10::intrusive_ptr<CohortWork> ProcessGroupCohort::MakeWork(c10d::OpType type, const char* title,
                                                             c10::ArrayRef<at::Tensor> inputs,
                                                             c10::ArrayRef<at::Tensor> outputs) {
-  auto work = c10::make_intrusive<CohortWork>(rank_, type, title, inputs, outputs);
-  if (type == c10d::OpType::SEND || type == c10d::OpType::RECV ||
-      type == c10d::OpType::RECVANYSOURCE) {
-    // libcohort's point-to-point transfers have no deadline of their own.
-    work->SetWaitLimit(timeout_);
-  }
-  return work;
+  // Every libcohort operation, point-to-point included, ends at its own timeout (the group's):
+  // an untimed wait() ends with it.
+  return c10::make_intrusive<CohortWork>(rank_, type, title, inputs, outputs);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupCohort::Group(

@@ -6,19 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "errors.h"
 
 namespace cohort::torch_ext {
-
-std::exception_ptr ToException(const absl::Status& status) {
-  std::string message(status.message());
-  // libcohort's advice names its own variable; through torch, the timeout is the one given to
-  // init_process_group / new_group (COHORT_TIMEOUT does not apply).
-  static const std::string kAdvice = "raise COHORT_TIMEOUT";
-  if (auto at = message.find(kAdvice); at != std::string::npos) {
-    message.replace(at, kAdvice.size(), "raise the timeout given to init_process_group");
-  }
-  return std::make_exception_ptr(std::runtime_error(message));
-}
 
 namespace {
 
@@ -141,18 +131,7 @@ void CohortWork::MarkFuture(c10::ivalue::Future& future) const {
 }
 
 bool CohortWork::wait(std::chrono::milliseconds timeout) {
-  if (timeout == kNoTimeout && wait_limit_.count() > 0) {
-    absl::Time deadline = absl::Now() + absl::FromChrono(wait_limit_);
-    for (const auto& part : parts_) {
-      part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).IgnoreError();
-      if (!part->IsCompleted()) {
-        TORCH_CHECK(false, "cohort: ", c10d::opTypeToString(type_), " on rank ", rank_,
-                    " timed out after ", wait_limit_.count(),
-                    " ms (the timeout given to init_process_group): the peer never sent or "
-                    "received the matching message");
-      }
-    }
-  } else if (timeout == kNoTimeout) {
+  if (timeout == kNoTimeout) {
     // An untimed wait runs the operation on this thread when the progress thread is idle (no
     // hand-off on the latency path). Every operation has its own timeout, so this ends.
     // A failed part's status becomes this Work's exception in Finish().
@@ -162,9 +141,16 @@ bool CohortWork::wait(std::chrono::milliseconds timeout) {
     for (const auto& part : parts_) {
       absl::Status status = part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration()));
       if (!part->IsCompleted()) {
-        TORCH_CHECK(false, "cohort: rank ", rank_, ": ", c10d::opTypeToString(type_),
-                    " did not finish within the wait timeout of ", timeout.count(),
-                    " ms; it is still running (", status.message(), ")");
+        // The operation goes on; the caller hears that its peers have not finished it in time.
+        FailureDetails details;
+        details.op = OpTypeName(part->op());
+        details.sequence = part->sequence();
+        details.ranks = {rank_};
+        throw CollectiveFailure(
+            absl::StrCat("cohort: rank ", rank_, ": ", c10d::opTypeToString(type_),
+                         " did not finish within the wait timeout of ", timeout.count(),
+                         " ms; it is still running (", status.message(), ")"),
+            std::move(details));
       }
     }
   }

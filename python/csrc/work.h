@@ -48,9 +48,6 @@ class CohortWork : public c10d::Work {
   // and takes on its error.
   void AddMember(c10::intrusive_ptr<CohortWork> member) { members_.push_back(std::move(member)); }
   void SetSourceRank(int rank) { fixed_source_rank_ = rank; }
-  // An untimed wait() gives up after `limit` (for operations without a deadline of their own:
-  // point-to-point transfers); zero or negative: no limit.
-  void SetWaitLimit(std::chrono::milliseconds limit) { wait_limit_ = limit; }
 
   // Starts tracking `parts` (called once, right after they were submitted). Their errors,
   // even those libcohort reports at once, surface from wait() and the Future, as with gloo;
@@ -85,7 +82,6 @@ class CohortWork : public c10d::Work {
   Tensors keep_alive_;
   std::vector<std::function<void()>> epilogues_;
   int fixed_source_rank_ = -1;
-  std::chrono::milliseconds wait_limit_{0};
   Parts parts_;
   std::vector<c10::intrusive_ptr<CohortWork>> members_;
   std::atomic<bool> callbacks_registered_{false};
@@ -96,8 +92,5 @@ class CohortWork : public c10d::Work {
   std::exception_ptr error_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
-
-// The exception a failed libcohort Status becomes in Python: a RuntimeError with its message.
-std::exception_ptr ToException(const absl::Status& status);
 
 }  // namespace cohort::torch_ext

@@ -100,7 +100,10 @@ using LaneParam = std::tuple<int, std::string, size_t>;
 class LaneOps : public ::testing::TestWithParam<LaneParam> {};
 
 TEST_P(LaneOps, EveryOpIsExactInBothHalves) {
-  const auto [world, algorithm, count] = GetParam();
+  // Not a structured binding: the lambda captures these (clang 14 cannot capture bindings).
+  const int world = std::get<0>(GetParam());
+  const auto algorithm = std::get<1>(GetParam());
+  const auto count = std::get<2>(GetParam());
   testing::RunRanks(world, [&](int rank, int n, Bootstrap& bootstrap) {
     setenv("COHORT_SHM_LANE_BYTES", "64K", 1);
     auto comm = MustCreate(bootstrap, rank, n, absl::Seconds(60), algorithm);

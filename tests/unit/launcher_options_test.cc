@@ -262,6 +262,13 @@ TEST(SlurmNodelist, Expands) {
   EXPECT_THAT(*single, ElementsAre("solo"));
   EXPECT_FALSE(ExpandSlurmNodelist("node[1-").ok());
   EXPECT_FALSE(ExpandSlurmNodelist("node[3-1]").ok());
+  // Found by tests/fuzz/launcher_options_fuzz: bracket groups multiply, and ranges add up; a
+  // list naming more hosts than any cluster has is refused instead of filling memory.
+  auto multiplied = ExpandSlurmNodelist("a[0-99999][0-99999]");
+  ASSERT_FALSE(multiplied.ok());
+  EXPECT_THAT(std::string(multiplied.status().message()), HasSubstr("more than 100000 hosts"));
+  EXPECT_FALSE(ExpandSlurmNodelist("a[0-60000,0-60000]").ok());
+  EXPECT_EQ(ExpandSlurmNodelist("a[0-99][0-999]")->size(), 100000u);
 }
 
 TEST(FailureSummary, ReadsRecordErrorFileAndNamesFirstFailure) {

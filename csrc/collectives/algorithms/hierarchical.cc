@@ -797,8 +797,10 @@ void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry) {
             return ReduceScatterCost(args, tuning);
           case OpType::kBroadcast:
             return BroadcastCost(args, tuning);
-          default:
+          case OpType::kAllreduce:
             return Cost(args, tuning);
+          default:
+            return std::numeric_limits<double>::infinity();
         }
       },
       [](OpContext& context) {
@@ -809,10 +811,14 @@ void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry) {
             return HierarchicalReduceScatter(context);
           case OpType::kBroadcast:
             return HierarchicalBroadcast(context);
-          default:
+          case OpType::kAllreduce:
             return HierarchicalAllreduce(context);
+          default:
+            return UnservedOp("hierarchical", context.args().op);
         }
-      }});
+      },
+      "ranks on more than one host, the same number on every host and more than one per host "
+      "(and equal blocks for allgather and reduce_scatter)"});
 }
 
 }  // namespace cohort

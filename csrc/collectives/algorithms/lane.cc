@@ -316,10 +316,16 @@ double StagedCost(const OpArgs& args, const Tuning& tuning) {
 }  // namespace
 
 void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
+  const char* kFitsNeeds =
+      "every rank on one host with the shared-memory lane (COHORT_SHM not 0) and the call's "
+      "bytes within its slot (COHORT_SHM_LANE_BYTES)";
   registry.push_back(
-      Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot});
+      Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot,
+                kFitsNeeds});
   registry.push_back(
-      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot});
+      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot,
+                "every rank on one host with the shared-memory lane (COHORT_SHM not 0, "
+                "COHORT_SHM_LANE_BYTES at least 4K)"});
   registry.push_back(
       Algorithm{"lane",
                 {OpType::kBroadcast, OpType::kReduce, OpType::kAllgather, OpType::kGather,
@@ -342,10 +348,13 @@ void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
                       return LaneScatter(context);
                     case OpType::kAlltoall:
                       return LaneAlltoall(context);
-                    default:
+                    case OpType::kBarrier:
                       return LaneBarrier(context);
+                    default:
+                      return UnservedOp("lane", context.args().op);
                   }
-                }});
+                },
+                kFitsNeeds});
 }
 
 }  // namespace cohort

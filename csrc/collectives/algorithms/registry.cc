@@ -43,19 +43,84 @@ absl::Status ValidateAlgorithmName(const std::string& forced) {
       absl::StrJoin(AlgorithmNames(), ", "), ". Unset it to let the tuner choose."));
 }
 
+absl::Status UnservedOp(const char* algorithm, OpType op) {
+  return absl::InternalError(absl::StrCat("algorithm ", algorithm, " was run for ",
+                                          OpTypeName(op),
+                                          ", which it does not implement (its registry entry "
+                                          "lists it by mistake); report this as a bug"));
+}
+
+namespace {
+
+// The call and the communicator as a forced algorithm's error describes them.
+std::string DescribeCall(const OpArgs& args, const Tuning& tuning) {
+  const Topology& topology = *tuning.topology;
+  std::string call = absl::StrCat(OpTypeName(args.op), " of ", OpBytes(args, tuning.size()),
+                                  " bytes");
+  if (!args.counts.empty() || !args.displacements.empty()) {
+    absl::StrAppend(&call, " with per-rank counts");
+  }
+  const size_t hosts = topology.hosts().size();
+  if (hosts == 1) {
+    absl::StrAppend(&call, " on ", tuning.size(), " ranks on one host");
+  } else {
+    absl::StrAppend(&call, " on ", tuning.size(), " ranks on ", hosts, " hosts");
+    if (!topology.Uniform()) absl::StrAppend(&call, " (unequal ranks per host)");
+  }
+  if (hosts == 1) {
+    absl::StrAppend(&call, tuning.lane_bytes > 0
+                               ? absl::StrCat(" (shared-memory lane of ", tuning.lane_bytes,
+                                              " bytes)")
+                               : std::string(" (no shared-memory lane)"));
+  }
+  return call;
+}
+
+}  // namespace
+
 absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
-                                                 double* predicted_seconds) {
+                                                 double* predicted_seconds, Forcing forcing) {
   const int world_size = tuning.size();
+  if (!forced.empty() && forced != "auto") {
+    const Algorithm* named = nullptr;
+    for (const Algorithm& algorithm : Algorithms()) {
+      if (algorithm.name == forced) named = &algorithm;
+    }
+    if (named == nullptr) return ValidateAlgorithmName(forced);
+    if (named->Serves(args.op) && named->supports(args, tuning)) {
+      if (predicted_seconds != nullptr) *predicted_seconds = named->cost(args, tuning);
+      return named;
+    }
+    // Forced from the communicator, it leaves the ops it does not implement to the tuner.
+    if (named->Serves(args.op) || forcing == Forcing::kCall) {
+      std::vector<std::string> could;
+      for (const Algorithm& algorithm : Algorithms()) {
+        if (algorithm.Serves(args.op) && algorithm.supports(args, tuning)) {
+          could.push_back(algorithm.name);
+        }
+      }
+      std::string why;
+      if (!named->Serves(args.op)) {
+        std::vector<std::string> ops;
+        for (OpType op : named->ops) ops.push_back(OpTypeName(op));
+        why = absl::StrCat("it does not implement ", OpTypeName(args.op), " (it serves ",
+                           absl::StrJoin(ops, ", "), ")");
+      } else {
+        why = absl::StrCat("it needs ", named->needs.empty() ? "other conditions" : named->needs);
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the forced algorithm \"", forced, "\" cannot serve this ", DescribeCall(args, tuning),
+          ": ", why, ". Force one that can (",
+          could.empty() ? std::string("none can") : absl::StrJoin(could, ", "),
+          ") or none, to let the tuner choose"));
+    }
+  }
   const Algorithm* best = nullptr;
   double best_cost = std::numeric_limits<double>::infinity();
   for (const Algorithm& algorithm : Algorithms()) {
     if (!algorithm.Serves(args.op) || !algorithm.supports(args, tuning)) continue;
     double cost = algorithm.cost(args, tuning);
-    if (!forced.empty() && forced != "auto" && algorithm.name == forced) {
-      if (predicted_seconds != nullptr) *predicted_seconds = cost;
-      return &algorithm;
-    }
     if (cost < best_cost) {
       best_cost = cost;
       best = &algorithm;

@@ -46,9 +46,16 @@ struct Algorithm {
   // Predicted seconds for this op.
   std::function<double(const OpArgs& args, const Tuning& tuning)> cost;
   std::function<absl::Status(OpContext& context)> run;
+  // What `supports` asks of the communicator and the call, in words, for the error a forced
+  // algorithm that cannot serve a call gives ("every rank on one host"); empty: nothing.
+  std::string needs;
 
   bool Serves(OpType op) const;
 };
+
+// For the `default:` of a run function's switch over the ops its entry lists: reaching it means
+// the entry lists an op the function does not implement (a bug), never a silent reroute.
+absl::Status UnservedOp(const char* algorithm, OpType op);
 
 // Every registered algorithm.
 const std::vector<Algorithm>& Algorithms();
@@ -60,10 +67,19 @@ std::vector<std::string> AlgorithmNames();
 // value and the names accepted.
 absl::Status ValidateAlgorithmName(const std::string& forced);
 
-// The algorithm to run: `forced` when it serves the op and supports it, else the cheapest.
+// Where a forced algorithm comes from. A call's own option forces it for that call: an
+// algorithm that does not implement the op, or cannot serve this call, is an error. The
+// communicator's (COHORT_ALGO, CommOptions::algorithm) forces it for the ops it implements, as
+// strictly; the other ops are the tuner's.
+enum class Forcing { kCall, kCommunicator };
+
+// The algorithm to run: `forced` (empty or "auto": none) when it can serve the call, else an
+// InvalidArgument error naming it, the call, what it needs and which algorithms could serve;
+// without forcing, the cheapest that serves the call.
 absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
-                                                 double* predicted_seconds = nullptr);
+                                                 double* predicted_seconds = nullptr,
+                                                 Forcing forcing = Forcing::kCommunicator);
 
 // Payload bytes of an op's per-rank buffer, for cost functions.
 size_t OpBytes(const OpArgs& args, int world_size);

@@ -118,8 +118,11 @@ bool OneHost(const OpArgs&, const Tuning& tuning) { return !tuning.multi_host();
 }  // namespace
 
 void RegisterShotAlgorithms(std::vector<Algorithm>& registry) {
-  registry.push_back(Algorithm{"one_shot", {OpType::kAllreduce}, OneHost, OneShotCost, OneShot});
-  registry.push_back(Algorithm{"two_shot", {OpType::kAllreduce}, OneHost, TwoShotCost, TwoShot});
+  const char* needs = "every rank on one host";
+  registry.push_back(
+      Algorithm{"one_shot", {OpType::kAllreduce}, OneHost, OneShotCost, OneShot, needs});
+  registry.push_back(
+      Algorithm{"two_shot", {OpType::kAllreduce}, OneHost, TwoShotCost, TwoShot, needs});
 }
 
 }  // namespace cohort

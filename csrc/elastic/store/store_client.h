@@ -35,8 +35,10 @@ struct StoreClientOptions {
   // The timeout of calls that take none (set, add, ...; also Get(key) and Wait(keys)).
   // Unset: COHORT_TIMEOUT.
   std::optional<absl::Duration> timeout;
-  // How much longer than a get/wait's own timeout the client waits for the store's answer.
-  absl::Duration reply_margin = absl::Seconds(5);
+  // How much longer than a get/wait's own timeout the client waits for the store's answer
+  // (the store's "timed out" reply travelling back). Small: a store that stopped answering must
+  // not hold a call much beyond the timeout it was given.
+  absl::Duration reply_margin = absl::Milliseconds(500);
 };
 
 // What StoreClient::Changes returns: keys written after a revision, oldest first.

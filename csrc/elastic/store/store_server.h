@@ -56,7 +56,8 @@ struct StoreServerOptions {
 
 class StoreServer {
  public:
-  // Listens and starts serving on the "cohort-store" thread.
+  // Listens and starts serving on the "cohort-store" thread. AlreadyExists when the port is
+  // taken (another store, or another program, holds it).
   static absl::StatusOr<std::unique_ptr<StoreServer>> Start(const StoreServerOptions& options);
   ~StoreServer();  // Stop()s
   StoreServer(const StoreServer&) = delete;

@@ -43,6 +43,11 @@ JSON
     touch "$dir/ready.$RANK"
     while :; do sleep 0.05; done
     ;;
+  ignoreterm)
+    trap '' TERM
+    touch "$dir/ready.$RANK"
+    while :; do sleep 0.05; done
+    ;;
   orphan)
     sh -c "sleep 300; : $tag child" &
     echo "$!" > "$dir/child.$RANK"
