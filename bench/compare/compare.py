@@ -4,8 +4,10 @@
 
 Runs every sweep alternately, --repeat times, prints every table, then one line per size with
 the median time of each and the ratios: latency reference/cohort (above 1: cohort is faster)
-and busbw cohort/reference (the same number for equal sizes). cohort runs blocking (-z 1) and
-the in-place column is compared, because torch's dist.all_reduce is in place and blocking.
+and busbw cohort/reference (the same number for equal sizes). cohort runs blocking (-z 1), as
+torch's dist.all_reduce and MPI_Allreduce are. Both columns are compared: in place (the only one
+torch's dist.all_reduce has) and out of place (cohort-bench and MPI_Allreduce run both; --place
+picks one).
 --shm 0 makes cohort use TCP loopback between local ranks (the issue's TCP comparison).
 --ours bench (the default) measures libcohort through cohort-bench; --ours torch measures the
 torch backend "cohort" through torch.distributed.all_reduce, exactly like the gloo side (the
@@ -23,14 +25,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
+PLACES = {"out": 5, "in": 9}  # first field (time us) of each column in a cohort-bench row
+
+
 def rows(text):
-    """size -> (in-place time us, in-place busbw) from a cohort-bench style table."""
+    """size -> {"out": (time us, busbw) or None, "in": (time us, busbw)} from a cohort-bench
+    style table ("-" where a side has no out-of-place column)."""
     result = {}
     for line in text.splitlines():
         fields = line.split()
         if not fields or line.startswith("#") or not fields[0].isdigit() or len(fields) < 13:
             continue
-        result[int(fields[0])] = (float(fields[9]), float(fields[11]))
+        row = {}
+        for place, first in PLACES.items():
+            time, busbw = fields[first], fields[first + 2]
+            row[place] = None if time == "-" else (float(time), float(busbw))
+        result[int(fields[0])] = row
     return result
 
 
@@ -56,6 +66,8 @@ def main():
     parser.add_argument("-n", default="20")
     parser.add_argument("-w", default="5")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--place", choices=["both", "in", "out"], default="both",
+                        help="which columns to compare: in place, out of place, or both")
     parser.add_argument("--ours", choices=["bench", "torch"], default="bench",
                         help="cohort side: cohort-bench, or torch.distributed with \"cohort\"")
     parser.add_argument("--python-path", default=None,
@@ -92,26 +104,39 @@ def main():
     print(memcpy, end="")
     memcpy_gbs = float(memcpy.split(":")[1].split()[0])
     references = [name for name in commands if name != "cohort"]
+    places = ["out", "in"] if args.place == "both" else [args.place]
+    words = {"out": "out of place", "in": "in place"}
     print(f"# cohort (COHORT_SHM={args.shm}) vs {', '.join(references)}: allreduce, "
-          f"{args.nranks} ranks, float32 sum, in place, blocking; median of {args.repeat} "
-          f"run(s) each, measured alternately; memcpy {memcpy_gbs:.2f} GB/s")
-    header = f"# {'size (B)':>10}  {'cohort us':>10} {'busbw':>7} {'%memcpy':>7}"
+          f"{args.nranks} ranks, float32 sum, {' and '.join(words[p] for p in places)}, "
+          f"blocking; median of {args.repeat} run(s) each, measured alternately; memcpy "
+          f"{memcpy_gbs:.2f} GB/s")
+    header = f"# {'size (B)':>10}  {'place':>5}  {'cohort us':>10} {'busbw':>7} {'%memcpy':>7}"
     for name in references:
         header += f"  {name + ' us':>14} {'lat ratio':>9}"
     print(header)
 
-    def median(name, size, column):
-        return statistics.median(r[size][column] for r in results[name])
+    def median(name, size, place):
+        """(time, busbw) medians over the runs, or None where this side has no such column."""
+        runs = [r[size][place] for r in results[name] if r.get(size, {}).get(place) is not None]
+        if not runs:
+            return None
+        return (statistics.median(t for t, _ in runs), statistics.median(b for _, b in runs))
 
     for size in sorted(results["cohort"][0]):
-        our_time = median("cohort", size, 0)
-        our_bw = median("cohort", size, 1)
-        line = f"  {size:>10}  {our_time:>10.2f} {our_bw:>7.3f} {100 * our_bw / memcpy_gbs:>6.1f}%"
-        for name in references:
-            their_time = median(name, size, 0)
-            line += f"  {their_time:>14.2f} {their_time / our_time:>8.2f}x"
-        print(line)
-
+        for place in places:
+            ours = median("cohort", size, place)
+            if ours is None:
+                continue
+            our_time, our_bw = ours
+            line = (f"  {size:>10}  {place:>5}  {our_time:>10.2f} {our_bw:>7.3f} "
+                    f"{100 * our_bw / memcpy_gbs:>6.1f}%")
+            for name in references:
+                theirs = median(name, size, place)
+                if theirs is None:
+                    line += f"  {'-':>14} {'-':>9}"
+                else:
+                    line += f"  {theirs[0]:>14.2f} {theirs[0] / our_time:>8.2f}x"
+            print(line)
 
 if __name__ == "__main__":
     main()
