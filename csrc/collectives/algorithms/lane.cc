@@ -159,10 +159,41 @@ absl::Status LaneAllreduceOneShot(OpContext& context) {
 
 // Reduce-scatter then allgather through the slots. A rank stages only the blocks its peers
 // reduce, reduces its own block into its slot (where the peers fetch it) and copies out. Large
-// buffers go in pieces of at most kPieceBytes, alternating between two regions of the slot, so a
-// piece is reduced and copied out while it is still in cache, and a rank may stage the next
-// piece while its peers still copy out the last one.
+// buffers go in pieces of at most kPieceBytes, so a piece is reduced and copied out while it is
+// still in cache, and every stage after the first does two jobs: it says "piece k is reduced"
+// and "piece k+1 is staged". One synchronisation per piece (plus one), not two: each is a
+// moment both ranks must be running, which on a busy host is what costs.
+//
+// Pieces rotate through three regions of the slot. Between stages S(k) and S(k+1) a rank
+// reduces piece k (reading the peers' region k%3, writing its own block there), stages piece k+1
+// into region (k+1)%3 and, after S(k+1), copies piece k out of every region k%3. Staging k+2
+// overwrites region (k+2)%3 = (k-1)%3 after S(k+1): every rank read that region last while
+// copying out piece k-1, before it published S(k+1).
 constexpr size_t kPieceBytes = 256 << 10;
+constexpr int kRegions = 3;
+
+// One piece of the two-shot: `count` elements from element `first`, staged at byte `base` of
+// each slot, split into per-rank blocks of whole cache lines (the last ones shorter or empty).
+struct Part {
+  Part(size_t k, size_t piece_elements, size_t total, size_t region, size_t element, int n)
+      : first(k * piece_elements),
+        count(std::min(piece_elements, total - std::min(total, first))),
+        base((k % kRegions) * region),
+        element(element) {
+    const size_t line = std::max<size_t>(1, 64 / element);
+    block = ((count + n - 1) / n + line - 1) / line * line;
+  }
+  size_t Offset(int rank) const { return std::min(count, rank * block); }
+  size_t Count(int rank) const { return std::min(count, (rank + 1) * block) - Offset(rank); }
+  size_t At(int rank) const { return Offset(rank) * element; }         // bytes into the piece
+  size_t Length(int rank) const { return Count(rank) * element; }
+
+  size_t first;
+  size_t count;
+  size_t base;
+  size_t element;
+  size_t block = 0;  // elements per rank
+};
 
 absl::Status LaneAllreduceTwoShot(OpContext& context) {
   LaneCall call(context);
@@ -170,38 +201,45 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
   const int n = call.n;
   const int rank = call.rank;
   const size_t element = call.element;
-  const size_t region = std::min(kPieceBytes, call.lane.capacity() / 2);
+  const size_t region = std::min(kPieceBytes, call.lane.capacity() / kRegions / 64 * 64);
   const size_t piece_elements = std::max<size_t>(1, region / element);
+  const size_t pieces = std::max<size_t>(1, (args.count + piece_elements - 1) / piece_elements);
   const char* input = static_cast<const char*>(args.input);
   char* output = static_cast<char*>(args.output);
   ReduceManyFn reduce = GetReduceManyFn(args.dtype, args.reduce_op);
   Inputs inputs(n);
-  size_t done = 0;
-  for (int piece = 0; done < args.count || piece == 0; ++piece) {
-    const size_t count = std::min(piece_elements, args.count - done);
-    // Everything fits one slot: one piece from the slot's start (as every rank decides alike).
-    const size_t base = args.count <= piece_elements ? 0 : (piece & 1) * region;
-    Blocks blocks = SplitEvenly(count, n);
-    auto at = [&](int block) { return blocks.offsets[block] * element; };
-    auto length = [&](int block) { return blocks.counts[block] * element; };
-    char* mine = call.Slot(rank) + base;
-    const char* in = input + done * element;
-    char* out = output + done * element;
+  auto part = [&](size_t k) { return Part(k, piece_elements, args.count, region, element, n); };
+  // Copies the blocks of piece `p` that the peers reduce into this rank's slot.
+  auto stage = [&](const Part& p) {
+    char* mine = call.Slot(rank) + p.base;
+    const char* in = input + p.first * element;
     for (int block = 0; block < n; ++block) {
-      if (block != rank) CopyIn(mine + at(block), in + at(block), length(block));
+      if (block != rank) CopyIn(mine + p.At(block), in + p.At(block), p.Length(block));
     }
-    COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/piece == 0));
+  };
+  Part current = part(0);
+  stage(current);
+  COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/true));
+  for (size_t k = 0; k < pieces; ++k) {
+    // Piece k: our own input's block and the peers' staged copies of it, reduced into our slot's
+    // block `rank` (which holds none of the inputs).
+    char* own = call.Slot(rank) + current.base + current.At(rank);
+    const char* in = input + current.first * element;
     for (int peer = 0; peer < n; ++peer) {
-      inputs[peer] = peer == rank ? in + at(rank) : call.Slot(peer) + base + at(rank);
+      inputs[peer] = peer == rank ? in + current.At(rank)
+                                  : call.Slot(peer) + current.base + current.At(rank);
     }
-    // Our slot's block `rank` holds none of the inputs: reduce into it.
-    reduce(mine + at(rank), inputs.data(), n, blocks.counts[rank]);
-    context.FinishAverage(mine + at(rank), blocks.counts[rank]);
+    reduce(own, inputs.data(), n, current.Count(rank));
+    context.FinishAverage(own, current.Count(rank));
+    const Part next = part(k + 1);  // empty past the last piece
+    if (k + 1 < pieces) stage(next);
     COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/false));
+    char* out = output + current.first * element;
     for (int block = 0; block < n; ++block) {
-      CopyIn(out + at(block), call.Slot(block) + base + at(block), length(block));
+      CopyIn(out + current.At(block), call.Slot(block) + current.base + current.At(block),
+             current.Length(block));
     }
-    done += count;
+    current = next;
   }
   return absl::OkStatus();
 }
