@@ -77,7 +77,7 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
   CommOptions options;
   options.name = "cohort-bench";
-  options.timeout = command.timeout;
+  if (command.timeout != absl::ZeroDuration()) options.timeout = command.timeout;
   auto comm = Communicator::Create(**client, rank, size, options);
   if (!comm.ok()) {
     std::fprintf(stderr, "cohort-bench rank %d: %s\n", rank, Message(comm.status()).c_str());
@@ -248,6 +248,7 @@ int RunMemcpy(const Command& command) {
 
 int main(int argc, char** argv) {
   using namespace cohort::bench;
+  cohort::ConfigureProcess();
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     PrintUsage(stdout);
     return kExitOk;

@@ -1,4 +1,4 @@
-// Microbenchmark of the transports' point-to-point path: two ranks of one TcpTransport (threads
+// Microbenchmark of the transports' point-to-point path: two ranks of the protocol (threads
 // of this process) exchange tagged messages through TCP loopback, or through the shared-memory
 // rings (and single-copy reads for large messages) that ranks on one host use. Latency is a
 // ping-pong (the half round trip is reported as half_rtt_us); bandwidth streams messages to a
@@ -20,8 +20,7 @@
 #include <vector>
 
 #include "collectives/in_memory_bootstrap.h"
-#include "collectives/transport/tcp/context.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/protocol.h"
 
 namespace cohort {
 namespace {
@@ -51,7 +50,7 @@ void Prepare(Request& request, int peer, uint32_t tag, void* data, size_t length
 // (the doorbell futex or epoll) like the engine does when ranks outnumber free cores, so that a
 // rank spinning without a core of its own does not starve its peer. Aborts the program on a
 // transport error (a benchmark has no way to report one mid-loop).
-void Complete(Transport& transport, const Request& request) {
+void Complete(Protocol& transport, const Request& request) {
   for (int polls = 0; !request.complete; ++polls) {
     absl::Status status = transport.Progress(polls < 2000 ? 0 : 1);
     if (!status.ok()) {
@@ -61,14 +60,14 @@ void Complete(Transport& transport, const Request& request) {
   }
 }
 
-void Send(Transport& transport, int peer, uint32_t tag, const void* data, size_t length) {
+void Send(Protocol& transport, int peer, uint32_t tag, const void* data, size_t length) {
   Request request;
   Prepare(request, peer, tag, const_cast<void*>(data), length);
   transport.PostSend(&request);
   Complete(transport, request);
 }
 
-void Recv(Transport& transport, int peer, uint32_t tag, void* data, size_t length) {
+void Recv(Protocol& transport, int peer, uint32_t tag, void* data, size_t length) {
   Request request;
   Prepare(request, peer, tag, data, length);
   transport.PostRecv(&request);
@@ -76,7 +75,7 @@ void Recv(Transport& transport, int peer, uint32_t tag, void* data, size_t lengt
 }
 
 // Rank 1: answers rank 0's commands until told to stop.
-void Echo(Transport& transport) {
+void Echo(Protocol& transport) {
   std::vector<char> buffer;
   while (true) {
     Control control;
@@ -111,18 +110,21 @@ class Link {
  public:
   explicit Link(bool shared_memory) {
     auto state = std::make_shared<InMemoryBootstrap::State>();
-    tcp::TcpOptions options;
+    ProtocolOptions options;
     options.prefix = shared_memory ? "micro-shm" : "micro-tcp";
-    options.shared_memory = shared_memory;
+    options.transports = {shared_memory ? ChannelKind::kSharedMemory : ChannelKind::kTcp};
+    options.transports_forced = true;
+    options.host_id = "micro";
+    options.host_name = "micro";
     options.timeout = absl::Seconds(30);
-    std::unique_ptr<tcp::TcpTransport> transports[2];
+    std::unique_ptr<Protocol> transports[2];
     std::thread connect1([&] {
       InMemoryBootstrap bootstrap(state);
-      auto created = tcp::TcpTransport::Create(bootstrap, 1, 2, options);
+      auto created = Protocol::Create(bootstrap, 1, 2, options);
       if (created.ok()) transports[1] = std::move(*created);
     });
     InMemoryBootstrap bootstrap(state);
-    auto created = tcp::TcpTransport::Create(bootstrap, 0, 2, options);
+    auto created = Protocol::Create(bootstrap, 0, 2, options);
     connect1.join();
     if (!created.ok() || transports[1] == nullptr) {
       std::fprintf(
@@ -141,10 +143,10 @@ class Link {
     self_->Close(true, Deadline::In(absl::Seconds(5)));
     peer_->Close(true, Deadline::In(absl::Seconds(5)));
   }
-  Transport& self() { return *self_; }
+  Protocol& self() { return *self_; }
 
  private:
-  std::unique_ptr<tcp::TcpTransport> self_, peer_;
+  std::unique_ptr<Protocol> self_, peer_;
   std::thread echo_;
 };
 
@@ -158,7 +160,7 @@ Link& GetLink(bool shared_memory) {
 }
 
 void BM_Latency(benchmark::State& state, bool shared_memory) {
-  Transport& transport = GetLink(shared_memory).self();
+  Protocol& transport = GetLink(shared_memory).self();
   const size_t bytes = static_cast<size_t>(state.range(0));
   std::vector<char> buffer(std::max<size_t>(bytes, 1), 7);
   Control control{static_cast<uint64_t>(Mode::kPingPong), bytes,
@@ -175,7 +177,7 @@ void BM_Latency(benchmark::State& state, bool shared_memory) {
 }
 
 void BM_Bandwidth(benchmark::State& state, bool shared_memory) {
-  Transport& transport = GetLink(shared_memory).self();
+  Protocol& transport = GetLink(shared_memory).self();
   const size_t bytes = static_cast<size_t>(state.range(0));
   std::vector<char> buffer(bytes, 7);
   Control control{static_cast<uint64_t>(Mode::kSink), bytes,

@@ -11,7 +11,6 @@
 #include "collectives/transport/tcp/address.h"
 #include "collectives/algorithms/registry.h"
 #include "collectives/engine.h"
-#include "collectives/transport/tcp/context.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -21,7 +20,7 @@ namespace cohort {
 namespace {
 
 // The tuner's link models: built-in defaults for this kind of machine, or COHORT_TOPO_FILE.
-absl::StatusOr<Tuning> DefaultTuning(bool shared_memory) {
+absl::StatusOr<Tuning> DefaultTuning(bool shared_memory, const std::string& path) {
   Tuning tuning;
   if (shared_memory) {
     tuning.intra = {2e-6, 4e9, 6e9};
@@ -29,7 +28,6 @@ absl::StatusOr<Tuning> DefaultTuning(bool shared_memory) {
     tuning.intra = {25e-6, 1e9, 6e9};  // TCP loopback
   }
   tuning.inter = {50e-6, 1.25e9, 6e9};  // 10 Gbit/s Ethernet
-  COHORT_ASSIGN_OR_RETURN(std::string path, config::GetString("COHORT_TOPO_FILE"));
   if (path.empty()) return tuning;
   std::ifstream file(path);
   if (!file) {
@@ -57,6 +55,125 @@ absl::StatusOr<Tuning> DefaultTuning(bool shared_memory) {
 
 }  // namespace
 
+void ConfigureProcess() {
+  // Debian builds Abseil with its debug-mode mutex deadlock detection on: a global graph update
+  // on every lock and on every mutex's destruction (one per Work), several microseconds per
+  // small collective. Our lock order is fixed (executing, then queue; a Work's alone).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+}
+
+namespace {
+
+// Everything a communicator runs with, every setting resolved.
+struct Settings {
+  ProtocolOptions protocol;
+  EngineConfig engine;
+  bool tuner_probe = false;
+  std::string topology_file;
+};
+
+template <typename T, typename Read>
+absl::Status Fill(const std::optional<T>& given, T& out, Read read) {
+  if (given.has_value()) {
+    out = *given;
+    return absl::OkStatus();
+  }
+  auto value = read();
+  if (!value.ok()) return value.status();
+  out = static_cast<T>(*value);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> Bytes(const char* name) {
+  COHORT_ASSIGN_OR_RETURN(int64_t bytes, config::GetBytes(name));
+  return static_cast<size_t>(bytes);
+}
+
+// The one place where the environment fills what the options leave unset.
+absl::StatusOr<Settings> Resolve(const CommOptions& options) {
+  Settings settings;
+  ProtocolOptions& protocol = settings.protocol;
+  EngineConfig& engine = settings.engine;
+  protocol.prefix = options.name;
+  COHORT_RETURN_IF_ERROR(
+      Fill(options.timeout, engine.timeout, [] { return config::GetDuration("COHORT_TIMEOUT"); }));
+  protocol.timeout = engine.timeout;
+  std::string algorithm;
+  COHORT_RETURN_IF_ERROR(
+      Fill(options.algorithm, algorithm, [] { return config::GetString("COHORT_ALGO"); }));
+  COHORT_RETURN_IF_ERROR(ValidateAlgorithmName(algorithm == "auto" ? "" : algorithm));
+  engine.algorithm = algorithm == "auto" ? "" : algorithm;
+
+  if (options.transports.has_value()) {
+    if (options.transports->empty()) {
+      return absl::InvalidArgumentError("CommOptions::transports is empty; name at least one");
+    }
+    protocol.transports = *options.transports;
+    protocol.transports_forced = true;
+  } else {
+    COHORT_ASSIGN_OR_RETURN(std::string text, config::GetString("COHORT_TRANSPORTS"));
+    if (!text.empty() && text != "auto") {
+      auto kinds = ParseChannelKinds(text);
+      if (!kinds.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("COHORT_TRANSPORTS: ", kinds.status().message()));
+      }
+      protocol.transports = std::move(*kinds);
+      protocol.transports_forced = true;
+    }
+    COHORT_ASSIGN_OR_RETURN(bool shared_memory, config::GetBool("COHORT_SHM"));
+    if (!shared_memory) {
+      std::erase(protocol.transports, ChannelKind::kSharedMemory);
+      if (protocol.transports.empty()) {
+        return absl::InvalidArgumentError(
+            "COHORT_SHM=0 leaves COHORT_TRANSPORTS with no channel kind; name tcp or ucx too");
+      }
+    }
+  }
+  COHORT_RETURN_IF_ERROR(Fill(options.chunk_bytes, engine.settings.segment_bytes,
+                              [] { return Bytes("COHORT_CHUNK_BYTES"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.spin_microseconds, engine.settings.spin_microseconds,
+                              [] { return config::GetInt("COHORT_SPIN_US"); }));
+  COHORT_RETURN_IF_ERROR(
+      Fill(options.eager_bytes, protocol.eager_bytes, [] { return Bytes("COHORT_EAGER_BYTES"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.socket_buffer_bytes, protocol.tcp.socket_buffer_bytes,
+                              [] { return config::GetBytes("COHORT_SOCKET_BUFFER"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.socket_interface, protocol.tcp.interface_name,
+                              [] { return config::GetString("COHORT_SOCKET_IFNAME"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.shm_ring_bytes, protocol.shm.ring_bytes,
+                              [] { return Bytes("COHORT_SHM_RING_BYTES"); }));
+  const size_t ring = protocol.shm.ring_bytes;
+  if (ring == 0 || (ring & (ring - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "COHORT_SHM_RING_BYTES=", ring, " is not a power of two; use e.g. 256K, 1M or 4M"));
+  }
+  COHORT_RETURN_IF_ERROR(Fill(options.shm_single_copy_bytes, protocol.shm.single_copy_bytes,
+                              [] { return Bytes("COHORT_SHM_SINGLE_COPY_BYTES"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.shm_lane_bytes, protocol.shm.lane_bytes,
+                              [] { return Bytes("COHORT_SHM_LANE_BYTES"); }));
+  protocol.shm.lane_bytes = (protocol.shm.lane_bytes + 63) / 64 * 64;
+  protocol.host_id = options.host_id.has_value() ? *options.host_id : tcp::HostIdentity();
+  protocol.host_name = logging::HostName();
+  COHORT_RETURN_IF_ERROR(Fill(options.tuner_probe, settings.tuner_probe,
+                              [] { return config::GetBool("COHORT_TUNER_PROBE"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.topology_file, settings.topology_file,
+                              [] { return config::GetString("COHORT_TOPO_FILE"); }));
+  std::string debug;
+  COHORT_RETURN_IF_ERROR(
+      Fill(options.debug, debug, [] { return config::GetString("COHORT_DEBUG"); }));
+  for (absl::string_view item : absl::StrSplit(debug, ',', absl::SkipEmpty())) {
+    if (absl::EqualsIgnoreCase(item, "TUNING")) {
+      engine.debug_tuning = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "COHORT_DEBUG=\"", debug, "\" names \"", item, "\", which is not known; accepted: TUNING"));
+    }
+  }
+  return settings;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bootstrap, int rank,
                                                                    int size, CommOptions options) {
   if (size < 1 || rank < 0 || rank >= size) {
@@ -65,68 +182,27 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
         "; the rank must be from 0 to size - 1"));
   }
   COHORT_RETURN_IF_ERROR(config::ValidateEnvironment());
-  // Debian builds Abseil with its debug-mode mutex deadlock detection on: a global graph update
-  // on every lock and on every mutex's destruction (one per Work), several microseconds per
-  // small collective. Our lock order is fixed (executing, then queue; a Work's alone).
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  EngineConfig config;
-  if (options.timeout == absl::ZeroDuration()) {
-    COHORT_ASSIGN_OR_RETURN(options.timeout, config::GetDuration("COHORT_TIMEOUT"));
-  }
-  config.timeout = options.timeout;
-  if (options.algorithm.empty()) {
-    COHORT_ASSIGN_OR_RETURN(options.algorithm, config::GetString("COHORT_ALGO"));
-  }
-  COHORT_RETURN_IF_ERROR(ValidateAlgorithmName(options.algorithm));
-  config.algorithm = options.algorithm == "auto" ? "" : options.algorithm;
-  COHORT_ASSIGN_OR_RETURN(int64_t segment, config::GetBytes("COHORT_CHUNK_BYTES"));
-  config.settings.segment_bytes = static_cast<size_t>(segment);
-  COHORT_ASSIGN_OR_RETURN(int64_t spin, config::GetInt("COHORT_SPIN_US"));
-  config.settings.spin_microseconds = static_cast<int>(spin);
-
-  tcp::TcpOptions tcp_options;
-  tcp_options.prefix = options.name;
-  tcp_options.timeout = options.timeout;
-  COHORT_ASSIGN_OR_RETURN(int64_t eager, config::GetBytes("COHORT_EAGER_BYTES"));
-  tcp_options.eager_bytes = static_cast<size_t>(eager);
-  COHORT_ASSIGN_OR_RETURN(tcp_options.socket_buffer_bytes, config::GetBytes("COHORT_SOCKET_BUFFER"));
-  COHORT_ASSIGN_OR_RETURN(tcp_options.shared_memory, config::GetBool("COHORT_SHM"));
-  COHORT_ASSIGN_OR_RETURN(int64_t ring_bytes, config::GetBytes("COHORT_SHM_RING_BYTES"));
-  if ((ring_bytes & (ring_bytes - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "COHORT_SHM_RING_BYTES=", ring_bytes, " is not a power of two; use e.g. 256K, 1M or 4M"));
-  }
-  tcp_options.ring_bytes = static_cast<size_t>(ring_bytes);
-  COHORT_ASSIGN_OR_RETURN(int64_t single_copy, config::GetBytes("COHORT_SHM_SINGLE_COPY_BYTES"));
-  tcp_options.single_copy_bytes = static_cast<size_t>(single_copy);
-  COHORT_ASSIGN_OR_RETURN(int64_t lane_bytes, config::GetBytes("COHORT_SHM_LANE_BYTES"));
-  tcp_options.lane_bytes = (static_cast<size_t>(lane_bytes) + 63) / 64 * 64;
-  auto transport = tcp::TcpTransport::Create(bootstrap, rank, size, tcp_options);
+  COHORT_ASSIGN_OR_RETURN(Settings settings, Resolve(options));
+  auto transport = Protocol::Create(bootstrap, rank, size, settings.protocol);
   if (!transport.ok()) {
     return absl::Status(transport.status().code(),
                         absl::StrCat("creating communicator \"", options.name, "\" (rank ", rank,
                                      " of ", size, ") failed: ", transport.status().message()));
   }
-  auto topology = Topology::Exchange(bootstrap, options.name, rank, size, options.timeout,
-                                     tcp::HostIdentity(), logging::HostName());
+  auto topology = Topology::Exchange(bootstrap, options.name, rank, size, settings.engine.timeout,
+                                     settings.protocol.host_id, settings.protocol.host_name);
   if (!topology.ok()) return topology.status();
+  EngineConfig config = std::move(settings.engine);
   config.topology = std::make_shared<const Topology>(std::move(*topology));
-  COHORT_ASSIGN_OR_RETURN(config.tuning, DefaultTuning(tcp_options.shared_memory));
-  COHORT_ASSIGN_OR_RETURN(std::string debug, config::GetString("COHORT_DEBUG"));
-  for (absl::string_view item : absl::StrSplit(debug, ',', absl::SkipEmpty())) {
-    if (absl::EqualsIgnoreCase(item, "TUNING")) {
-      config.debug_tuning = true;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "COHORT_DEBUG=\"", debug, "\" names \"", item, "\", which is not known; accepted: TUNING"));
-    }
-  }
+  const bool shared_memory =
+      std::find(settings.protocol.transports.begin(), settings.protocol.transports.end(),
+                ChannelKind::kSharedMemory) != settings.protocol.transports.end();
+  COHORT_ASSIGN_OR_RETURN(config.tuning, DefaultTuning(shared_memory, settings.topology_file));
   logging::SetRank(rank);
   auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
   engine->Start();
   std::unique_ptr<Communicator> comm(new Communicator(std::move(engine)));
-  COHORT_ASSIGN_OR_RETURN(bool probe, config::GetBool("COHORT_TUNER_PROBE"));
-  if (probe) COHORT_RETURN_IF_ERROR(comm->ProbeLinks());
+  if (settings.tuner_probe) COHORT_RETURN_IF_ERROR(comm->ProbeLinks());
   return comm;
 }
 
@@ -202,6 +278,10 @@ Communicator::~Communicator() { engine_->Shutdown(); }
 
 int Communicator::rank() const { return engine_->transport().rank(); }
 int Communicator::size() const { return engine_->transport().size(); }
+ChannelKind Communicator::channel_kind(int peer) const {
+  return engine_->transport().ChannelOf(peer);
+}
+
 const std::string& Communicator::host(int rank) const {
   return engine_->transport().PeerHost(rank);
 }

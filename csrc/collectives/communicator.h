@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "absl/time/time.h"
 #include "collectives/op_args.h"
 #include "collectives/topology.h"
+#include "collectives/transport/channel.h"
 #include "collectives/types.h"
 #include "collectives/work.h"
 #include "common/bootstrap.h"
@@ -21,11 +23,35 @@ namespace cohort {
 struct CommOptions {
   // Prefix of this communicator's keys in the bootstrap; unique per communicator.
   std::string name = "cohort";
-  // Default per-operation timeout and connection timeout (COHORT_TIMEOUT when unset).
-  absl::Duration timeout = absl::ZeroDuration();
-  // Forced algorithm (COHORT_ALGO when empty).
-  std::string algorithm;
+  // Every setting below that is left unset takes its COHORT_* variable's value (or that
+  // variable's default) when the communicator is created: the environment fills defaults there
+  // and nowhere else, so two communicators of one process can differ in any of them.
+  std::optional<absl::Duration> timeout;  // per operation and for connecting (COHORT_TIMEOUT)
+  std::optional<std::string> algorithm;   // forced algorithm; "" or "auto": the tuner (COHORT_ALGO)
+  // Channel kinds in order of preference (COHORT_TRANSPORTS). Unset: shm inside a host, UCX
+  // across hosts where UCX finds an RDMA device, else TCP. Set: exactly these, in this order
+  // (UCX then also serves pairs without RDMA, over UCX_TLS); a pair none of them can connect is
+  // an error at creation.
+  std::optional<std::vector<ChannelKind>> transports;
+  std::optional<size_t> chunk_bytes;            // pipeline segment (COHORT_CHUNK_BYTES)
+  std::optional<int> spin_microseconds;         // -1: the channels' choice (COHORT_SPIN_US)
+  std::optional<size_t> eager_bytes;            // COHORT_EAGER_BYTES
+  std::optional<int64_t> socket_buffer_bytes;   // COHORT_SOCKET_BUFFER
+  std::optional<std::string> socket_interface;  // COHORT_SOCKET_IFNAME
+  std::optional<size_t> shm_ring_bytes;         // COHORT_SHM_RING_BYTES (a power of two)
+  std::optional<size_t> shm_single_copy_bytes;  // COHORT_SHM_SINGLE_COPY_BYTES
+  std::optional<size_t> shm_lane_bytes;         // COHORT_SHM_LANE_BYTES
+  std::optional<std::string> host_id;           // COHORT_HOST_ID (else hostname + boot id)
+  std::optional<bool> tuner_probe;              // COHORT_TUNER_PROBE
+  std::optional<std::string> topology_file;     // COHORT_TOPO_FILE
+  std::optional<std::string> debug;             // COHORT_DEBUG
 };
+
+// Once, at program start, before the first communicator: process-wide settings a library
+// should not change behind a program's back. Today: Abseil's mutex deadlock detection off
+// (Debian builds it on; it costs several microseconds per small collective). cohort-bench and
+// the torch backend call it; a program that does not only runs slower.
+void ConfigureProcess();
 
 // Fields common to every collective.
 struct CommonOptions {
@@ -157,6 +183,8 @@ class Communicator {
   // Fails every pending and future operation with `reason` (thread-safe, returns at once).
   void Abort(const absl::Status& reason);
 
+  // The channel kind that carries this rank's traffic with `peer` (for tools and tests).
+  ChannelKind channel_kind(int peer) const;
   // The algorithm the tuner would pick (for tools and tests).
   std::string ChosenAlgorithm(const OpArgs& args) const;
   // The hosts, local ranks and links every rank agreed on at creation.

@@ -24,7 +24,7 @@ size_t Sum(const std::vector<size_t>& values) {
 
 }  // namespace
 
-Engine::Engine(std::unique_ptr<Transport> transport, EngineConfig config)
+Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
     : transport_(std::move(transport)),
       config_(std::move(config)),
       rank_(transport_->rank()),

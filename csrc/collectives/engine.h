@@ -16,7 +16,7 @@
 #include "collectives/algorithms/registry.h"
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/protocol.h"
 #include "collectives/work.h"
 
 namespace cohort {
@@ -32,7 +32,7 @@ struct EngineConfig {
 
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
-  Engine(std::unique_ptr<Transport> transport, EngineConfig config);
+  Engine(std::unique_ptr<Protocol> transport, EngineConfig config);
   ~Engine();
 
   void Start();
@@ -52,7 +52,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // executing. False when another thread holds the engine (the caller should just wait).
   bool HelpUntil(const Work* work);
 
-  const Transport& transport() const { return *transport_; }
+  const Protocol& transport() const { return *transport_; }
   const Topology& topology() const { return *config_.topology; }
   // Only before the first operation (the tuner probe): every rank must hold the same models.
   const Tuning& tuning() const { return config_.tuning; }
@@ -105,7 +105,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   absl::Status Describe(const Operation& operation, const absl::Status& status) const;
   std::string Where() const;
 
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Protocol> transport_;
   EngineConfig config_;
   const int rank_;
   const int size_;

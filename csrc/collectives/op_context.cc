@@ -11,7 +11,7 @@
 
 namespace cohort {
 
-OpContext::OpContext(Transport& transport, const Topology& topology,
+OpContext::OpContext(Protocol& transport, const Topology& topology,
                      const Fingerprint& fingerprint, const OpArgs& args, absl::Duration timeout,
                      const EngineSettings& settings, std::vector<char>& scratch,
                      const std::atomic<bool>& aborted)

@@ -14,7 +14,7 @@
 #include "collectives/op_args.h"
 #include "collectives/reduce.h"
 #include "collectives/topology.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/protocol.h"
 #include "common/clock.h"
 
 namespace cohort {
@@ -28,7 +28,7 @@ class OpContext {
  public:
   // The operation's deadline is `timeout` from its start, taken when something first has to
   // wait (an operation that never waits never reads the clock).
-  OpContext(Transport& transport, const Topology& topology, const Fingerprint& fingerprint,
+  OpContext(Protocol& transport, const Topology& topology, const Fingerprint& fingerprint,
             const OpArgs& args, absl::Duration timeout, const EngineSettings& settings,
             std::vector<char>& scratch, const std::atomic<bool>& aborted);
 
@@ -76,7 +76,7 @@ class OpContext {
   absl::Status TimeoutError(const Request* request) const;
   int SpinMicros() const;
 
-  Transport& transport_;
+  Protocol& transport_;
   const Topology& topology_;
   const Fingerprint& fingerprint_;
   const OpArgs& args_;

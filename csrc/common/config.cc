@@ -45,8 +45,15 @@ const std::vector<Variable>& BuildRegistry() {
        "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): poll only "
        "for peers on this host, and only when each local rank has a core of its own.",
        {}, -1, 1'000'000},
+      {"COHORT_TRANSPORTS", Type::kString, "",
+       "Channel kinds a communicator may use, in order of preference (shm, ucx, tcp, comma "
+       "separated): each pair of ranks takes the first that can connect it, and creation fails "
+       "naming the pair when none can. Empty (auto): shm inside a host, UCX across hosts where "
+       "UCX finds an RDMA device, else TCP. Named, ucx also serves pairs without RDMA (over "
+       "UCX_TLS)."},
       {"COHORT_SHM", Type::kBool, "1",
-       "Ranks on the same host exchange data through shared memory (0: through TCP loopback)."},
+       "Ranks on the same host exchange data through shared memory (0: leaves shm out of the "
+       "channel list, so they use TCP loopback or UCX)."},
       {"COHORT_SHM_RING_BYTES", Type::kBytes, "1M",
        "Size of each shared-memory ring (one per ordered pair of ranks on a host); a power of two.",
        {}, 4096, int64_t{1} << 30},

@@ -7,7 +7,7 @@
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include "absl/synchronization/mutex.h"
+#include "collectives/communicator.h"
 #include "process_group.h"
 
 namespace py = pybind11;
@@ -31,9 +31,8 @@ PYBIND11_MODULE(_C, module) {
   module.doc() = "cohort's torch.distributed backend (C++ part); use `import cohort`";
   // Registers torch's c10d types (Store, ProcessGroup/Backend) with pybind11 before we use them.
   py::module::import("torch.distributed");
-  // Debian's Abseil is built with Mutex deadlock detection on, which records a lock graph on
-  // every lock (several percent of a small collective): off in this production module.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Process-wide settings libcohort leaves to programs (Abseil's deadlock detection off).
+  cohort::ConfigureProcess();
 
   module.def(
       "create_backend",

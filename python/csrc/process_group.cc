@@ -7,7 +7,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/channel.h"
 #include "common/config.h"
 #include "tensor_args.h"
 
@@ -166,7 +166,7 @@ ProcessGroupCohort::ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& st
   name_ = absl::StrCat("cohort/", group, "/", (*generation - 1) / size);
   CommOptions options;
   options.name = name_;
-  options.timeout = timeout.count() > 0 ? absl::FromChrono(timeout) : absl::ZeroDuration();
+  if (timeout.count() > 0) options.timeout = absl::FromChrono(timeout);
   absl::StatusOr<std::unique_ptr<Communicator>> comm =
       Communicator::Create(*bootstrap_, rank, size, options);
   TORCH_CHECK(comm.ok(), "cohort: ", comm.status().message());

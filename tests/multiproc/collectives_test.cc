@@ -11,7 +11,7 @@
 #include <tuple>
 
 #include "collectives/communicator.h"
-#include "collectives/transport/transport.h"
+#include "collectives/transport/channel.h"
 #include "gtest/gtest.h"
 #include "support/data.h"
 #include "support/multiproc.h"
@@ -305,14 +305,31 @@ struct Runner {
 // (COHORT_SHM=0), or several "hosts" (COHORT_HOST_ID) with shared memory inside and TCP
 // between: two hosts of consecutive ranks (mixed), two hosts taking turns (interleaved: ranks
 // 0, 2, 4 ... on one), three hosts of consecutive ranks (blocks3) or taking turns (hosts3).
+int HostOf(const std::string& layout, int rank, int size) {
+  if (layout == "mixed") return rank * 2 / size;
+  if (layout == "interleaved") return rank % 2;
+  if (layout == "blocks3") return rank * 3 / size;
+  if (layout == "hosts3") return rank % 3;
+  return -1;
+}
+
 void SetLayout(const std::string& layout, int rank, int size) {
   if (layout == "tcp") setenv("COHORT_SHM", "0", 1);
-  int host = -1;
-  if (layout == "mixed") host = rank * 2 / size;
-  if (layout == "interleaved") host = rank % 2;
-  if (layout == "blocks3") host = rank * 3 / size;
-  if (layout == "hosts3") host = rank % 3;
+  int host = HostOf(layout, rank, size);
   if (host >= 0) setenv("COHORT_HOST_ID", ("host" + std::to_string(host)).c_str(), 1);
+}
+
+// The channel of every pair is the one the layout implies (the sweep must not pass by testing
+// another channel than it names).
+void ExpectChannels(const Communicator& comm, const std::string& layout) {
+  for (int peer = 0; peer < comm.size(); ++peer) {
+    if (peer == comm.rank()) continue;
+    bool same_host = layout == "shm" ||
+                     (layout != "tcp" && HostOf(layout, peer, comm.size()) ==
+                                             HostOf(layout, comm.rank(), comm.size()));
+    EXPECT_EQ(comm.channel_kind(peer), same_host ? ChannelKind::kSharedMemory : ChannelKind::kTcp)
+        << "layout " << layout << ", rank " << comm.rank() << ", peer " << peer;
+  }
 }
 
 using Param = std::tuple<int, std::string, std::string>;
@@ -329,6 +346,7 @@ TEST_P(CollectiveTest, MatchesReference) {
     SetLayout(layout, rank, size);
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
     ASSERT_TRUE(comm.ok()) << comm.status();
+    ExpectChannels(**comm, layout);
     Runner runner{**comm, ""};
     // allreduce_<algorithm> and <op>_hierarchical force it where it applies (the tuner's choice
     // elsewhere).

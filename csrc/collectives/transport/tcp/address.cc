@@ -14,29 +14,9 @@
 
 namespace cohort::tcp {
 
-std::string Address::Serialize() const {
-  return absl::StrCat(ip, " ", port, " ", pid, " ", host_id, " ", host_name);
-}
-
-absl::StatusOr<Address> Address::Parse(const std::string& text) {
-  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(' ', 4));
-  Address address;
-  if (parts.size() != 5 || !absl::SimpleAtoi(parts[1], &address.port) ||
-      !absl::SimpleAtoi(parts[2], &address.pid)) {
-    return absl::DataLossError(absl::StrCat("malformed TCP address \"", text,
-                                            "\" in the bootstrap store; is another job using "
-                                            "the same store and prefix?"));
-  }
-  address.ip = parts[0];
-  address.host_id = parts[3];
-  address.host_name = parts[4];
-  return address;
-}
-
-absl::StatusOr<std::string> ChooseListenIp(Bootstrap& bootstrap) {
-  auto interface_name = config::GetString("COHORT_SOCKET_IFNAME");
-  if (!interface_name.ok()) return interface_name.status();
-  if (!interface_name->empty()) return InterfaceAddress(*interface_name);
+absl::StatusOr<std::string> ChooseListenIp(Bootstrap& bootstrap,
+                                           const std::string& interface_name) {
+  if (!interface_name.empty()) return InterfaceAddress(interface_name);
   std::string hint = bootstrap.LocalAddressHint();
   if (!hint.empty()) return hint;
   return std::string("127.0.0.1");
