@@ -266,6 +266,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   command->sweep.progress = true;  // shown only when stderr is a terminal
+  // Per-iteration statistics appear in the JSON report only.
+  command->sweep.iteration_times = !command->json_path.empty();
   switch (command->mode) {
     case Mode::kMemcpy:
       return RunMemcpy(*command);
