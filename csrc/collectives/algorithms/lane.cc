@@ -104,8 +104,8 @@ struct LaneCall {
         n(context.size()),
         rank(context.rank()),
         element(args.element_size()),
-        half(lane.Begin(context.fingerprint())),
-        staged(StagedBytes(args, n)) {}
+        staged(StagedBytes(args, n)),
+        half(lane.Begin(context.fingerprint(), staged)) {}
 
   // Where `peer` stages this call's bytes (this rank's own included).
   char* Of(int peer) const { return lane.Data(peer, half, staged); }
@@ -166,8 +166,8 @@ struct LaneCall {
   const int n;
   const int rank;
   const size_t element;
-  const int half;       // of the lane this call uses (taken at construction)
   const size_t staged;  // bytes each rank stages (decided alike on every rank)
+  const int half;       // of the lane this call uses (taken at construction)
 };
 
 absl::Status LaneAllreduceOneShot(OpContext& context) {

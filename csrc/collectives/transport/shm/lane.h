@@ -50,6 +50,9 @@ inline void CpuRelax() {
 class Lane {
  public:
   static constexpr size_t kInlineBytes = sizeof(LaneLine::inline_data);
+  // Staged bytes beyond the line's but up to this many are prefetched from a laggard's slot
+  // while polling for its stage: they travel with the stage line instead of after it.
+  static constexpr size_t kPrefetchBytes = 1024;
 
   // Bytes of lane memory per rank for slots of `capacity` bytes: control plus two halves.
   static size_t BytesFor(size_t capacity);
@@ -62,9 +65,9 @@ class Lane {
   int size() const { return static_cast<int>(controls_.size()); }
   size_t capacity() const { return capacity_; }
 
-  // Starts the next lane operation: records its fingerprint and returns the half it uses. Only
-  // the thread executing operations calls these.
-  int Begin(const Fingerprint& fingerprint);
+  // Starts the next lane operation, for which every rank stages `staged_bytes`: records its
+  // fingerprint and returns the half it uses. Only the thread executing operations calls these.
+  int Begin(const Fingerprint& fingerprint, size_t staged_bytes);
   // A rank's slot in `half`.
   char* Slot(int rank, int half) const { return data_[rank] + half * capacity_; }
   // Where a rank's `bytes` of this half go: inside its control line when they are few (one
@@ -112,7 +115,8 @@ class Lane {
   bool pending_dirty_ = false;
   uint32_t published_ = 0;  // stages ever published (numbers them; wraps safely)
   uint64_t operations_ = 0;
-  int half_ = 0;  // of the current operation
+  int half_ = 0;            // of the current operation
+  int prefetch_lines_ = 0;  // of a laggard's slot, fetched while polling for it
 };
 
 }  // namespace cohort::shm
