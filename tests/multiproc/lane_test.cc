@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/algorithms/registry.h"
 #include "collectives/communicator.h"
 #include "collectives/reduce.h"
 #include "gmock/gmock.h"
@@ -66,6 +67,17 @@ TEST(LaneChoice, TunerTakesTheLaneOnOneHostForWhatFits) {
     split.recv_counts = {1, 2};
     EXPECT_THAT(comm->ChosenAlgorithm(split), ::testing::Not(HasSubstr("lane")));
   });
+}
+
+// More ranks than CPUs: every stage waits for each rank of a CPU to run, so stages weigh more.
+TEST(LaneChoice, StagesWeighMoreWhenRanksOutnumberCpus) {
+  EXPECT_EQ(OversubscriptionFactor(1, 1), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(2, 2), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(2, 16), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(3, 2), 4.0);
+  EXPECT_EQ(OversubscriptionFactor(4, 2), 4.0);
+  EXPECT_EQ(OversubscriptionFactor(16, 4), 8.0);
+  EXPECT_EQ(OversubscriptionFactor(4, 0), 8.0);  // an unknown CPU count counts as one
 }
 
 TEST(LaneChoice, NoLaneWhenTurnedOffOrAcrossHosts) {

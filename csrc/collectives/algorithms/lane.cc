@@ -9,6 +9,7 @@
 #include "collectives/transport/shm/lane.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -74,6 +75,14 @@ bool Streams(const OpArgs&, const Tuning& tuning) {
 
 // The lane's cost: a synchronisation is a cache-line round trip, far below a message's.
 double StageSeconds(const Tuning& tuning) { return tuning.intra.latency_seconds / 4; }
+
+// What the stage two-shot adds to one-shot's costs. With more ranks on the host than CPUs a
+// stage waits until each rank of a CPU ran in turn (OversubscriptionFactor): 4 ranks on 2 cores
+// measured one-shot faster than two-shot up to 16-32 KiB there, against ~1 KiB with a CPU each.
+double ExtraStageSeconds(const Tuning& tuning) {
+  const double factor = OversubscriptionFactor(tuning);
+  return factor > 1 ? factor * tuning.intra.latency_seconds : StageSeconds(tuning);
+}
 
 void CopyIn(char* to, const void* from, size_t bytes) {
   if (bytes > 0 && to != from) std::memcpy(to, from, bytes);
@@ -372,26 +381,31 @@ absl::Status LaneBarrier(OpContext& context) {
 
 // Costs: the lane moves the same bytes as the message algorithms of the same shape (one-shot,
 // two-shot; a rooted or all-to-all exchange), through shared slots instead of the transport, so
-// the models are theirs with a stage (a cache-line handshake) for each message round.
+// the models are theirs with a stage (a cache-line handshake) for each message round, and each
+// byte copied once (into the slot, where the peers read it) where a message copies it twice
+// (into a ring and out of it): twice the intra copy rate.
+double LaneBytesPerSecond(const Tuning& tuning) { return 2 * tuning.intra.bytes_per_second; }
+
 double OneShotCost(const OpArgs& args, const Tuning& tuning) {
-  const LinkModel& link = tuning.intra;
   double bytes = static_cast<double>(args.count * args.element_size());
   double peers = tuning.size() - 1;
-  return StageSeconds(tuning) + peers * bytes / link.bytes_per_second +
-         peers * bytes / link.reduce_bytes_per_second;
+  return StageSeconds(tuning) + peers * bytes / LaneBytesPerSecond(tuning) +
+         peers * bytes / tuning.intra.reduce_bytes_per_second;
 }
 
+// A stage per piece and one more; the second stage is what one-shot saves.
 double TwoShotCost(const OpArgs& args, const Tuning& tuning) {
-  const LinkModel& link = tuning.intra;
   double bytes = static_cast<double>(args.count * args.element_size());
   double fraction = (tuning.size() - 1.0) / tuning.size();
-  return 2 * StageSeconds(tuning) + 2 * fraction * bytes / link.bytes_per_second +
-         fraction * bytes / link.reduce_bytes_per_second;
+  double pieces = std::ceil(bytes / static_cast<double>(kPieceBytes));
+  return StageSeconds(tuning) * std::max(1.0, pieces) + ExtraStageSeconds(tuning) +
+         2 * fraction * bytes / LaneBytesPerSecond(tuning) +
+         fraction * bytes / tuning.intra.reduce_bytes_per_second;
 }
 
 double StagedCost(const OpArgs& args, const Tuning& tuning) {
   double staged = static_cast<double>(StagedBytes(args, tuning.size()));
-  return StageSeconds(tuning) + staged / tuning.intra.bytes_per_second;
+  return StageSeconds(tuning) + staged / LaneBytesPerSecond(tuning);
 }
 
 }  // namespace
