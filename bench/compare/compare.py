@@ -58,6 +58,9 @@ def main():
     parser.add_argument("--backend", default="gloo", help="torch backend to compare with")
     parser.add_argument("--no-torch", action="store_true", help="skip torch")
     parser.add_argument("--mpi", action="store_true", help="also Open MPI's MPI_Allreduce")
+    parser.add_argument("--baseline", default=None, metavar="BUILD",
+                        help="also another build's cohort-bench (e.g. before a change), as a "
+                             "reference named cohort-baseline")
     parser.add_argument("--shm", default="1", choices=["0", "1"], help="COHORT_SHM for cohort")
     parser.add_argument("--nranks", default="2")
     parser.add_argument("-b", default="8")
@@ -86,6 +89,11 @@ def main():
         # -a 3: the slowest rank's time, as the torch and MPI sides report.
         ours = [bench, "allreduce", "--nranks", args.nranks, "-z", "1", "-a", "3"] + sweep
     commands = {"cohort": (ours, env)}
+    if args.baseline:
+        baseline = [os.path.join(args.baseline, "bench", "cohort-bench")] + ours[1:]
+        if args.ours == "torch":
+            sys.exit("compare: --baseline compares cohort-bench builds; use it with --ours bench")
+        commands["cohort-baseline"] = (baseline, env)
     if not args.no_torch:
         commands[f"torch-{args.backend}"] = (
             ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--backend", args.backend,
