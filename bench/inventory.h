@@ -1,6 +1,7 @@
 // What a node has, for `cohort-bench validate`: cores (online and usable by this process), NUMA
-// nodes, memory, the CPU model, network interfaces (state, speed, MTU, IPv4 addresses), RDMA
-// devices and their ports (libibverbs: state, speed, width, link layer) and GPUs when present.
+// nodes, memory, the CPU model, network interfaces and RDMA devices as the topology sees them
+// (collectives/nic.h: state, speed, MTU, IPv4 addresses, NUMA node; ports' state, speed, link
+// layer) and GPUs when present.
 // Collected by each node's first rank; compared across nodes by the verdict (verdict.h).
 #pragma once
 
@@ -10,9 +11,5 @@ namespace cohort::bench {
 
 // The inventory of this host, as JSON (the schema is in docs/bench.md).
 nlohmann::json CollectInventory();
-
-// Gb/s of an InfiniBand port from ibv_port_attr's active_speed and active_width codes (0 when
-// a code is unknown).
-double InfinibandGbps(int active_speed, int active_width);
 
 }  // namespace cohort::bench

@@ -234,9 +234,11 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
   const Topology& topology = comm.topology();
   for (int rank = 0; rank < topology.size(); ++rank) {
     const RankPlace& place = topology.place(rank);
-    std::fprintf(out, "#  Rank %2d Group  0 on %10s local rank %2d device cpu numa %d cpus %s\n",
+    std::fprintf(out,
+                 "#  Rank %2d Group  0 on %10s local rank %2d device cpu numa %d cpus %s nic %s\n",
                  rank, place.host_name.c_str(), place.local_rank, place.numa_node,
-                 place.cpus.empty() ? "?" : place.cpus.c_str());
+                 place.cpus.empty() ? "?" : place.cpus.c_str(),
+                 place.nic.interface.empty() ? "-" : place.nic.interface.c_str());
   }
   std::fprintf(out, "#\n");
   std::fprintf(out,

@@ -70,6 +70,7 @@ struct Settings {
   EngineConfig engine;
   bool tuner_probe = false;
   std::string topology_file;
+  NicOptions nics;  // which NICs the topology may choose for this rank
 };
 
 template <typename T, typename Read>
@@ -132,6 +133,8 @@ absl::StatusOr<Settings> Resolve(const CommOptions& options) {
   }
   COHORT_RETURN_IF_ERROR(Fill(options.chunk_bytes, engine.settings.segment_bytes,
                               [] { return Bytes("COHORT_CHUNK_BYTES"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.windows, engine.settings.windows,
+                              [] { return config::GetBool("COHORT_WINDOWS"); }));
   COHORT_RETURN_IF_ERROR(Fill(options.spin_microseconds, engine.settings.spin_microseconds,
                               [] { return config::GetInt("COHORT_SPIN_US"); }));
   COHORT_RETURN_IF_ERROR(
@@ -140,6 +143,11 @@ absl::StatusOr<Settings> Resolve(const CommOptions& options) {
                               [] { return config::GetBytes("COHORT_SOCKET_BUFFER"); }));
   COHORT_RETURN_IF_ERROR(Fill(options.socket_interface, protocol.tcp.interface_name,
                               [] { return config::GetString("COHORT_SOCKET_IFNAME"); }));
+  std::string rdma_devices;
+  COHORT_RETURN_IF_ERROR(Fill(options.rdma_devices, rdma_devices,
+                              [] { return config::GetString("COHORT_IB_HCA"); }));
+  COHORT_ASSIGN_OR_RETURN(settings.nics,
+                          NicOptions::Parse(protocol.tcp.interface_name, rdma_devices));
   COHORT_RETURN_IF_ERROR(Fill(options.shm_ring_bytes, protocol.shm.ring_bytes,
                               [] { return Bytes("COHORT_SHM_RING_BYTES"); }));
   const size_t ring = protocol.shm.ring_bytes;
@@ -189,8 +197,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
                         absl::StrCat("creating communicator \"", options.name, "\" (rank ", rank,
                                      " of ", size, ") failed: ", transport.status().message()));
   }
-  auto topology = Topology::Exchange(bootstrap, options.name, rank, size, settings.engine.timeout,
-                                     settings.protocol.host_id, settings.protocol.host_name);
+  auto topology = Topology::Exchange(
+      bootstrap, options.name, rank, size, settings.engine.timeout,
+      LocalFacts::Discover(settings.protocol.host_id, settings.protocol.host_name, NicSource(),
+                           settings.nics));
   if (!topology.ok()) return topology.status();
   EngineConfig config = std::move(settings.engine);
   config.topology = std::make_shared<const Topology>(std::move(*topology));
@@ -278,6 +288,8 @@ Communicator::~Communicator() { engine_->Shutdown(); }
 
 int Communicator::rank() const { return engine_->transport().rank(); }
 int Communicator::size() const { return engine_->transport().size(); }
+uint64_t Communicator::window_puts() const { return engine_->transport().WindowPuts(); }
+
 ChannelKind Communicator::channel_kind(int peer) const {
   return engine_->transport().ChannelOf(peer);
 }

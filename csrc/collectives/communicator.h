@@ -34,10 +34,12 @@ struct CommOptions {
   // an error at creation.
   std::optional<std::vector<ChannelKind>> transports;
   std::optional<size_t> chunk_bytes;            // pipeline segment (COHORT_CHUNK_BYTES)
+  std::optional<bool> windows;                  // puts into peers' memory (COHORT_WINDOWS)
   std::optional<int> spin_microseconds;         // -1: the channels' choice (COHORT_SPIN_US)
   std::optional<size_t> eager_bytes;            // COHORT_EAGER_BYTES
   std::optional<int64_t> socket_buffer_bytes;   // COHORT_SOCKET_BUFFER
-  std::optional<std::string> socket_interface;  // COHORT_SOCKET_IFNAME
+  std::optional<std::string> socket_interface;  // COHORT_SOCKET_IFNAME (interfaces to use)
+  std::optional<std::string> rdma_devices;      // COHORT_IB_HCA (RDMA devices / ports to use)
   std::optional<size_t> shm_ring_bytes;         // COHORT_SHM_RING_BYTES (a power of two)
   std::optional<size_t> shm_single_copy_bytes;  // COHORT_SHM_SINGLE_COPY_BYTES
   std::optional<size_t> shm_lane_bytes;         // COHORT_SHM_LANE_BYTES
@@ -185,6 +187,8 @@ class Communicator {
 
   // The channel kind that carries this rank's traffic with `peer` (for tools and tests).
   ChannelKind channel_kind(int peer) const;
+  // Puts this rank made into peers' memory through windows so far (tests assert the path ran).
+  uint64_t window_puts() const;
   // The algorithm the tuner would pick (for tools and tests).
   std::string ChosenAlgorithm(const OpArgs& args) const;
   // The hosts, local ranks and links every rank agreed on at creation.

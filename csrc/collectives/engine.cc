@@ -34,7 +34,8 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
 }
 
 size_t Engine::LaneBytes() const {
-  return transport_->lane() != nullptr ? transport_->lane()->capacity() : 0;
+  shm::Lane* lane = transport_->MappedWindow();
+  return lane != nullptr ? lane->capacity() : 0;
 }
 
 Engine::~Engine() { Shutdown(); }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/shm/lane.h"
@@ -88,7 +89,7 @@ int OpContext::SpinMicros() const {
 }
 
 absl::Status OpContext::LaneWait(uint32_t stage) {
-  shm::Lane& lane = *transport_.lane();
+  shm::Lane& lane = *transport_.MappedWindow();
   if (lane.Reached(stage)) return absl::OkStatus();
   // Poll while the peers are likely to be a moment away: the whole spin budget when every rank
   // has a core, else a few rounds. A rank that has not arrived and last ran on this very CPU
@@ -163,6 +164,110 @@ absl::Status OpContext::Wait(Request* request) {
     if (!request->complete && deadline().Expired()) return TimeoutError(request);
   }
   return absl::OkStatus();
+}
+
+Window* OpContext::window(int peer) const {
+  return settings_.windows ? transport_.WindowTo(peer) : nullptr;
+}
+
+namespace {
+
+// A RemoteBuffer as one fixed-size frame (UCX's packed keys are a few hundred bytes).
+struct ExposedBuffer {
+  uint64_t address;
+  uint64_t bytes;
+  uint32_t key_bytes;
+  char key[492];
+};
+static_assert(sizeof(ExposedBuffer) == 512);
+
+}  // namespace
+
+absl::Status OpContext::Expose(Window& window, int peer, uint32_t tag, const void* base,
+                               size_t bytes) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<const Registration> registration,
+                          window.Register(base, bytes, MemoryKind::kHost));
+  if (registration->key.size() > sizeof(ExposedBuffer::key)) {
+    return absl::InternalError(absl::StrCat("a window's remote key has ", registration->key.size(),
+                                            " bytes; at most ", sizeof(ExposedBuffer::key),
+                                            " fit its frame"));
+  }
+  registrations_.push_back(registration);
+  if (!requests_) requests_.emplace();
+  // Kept with the requests: the frame's buffer must outlive the send.
+  Request& request = requests_->emplace_back();
+  frames_.push_back(std::make_unique<char[]>(sizeof(ExposedBuffer)));
+  auto* frame = reinterpret_cast<ExposedBuffer*>(frames_.back().get());
+  frame->address = reinterpret_cast<uint64_t>(base);
+  frame->bytes = bytes;
+  frame->key_bytes = static_cast<uint32_t>(registration->key.size());
+  std::memcpy(frame->key, registration->key.data(), registration->key.size());
+  request.peer = peer;
+  request.header.kind = static_cast<uint8_t>(FrameKind::kCollective);
+  request.header.SetFingerprint(fingerprint_);
+  request.header.tag = tag;
+  request.data = reinterpret_cast<char*>(frame);
+  request.length = sizeof(ExposedBuffer);
+  transport_.PostSend(&request);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RemoteBuffer> OpContext::Learn(int peer, uint32_t tag) {
+  ExposedBuffer frame;
+  COHORT_RETURN_IF_ERROR(Wait(Recv(peer, tag, &frame, sizeof(frame))));
+  if (frame.key_bytes > sizeof(frame.key)) {
+    return absl::DataLossError(absl::StrCat("rank ", peer, " described its window with a ",
+                                            frame.key_bytes, "-byte key; the frame holds ",
+                                            sizeof(frame.key)));
+  }
+  RemoteBuffer remote;
+  remote.address = frame.address;
+  remote.bytes = frame.bytes;
+  remote.key.assign(frame.key, frame.key_bytes);
+  return remote;
+}
+
+absl::Status OpContext::Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,
+                            const void* local, size_t bytes) {
+  if (!requests_) requests_.emplace();
+  Request& request = requests_->emplace_back();
+  request.peer = peer;
+  request.direction = Request::Direction::kSend;
+  request.length = bytes;
+  ++window.puts_made;
+  return window.Put(peer, remote, offset, local, bytes, &request);
+}
+
+absl::Status OpContext::TimeoutWaitingFor(int peer, const std::string& what) const {
+  return absl::DeadlineExceededError(absl::StrCat(
+      "timed out waiting for ", what, " from rank ", peer, " (", transport_.PeerHost(peer),
+      "). That rank may be stuck, slow or in a different operation; raise COHORT_TIMEOUT if "
+      "the work is legitimately slow"));
+}
+
+absl::Status OpContext::WaitSignal(Window& window, int slot, uint64_t value, int peer) {
+  return WaitUntil([&]() -> absl::StatusOr<bool> { return window.SignalValue(slot) >= value; },
+                   peer, "a signal through its window");
+}
+
+absl::Status OpContext::WaitUntil(absl::FunctionRef<absl::StatusOr<bool>()> ready, int peer,
+                                  const char* what) {
+  COHORT_ASSIGN_OR_RETURN(bool done, ready());
+  if (done) return absl::OkStatus();
+  int spin = SpinMicros();
+  int64_t spin_until = NowNanos() + int64_t{spin} * 1000;
+  uint32_t polls = 0;
+  while (true) {
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    bool spinning = NowNanos() < spin_until;
+    if (spinning && (++polls & 15) == 0) sched_yield();
+    COHORT_RETURN_IF_ERROR(transport_.Progress(spinning ? 0 : deadline().RemainingMillis(100)));
+    COHORT_ASSIGN_OR_RETURN(done, ready());
+    if (done) return absl::OkStatus();
+    if (deadline().Expired()) return TimeoutWaitingFor(peer, what);
+  }
 }
 
 absl::Status OpContext::WaitAll() {

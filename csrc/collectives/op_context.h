@@ -6,11 +6,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "collectives/op_args.h"
 #include "collectives/reduce.h"
 #include "collectives/topology.h"
@@ -22,6 +25,7 @@ namespace cohort {
 struct EngineSettings {
   size_t segment_bytes = 512 << 10;
   int spin_microseconds = -1;  // -1: the transport's preference
+  bool windows = true;         // algorithms may put into peers' memory (COHORT_WINDOWS)
 };
 
 class OpContext {
@@ -54,8 +58,29 @@ class OpContext {
   // checks the deadline and abort like Wait. For algorithms juggling several transfers.
   absl::Status ProgressOnce();
 
-  // The lane when every rank shares this host (transport/shm/lane.h), else nullptr.
-  shm::Lane* lane() const { return transport_.lane(); }
+  // One-sided puts into `peer`'s memory (transport/window.h): the window of its channel, or
+  // nullptr where that channel offers none or windows are off.
+  Window* window(int peer) const;
+  // Registers [base, base + bytes) with `window` and tells `peer` (a frame with `tag`) where it
+  // is, so that it can put into it. The registration lives as long as this operation.
+  absl::Status Expose(Window& window, int peer, uint32_t tag, const void* base, size_t bytes);
+  // The buffer `peer` exposed to this rank with `tag`.
+  absl::StatusOr<RemoteBuffer> Learn(int peer, uint32_t tag);
+  // Puts `bytes` from `local` into `peer`'s exposed buffer at `offset`; `local` must stay
+  // untouched until the operation's transfers complete (WaitAll).
+  absl::Status Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,
+                   const void* local, size_t bytes);
+  // Until `window`'s signal word `slot` reaches `value`, driving the transport; checks the
+  // deadline and abort like Wait (errors name `peer`, the one expected to raise it).
+  absl::Status WaitSignal(Window& window, int slot, uint64_t value, int peer);
+  // Until `ready` says true (or fails), driving the transport between looks, polling first as
+  // Wait does; a timeout names `peer` and `what` was awaited from it.
+  absl::Status WaitUntil(absl::FunctionRef<absl::StatusOr<bool>()> ready, int peer,
+                         const char* what);
+
+  // The shared-memory window's mapped view (the lane: every rank shares this host and shared
+  // memory serves every pair; transport/shm/lane.h), else nullptr.
+  shm::Lane* lane() const { return transport_.MappedWindow(); }
   // Until every rank published `stage` on the lane: polls as Wait does, then sleeps on the
   // doorbell and looks at the connections every few milliseconds (a lost peer, an abort or a
   // mismatching collective ends the wait); checks the deadline and abort like Wait.
@@ -74,6 +99,7 @@ class OpContext {
 
  private:
   absl::Status TimeoutError(const Request* request) const;
+  absl::Status TimeoutWaitingFor(int peer, const std::string& what) const;
   int SpinMicros() const;
 
   Protocol& transport_;
@@ -93,6 +119,8 @@ class OpContext {
   // A deque: pointers stay valid as it grows. Made on the first transfer (a deque allocates as
   // it is constructed; lane and local-only operations post none).
   std::optional<std::deque<Request>> requests_;
+  std::vector<std::shared_ptr<const Registration>> registrations_;  // exposed in this operation
+  std::vector<std::unique_ptr<char[]>> frames_;                      // their descriptions, sent
 };
 
 }  // namespace cohort

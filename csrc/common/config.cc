@@ -39,8 +39,16 @@ const std::vector<Variable>& BuildRegistry() {
        "SO_SNDBUF/SO_RCVBUF for transport sockets; 0 keeps the kernel's autotuning.",
        {}, 0, int64_t{1} << 30},
       {"COHORT_SOCKET_IFNAME", Type::kString, "",
-       "Network interface whose IPv4 address the TCP transport listens on and publishes; empty: "
-       "the address used to reach the bootstrap store, else all interfaces."},
+       "Network interfaces cohort may use, in NCCL_SOCKET_IFNAME's syntax: comma-separated name "
+       "prefixes, `=` first for whole names, `^` first to exclude (`eth,ib`, `=eth0`, "
+       "`^docker`). Each rank's NIC is the nearest selected one that is up (`cohort-bench "
+       "topo`); the TCP transport listens on the first selected interface's IPv4 address. "
+       "Empty: every interface but docker* (lo only when no other is up), and the TCP transport "
+       "listens on the address used to reach the bootstrap store."},
+      {"COHORT_IB_HCA", Type::kString, "",
+       "RDMA devices cohort may use, in NCCL_IB_HCA's syntax: comma-separated device prefixes, "
+       "each optionally with `:port`, `=` first for whole names, `^` first to exclude "
+       "(`mlx5_0:1,mlx5_1`, `^mlx5_2`). Empty: every device with an active port."},
       {"COHORT_SPIN_US", Type::kInt, "-1",
        "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): poll only "
        "for peers on this host, and only when each local rank has a core of its own.",
@@ -51,6 +59,10 @@ const std::vector<Variable>& BuildRegistry() {
        "naming the pair when none can. Empty (auto): shm inside a host, UCX across hosts where "
        "UCX finds an RDMA device, else TCP. Named, ucx also serves pairs without RDMA (over "
        "UCX_TLS)."},
+      {"COHORT_WINDOWS", Type::kBool, "1",
+       "Ring collectives put their pieces straight into the neighbour's memory where the "
+       "channel between them offers a window (shm, ucx) and the operation is at least 256 KiB "
+       "(0: messages everywhere). Every rank must use the same value."},
       {"COHORT_SHM", Type::kBool, "1",
        "Ranks on the same host exchange data through shared memory (0: leaves shm out of the "
        "channel list, so they use TCP loopback or UCX)."},

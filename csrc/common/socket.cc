@@ -17,6 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/name_filter.h"
+#include "common/status.h"
 
 namespace cohort {
 namespace {
@@ -295,28 +297,36 @@ absl::Status ReadFully(int fd, void* data, size_t length, Deadline deadline,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> InterfaceAddress(const std::string& interface_name) {
+absl::StatusOr<std::string> InterfaceAddress(const std::string& interface_names) {
+  COHORT_ASSIGN_OR_RETURN(NameFilter filter,
+                          NameFilter::Parse(interface_names, false, "COHORT_SOCKET_IFNAME"));
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return ErrnoError("getifaddrs", errno);
   std::vector<std::string> names;
-  std::string found;
+  std::string exact, first;
   for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
     if (entry->ifa_addr == nullptr || entry->ifa_addr->sa_family != AF_INET) continue;
     names.push_back(entry->ifa_name);
-    if (interface_name == entry->ifa_name && found.empty()) {
-      char text[INET_ADDRSTRLEN] = {};
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(entry->ifa_addr)->sin_addr, text,
-                sizeof(text));
-      found = text;
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(entry->ifa_addr)->sin_addr, text,
+              sizeof(text));
+    // A whole name wins over prefixes; loopback only when an entry names it.
+    if (interface_names == entry->ifa_name && exact.empty()) exact = text;
+    bool loopback = (entry->ifa_flags & IFF_LOOPBACK) != 0;
+    if (first.empty() && filter.Matches(entry->ifa_name) &&
+        (!loopback || (!filter.exclude() && filter.Names(entry->ifa_name)))) {
+      first = text;
     }
   }
   freeifaddrs(list);
-  if (found.empty()) {
-    return absl::NotFoundError(absl::StrCat("network interface \"", interface_name,
-                                            "\" has no IPv4 address; interfaces here: ",
+  if (!exact.empty()) return exact;
+  if (first.empty()) {
+    return absl::NotFoundError(absl::StrCat("no network interface selected by \"", interface_names,
+                                            "\" (COHORT_SOCKET_IFNAME) has an IPv4 address; "
+                                            "interfaces with one here: ",
                                             absl::StrJoin(names, ", ")));
   }
-  return found;
+  return first;
 }
 
 }  // namespace cohort

@@ -73,7 +73,9 @@ absl::Status WriteFully(int fd, const void* data, size_t length, Deadline deadli
 absl::Status ReadFully(int fd, void* data, size_t length, Deadline deadline,
                        const std::string& what);
 
-// The IPv4 address of a network interface, or an error naming the interfaces that exist.
-absl::StatusOr<std::string> InterfaceAddress(const std::string& interface_name);
+// The IPv4 address of the first interface that `interface_names` selects (NameFilter syntax,
+// as COHORT_SOCKET_IFNAME: a whole name, prefixes, ^ to exclude), or an error naming the
+// interfaces that exist.
+absl::StatusOr<std::string> InterfaceAddress(const std::string& interface_names);
 
 }  // namespace cohort

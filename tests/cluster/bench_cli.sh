@@ -2,8 +2,9 @@
 # cohort-bench as users run it, on this host: the table has nccl-tests' 13 columns and footer,
 # the -J report parses (python3's json) with per-iteration statistics, and the exit codes are
 # nccl-tests' - 0, 7 for a deliberately corrupted result (COHORT_BENCH_CORRUPT) or an average
-# bus bandwidth below COHORT_BENCH_MIN_BW, 2 for bad flags and variables. Then one sweep and one
-# validate under cohortrun (ranks from RANK / WORLD_SIZE / COHORT_STORE_ADDR).
+# bus bandwidth below COHORT_BENCH_MIN_BW, 2 for bad flags and variables. `topo` names each
+# rank's NIC (COHORT_SOCKET_IFNAME honoured). Then one sweep and one validate under cohortrun
+# (ranks from RANK / WORLD_SIZE / COHORT_STORE_ADDR).
 source "$(dirname "$0")/lib/common.sh"
 BENCH=$BUILD/bench/cohort-bench
 [[ -x $BENCH ]] || fail "$BENCH is not built"
@@ -80,6 +81,32 @@ bench "$SCRATCH/all.log" allreduce --nranks 2 -b 64 -e 64 -n 1 -w 0 -d all -o al
 contains "$SCRATCH/all.log" "# skipped (libcohort has no such type or op): uint32, uint64, fp8_e4m3, fp8_e5m2, mulsum"
 rows=$(grep -cv '^#' "$SCRATCH/all.log")
 [[ $rows == 40 ]] || { cat "$SCRATCH/all.log"; fail "-d all -o all printed $rows rows, expected 8 types x 5 ops"; }
+
+echo "== topo: this host's NICs and each rank's nearest one"
+bench "$SCRATCH/topo.log" topo --nranks 2
+[[ $STATUS == 0 ]] || { cat "$SCRATCH/topo.log"; fail "topo exited $STATUS"; }
+contains "$SCRATCH/topo.log" "# 2 ranks on 1 host"
+contains "$SCRATCH/topo.log" "  rdma "
+python3 - "$SCRATCH/topo.log" <<'PY' || { cat "$SCRATCH/topo.log"; fail "topo's NICs do not hold together"; }
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+nics = {l.split()[1]: l.split() for l in lines if l.startswith("  nic  ")}
+ranks = [re.match(r"  rank (\d+)  local \d+  numa \S+  cpus \S+  nic (\S+) (\S+)  rdma (\S+)$", l)
+         for l in lines if l.startswith("  rank ")]
+assert len(ranks) == 2 and all(ranks), lines
+for rank in ranks:
+    name, ip = rank.group(2), rank.group(3)
+    # the chosen NIC has its own line, is up and carries the rank's IP
+    assert name in nics and nics[name][2] == "up" and nics[name][3] == ip, (name, nics)
+PY
+COHORT_SOCKET_IFNAME==lo bench "$SCRATCH/topo_lo.log" topo --nranks 2
+[[ $STATUS == 0 ]] || { cat "$SCRATCH/topo_lo.log"; fail "topo with COHORT_SOCKET_IFNAME==lo exited $STATUS"; }
+contains "$SCRATCH/topo_lo.log" "  rank 1  local 1"
+contains "$SCRATCH/topo_lo.log" "nic lo 127.0.0.1  rdma"
+contains "$SCRATCH/topo_lo.log" "  nic  lo         up   127.0.0.1"
+COHORT_IB_HCA=mlx5_0:one bench "$SCRATCH/topo_bad.log" topo --nranks 1
+[[ $STATUS != 0 ]] || fail "a malformed COHORT_IB_HCA was accepted"
+contains "$SCRATCH/topo_bad.log" "COHORT_IB_HCA=\"mlx5_0:one\""
 
 echo "== under cohortrun: a sweep and a single-node validate"
 status=0

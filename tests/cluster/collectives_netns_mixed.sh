@@ -2,7 +2,7 @@
 # The collectives across hosts: 2 namespace hosts x 2 ranks (shared memory inside a host, TCP
 # over a 2 Gbit/s shaped link between them), started by cohortrun. Every collective's results
 # are checked exactly by cohort-bench (-c 1), with the tuner's choice and with the flat ring and
-# the hierarchical allreduce forced.
+# the hierarchical allreduce forced; `topo` shows each host's own NIC and every rank on it.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/netns.sh"
 source "$(dirname "$0")/lib/shape.sh"
@@ -38,5 +38,11 @@ run_both alltoall alltoall "${sweep[@]}" --tag
 # The topology every rank agreed on: two hosts, shared memory inside, network between.
 run_both topo topo --tag
 contains "$SCRATCH/topo.node0.log" "4 ranks on 2 hosts"
+# Each host's NIC as that host sees it (its own eth0, in its own namespace), and every rank on it.
+contains "$SCRATCH/topo.node0.log" "  nic  eth0       up   10.77.0.10"
+contains "$SCRATCH/topo.node0.log" "  nic  eth0       up   10.77.0.11"
+for rank in 0 1; do contains "$SCRATCH/topo.node0.log" "  rank $rank  local $rank  "; done
+[[ $(grep -c "nic eth0 10.77.0.10  rdma" "$SCRATCH/topo.node0.log") == 2 ]] || { cat "$SCRATCH/topo.node0.log"; fail "node0's ranks do not both use its eth0"; }
+[[ $(grep -c "nic eth0 10.77.0.11  rdma" "$SCRATCH/topo.node0.log") == 2 ]] || { cat "$SCRATCH/topo.node0.log"; fail "node1's ranks do not both use its eth0"; }
 no_leftovers
 no_namespace_leftovers

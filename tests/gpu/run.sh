@@ -1,41 +1,132 @@
 #!/usr/bin/env bash
-# The GPU checks of the torch backend as one prepared script, for a machine with an NVIDIA GPU:
-# builds the extension against the torch that $PYTHON imports (default: python3 on PATH; it must
-# have CUDA) and runs tests/gpu/gpu_checks.py (NCCL path, host-staged path, DDP on CUDA, and with
-# two or more GPUs a killed rank). Without a GPU it prints SKIP and exits 0.
+# Every GPU check of cohort as one prepared script for a machine with an NVIDIA GPU, under 8
+# minutes. Stages (each has a time limit; a failed stage does not stop the next):
+#   1. kernels:  kernels_gpu_test --bandwidth: every dtype x reduce op of the CUDA kernels bit-exact
+#                against the CPU kernels, ReduceMany, average, cast, strided copy; then fp32 sum
+#                bandwidth on 256 MiB against cudaMemcpy device-to-device (goal >= 85%).
+#   2. device:   device_gpu_test: CudaStream, and the NCCL device group with real NCCL (1 rank:
+#                NCCL needs one GPU per rank; 2 ranks only where there are 2 GPUs).
+#   3. torch:    builds the torch extension against $PYTHON's torch and runs tests/gpu/gpu_checks.py
+#                (the torch backend on CUDA tensors: NCCL path, host-staged path, DDP, a killed rank).
+# Without a GPU it prints SKIP and exits 0. Exits 1 when a stage failed.
 #
-#   tests/gpu/run.sh                    # BUILD=build-gpu PYTHON=python3 by default
+# The GPU machine fetches no packages. Stages 1-2 use the binaries of .gpu-bundle/ when present
+# (made on the CI host by tests/gpu/bundle.sh; carry it), else build them here, which needs the
+# Debian packages of scripts/bootstrap. Stage 3 always builds here (against the local torch).
 #
-# Needs the Debian packages of scripts/bootstrap (absl, OpenSSL, hwloc ...) besides torch, CUDA
-# and NCCL (/usr/local/cuda).
-set -euo pipefail
+#   tests/gpu/run.sh          # BUILD=build-gpu PYTHON=python3; logs also go to $OUT when set
+set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-$(command -v python3)}
 build=${BUILD:-$root/build-gpu}
+bundle=$root/.gpu-bundle
+logs=${OUT:-$build/gpu-logs}
+start=$SECONDS
+budget=${GPU_RUN_BUDGET:-470}  # seconds for the whole script
+mkdir -p "$logs"
+summary=()
+failed=0
 
-# Probed in a child process: the checks fork ranks, and a parent that has touched CUDA cannot.
-if ! devices=$("$python" - <<'PROBE'
-import sys
-try:
-    import torch
-except Exception as error:  # noqa: BLE001
-    print(f"SKIP: cannot import torch: {error}", file=sys.stderr)
-    sys.exit(1)
-if not torch.cuda.is_available():
-    print(f"SKIP: torch {torch.__version__} sees no CUDA GPU", file=sys.stderr)
-    sys.exit(1)
-print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s):"
-      f" {torch.cuda.get_device_name(0)}", file=sys.stderr)
-print(torch.cuda.device_count())
-PROBE
-); then
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "SKIP: no NVIDIA GPU here (nvidia-smi -L fails or is missing)"
   exit 0
 fi
+devices=$(nvidia-smi -L | grep -c '^GPU')
+{
+  date -u
+  nvidia-smi -L
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  command -v nvcc >/dev/null && nvcc --version | tail -2
+  lscpu | grep 'Model name'
+} 2>&1 | tee "$logs/machine.txt"
 
-generator=()
-command -v ninja >/dev/null && generator=(-G Ninja)
-cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCOHORT_PYTHON="$python" -DCOHORT_BUILD_TESTS=OFF -DCOHORT_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --target cohort_python -j "$(nproc)"
-GPU_CHECK_DEVICES="$devices" PYTHONPATH="$build/python" \
-  timeout 900 "$python" "$root/tests/gpu/gpu_checks.py"
+# NCCL: torch's wheel keeps libnccl.so.2 in its package, off the loader's path.
+nccl_dir=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+for dir in "$nccl_dir" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
+  if [[ -n "$dir" && -e "$dir/libnccl.so.2" ]]; then
+    export LD_LIBRARY_PATH=$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    echo "NCCL: $dir/libnccl.so.2"
+    break
+  fi
+done
+
+left() { echo $((budget - (SECONDS - start))); }
+
+# What the stage functions below read (they run in a child bash under timeout).
+generator=
+command -v ninja >/dev/null && generator="-G Ninja"
+export root python build devices generator
+
+# Runs "$@" with at most $1 seconds (and what is left of the budget); records PASS / FAIL / SKIP.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local remaining
+  remaining=$(left)
+  ((limit > remaining)) && limit=$remaining
+  if ((limit < 20)); then
+    summary+=("SKIP  $name: the script's $budget s budget is spent")
+    return
+  fi
+  local began=$SECONDS
+  if [[ $(type -t "$1") == function ]]; then  # timeout runs programs: give it the function's text
+    timeout --kill-after=10 "$limit" bash -c "$(declare -f "$1"); $1" 2>&1 | tee "$logs/$name.log"
+  else
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$logs/$name.log"
+  fi
+  local status=${PIPESTATUS[0]}
+  local took=$((SECONDS - began))
+  if ((status == 0)); then
+    summary+=("PASS  $name (${took}s)")
+  elif ((status == 77)); then
+    summary+=("SKIP  $name: $(grep -m1 '^SKIP' "$logs/$name.log")")
+  else
+    [[ $status == 124 || $status == 137 ]] && status="timeout after ${limit}s"
+    summary+=("FAIL  $name (exit $status, ${took}s; log $logs/$name.log)")
+    failed=1
+  fi
+}
+
+# Stages 1-2: the GPU test binaries, carried or built.
+if [[ -x "$bundle/bin/kernels_gpu_test" ]]; then
+  bin=$bundle/bin
+  export LD_LIBRARY_PATH=$bundle/lib:${LD_LIBRARY_PATH:-}
+  echo "GPU tests from $bundle (commit $(head -1 "$bundle/COMMIT" 2>/dev/null))"
+else
+  bin=$build/tests/gpu
+  build_gpu_tests() {
+    cmake -S "$root" -B "$build" $generator -DCMAKE_BUILD_TYPE=Release \
+      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" -DCOHORT_BUILD_BENCH=OFF &&
+      cmake --build "$build" --target kernels_gpu_test device_gpu_test -j "$(nproc)"
+  }
+  stage build-gpu-tests 240 build_gpu_tests
+fi
+if [[ -x "$bin/kernels_gpu_test" ]]; then
+  stage kernels 180 "$bin/kernels_gpu_test" --bandwidth
+  stage device 120 "$bin/device_gpu_test"
+else
+  summary+=("FAIL  kernels, device: no test binaries (carry .gpu-bundle from tests/gpu/bundle.sh)")
+  failed=1
+fi
+
+# Stage 3: the torch backend on CUDA tensors. Probed in a child: the checks fork ranks, and a
+# parent that has touched CUDA cannot.
+if "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  torch_checks() {
+    cmake -S "$root" -B "$build" $generator -DCMAKE_BUILD_TYPE=Release \
+      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" -DCOHORT_BUILD_TESTS=OFF \
+      -DCOHORT_BUILD_BENCH=OFF >/dev/null &&
+      cmake --build "$build" --target cohort_python -j "$(nproc)" &&
+      GPU_CHECK_DEVICES="$devices" PYTHONPATH="$build/python" PYTHONUNBUFFERED=1 \
+        "$python" "$root/tests/gpu/gpu_checks.py"
+  }
+  stage torch "$(left)" torch_checks
+else
+  summary+=("SKIP  torch: $python has no torch that sees a CUDA GPU")
+fi
+
+echo
+echo "tests/gpu/run.sh summary ($((SECONDS - start)) s of $budget s):"
+printf '  %s\n' "${summary[@]}" | tee "$logs/summary.txt"
+grep -h "goal >= 85%" "$logs/kernels.log" 2>/dev/null | tee -a "$logs/summary.txt"
+exit $failed

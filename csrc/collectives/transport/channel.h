@@ -34,6 +34,8 @@
 
 namespace cohort {
 
+class Window;
+
 inline constexpr int kAnySource = -1;
 
 // Channel kinds, in no particular order (the order of preference is CommOptions::transports).
@@ -169,6 +171,12 @@ class Channel {
   // How long a waiter should poll before sleeping when COHORT_SPIN_US is auto (0: sleep at
   // once). Worth it only where peers answer through memory and every local rank has a core.
   virtual int PreferredSpinMicros() const { return 0; }
+
+  // One-sided access to `peer`'s memory (window.h), where this channel offers it; else nullptr.
+  virtual Window* window(int peer) {
+    (void)peer;
+    return nullptr;
+  }
 };
 
 }  // namespace cohort

@@ -521,7 +521,29 @@ int Protocol::PreferredSpinMicros() const {
   return spin;
 }
 
-shm::Lane* Protocol::lane() const { return shm_ != nullptr ? shm_->lane() : nullptr; }
+Window* Protocol::WindowTo(int peer) const {
+  Channel* channel = peers_[peer].channel;
+  return channel != nullptr ? channel->window(peer) : nullptr;
+}
+
+uint64_t Protocol::WindowPuts() const {
+  std::vector<const Window*> counted;
+  uint64_t puts = 0;
+  for (int peer = 0; peer < size_; ++peer) {
+    const Window* window = peer == rank_ ? nullptr : WindowTo(peer);
+    if (window == nullptr || std::find(counted.begin(), counted.end(), window) != counted.end()) {
+      continue;
+    }
+    counted.push_back(window);
+    puts += window->puts_made;
+  }
+  return puts;
+}
+
+shm::Lane* Protocol::MappedWindow() const {
+  // Its mapped view needs no cross-memory access, so it exists even where puts are not allowed.
+  return shm_ != nullptr ? shm_->mapped() : nullptr;
+}
 
 void Protocol::AbortPeers(const std::string& reason) {
   Deadline deadline = Deadline::In(absl::Seconds(1));

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/window.h"
 #include "collectives/transport/shm/options.h"
 #include "collectives/transport/tcp/options.h"
 #include "collectives/transport/ucx/options.h"
@@ -89,9 +90,14 @@ class Protocol final : public FrameSink {
   void Wake();
   // How long a waiter should poll before sleeping when COHORT_SPIN_US is auto.
   int PreferredSpinMicros() const;
-  // The lane when every rank shares this host and shared memory serves every pair (see
-  // shm/lane.h); nullptr otherwise.
-  shm::Lane* lane() const;
+  // One-sided access to `peer`'s memory through its channel (window.h), or nullptr where that
+  // channel offers none (tcp).
+  Window* WindowTo(int peer) const;
+  // The window whose memory every rank maps (the lane: every rank on this host, shared memory
+  // between every pair), or nullptr.
+  shm::Lane* MappedWindow() const;
+  // Puts made through every window so far.
+  uint64_t WindowPuts() const;
   // Looks at every connection now (closes, aborts, mismatching frames) and drives pending
   // transfers, without blocking.
   absl::Status CheckPeers();

@@ -108,6 +108,25 @@ absl::Status ShmChannel::SetUp(const ChannelSetup& setup, bool lane) {
     }
     COHORT_RETURN_IF_ERROR(bootstrap.Add(absl::StrCat(prefix, "/shm/mapped/", rank), 1).status());
   }
+  // Cross-memory access is allowed per direction (ptrace rules; Yama's scope 1 lets a parent
+  // read its child, not the reverse). Single-copy frames and window puts are used between two
+  // ranks only when each can reach the other, so that both ends of a pair agree on them.
+  std::string reachable;
+  for (int rank : served_) {
+    if (locals_[rank].single_copy) absl::StrAppend(&reachable, reachable.empty() ? "" : ",", rank);
+  }
+  COHORT_RETURN_IF_ERROR(bootstrap.Set(absl::StrCat(prefix, "/shm/reach/", rank_), reachable));
+  for (int rank : served_) {
+    COHORT_ASSIGN_OR_RETURN(
+        std::string theirs,
+        bootstrap.Get(absl::StrCat(prefix, "/shm/reach/", rank), setup.deadline.Remaining()));
+    bool reaches_us = false;
+    for (absl::string_view item : absl::StrSplit(theirs, ',', absl::SkipEmpty())) {
+      int peer = -1;
+      reaches_us |= absl::SimpleAtoi(item, &peer) && peer == rank_;
+    }
+    locals_[rank].single_copy = locals_[rank].single_copy && reaches_us;
+  }
   // Unlink as soon as every peer served here has mapped our segment: a crash leaves nothing.
   const std::string mapped_key = absl::StrCat(prefix, "/shm/mapped/", rank_);
   const int64_t mappers = static_cast<int64_t>(served_.size());
@@ -293,6 +312,66 @@ void ShmChannel::Abort(const std::string& reason, Deadline deadline) {
     }
     peer.awaiting_ack.clear();
   }
+}
+
+absl::StatusOr<std::shared_ptr<const Registration>> ShmChannel::Register(const void* base,
+                                                                         size_t bytes,
+                                                                         MemoryKind kind) {
+  if (kind != MemoryKind::kHost) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the shared-memory window serves host memory, not ", MemoryKindName(kind), " buffers"));
+  }
+  // Cross-memory writes reach any mapped address of the peer: nothing to register.
+  auto registration = std::make_shared<Registration>();
+  registration->base = reinterpret_cast<uintptr_t>(base);
+  registration->bytes = bytes;
+  registration->kind = kind;
+  return registration;
+}
+
+absl::Status ShmChannel::Put(int rank, const RemoteBuffer& remote, size_t offset,
+                             const void* local, size_t bytes, Request* request) {
+  if (offset + bytes > remote.bytes) {
+    return absl::InternalError(absl::StrCat("a put of ", bytes, " bytes at offset ", offset,
+                                            " overruns rank ", rank, "'s window of ",
+                                            remote.bytes, " bytes"));
+  }
+  Peer& peer = peers_[rank];
+  const pid_t pid = locals_[rank].pid;
+  size_t copied = 0;
+  while (copied < bytes) {
+    iovec mine = {const_cast<char*>(static_cast<const char*>(local)) + copied, bytes - copied};
+    iovec theirs = {reinterpret_cast<void*>(remote.address + offset + copied), bytes - copied};
+    ssize_t wrote = process_vm_writev(pid, &mine, 1, &theirs, 1, 0);
+    if (wrote <= 0) {
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote < 0 && errno == ESRCH) return Lost(peer, "its process has exited");
+      return absl::UnavailableError(absl::StrCat(
+          "cannot write into the memory of rank ", rank, " (process ", pid, "): ",
+          wrote == 0 ? "nothing written" : std::strerror(errno),
+          ". Its process may be failing; set COHORT_SHM_SINGLE_COPY_BYTES=0 if this persists"));
+    }
+    copied += static_cast<size_t>(wrote);
+  }
+  if (request != nullptr) {
+    request->transferred = bytes;
+    request->complete = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShmChannel::Signal(int rank, int slot) {
+  if (peers_[rank].closed) return absl::OkStatus();  // the loss is reported already
+  Doorbell& doorbell = *locals_[rank].doorbell;
+  // The writes of earlier puts are complete (the system call returned); order them before it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  doorbell.signals[slot].fetch_add(1, std::memory_order_release);
+  Ring(doorbell);
+  return absl::OkStatus();
+}
+
+uint64_t ShmChannel::SignalValue(int slot) const {
+  return segment_.doorbell().signals[slot].load(std::memory_order_acquire);
 }
 
 void ShmChannel::Close(bool clean, Deadline deadline) {

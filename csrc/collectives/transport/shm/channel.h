@@ -18,10 +18,13 @@
 #include "collectives/transport/shm/ring.h"
 #include "collectives/transport/shm/segment.h"
 #include "collectives/transport/stream.h"
+#include "collectives/transport/window.h"
 
 namespace cohort::shm {
 
-class ShmChannel final : public StreamChannel {
+// Also the shared-memory Window: puts are cross-memory writes into the peer's process, signals
+// are words next to each rank's doorbell, and the lane is its mapped view.
+class ShmChannel final : public StreamChannel, public Window {
  public:
   // Serves `peers` (on this host), taking their mesh sockets out of `sockets`. `lane`: every
   // pair of the communicator is served by shared memory (all ranks agree), so the segments
@@ -42,8 +45,18 @@ class ShmChannel final : public StreamChannel {
   void Abort(const std::string& reason, Deadline deadline) override;
   void Close(bool clean, Deadline deadline) override;
 
+  Window* window(int peer) override {
+    return locals_[peer].single_copy ? static_cast<Window*>(this) : nullptr;
+  }
+  // Window.
+  absl::StatusOr<std::shared_ptr<const Registration>> Register(const void* base, size_t bytes,
+                                                               MemoryKind kind) override;
+  absl::Status Put(int peer, const RemoteBuffer& remote, size_t offset, const void* local,
+                   size_t bytes, Request* request) override;
+  absl::Status Signal(int peer, int slot) override;
+  uint64_t SignalValue(int slot) const override;
   // The lane, when the segments hold one; else nullptr.
-  Lane* lane() const { return lane_.get(); }
+  Lane* mapped() const override { return lane_.get(); }
   // Looks at the peers' sockets now (closes) besides the rings.
   absl::Status CheckSockets();
 

@@ -19,6 +19,9 @@ struct alignas(kCacheLine) Doorbell {
   char pad0[kCacheLine - sizeof(std::atomic<uint32_t>)];
   std::atomic<uint32_t> sleeping{0};
   char pad1[kCacheLine - sizeof(std::atomic<uint32_t>)];
+  // The window's signal words (window.h): peers add to them, the owner reads them. Next to the
+  // doorbell because whoever raises one rings it.
+  std::atomic<uint64_t> signals[8] = {};
 };
 
 struct alignas(kCacheLine) RingControl {
