@@ -9,10 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -36,6 +38,64 @@ namespace cohort::bench {
 namespace {
 
 std::string Message(const absl::Status& status) { return std::string(status.message()); }
+
+// The report page is made by python/cohort/report.py (matplotlib), run by Debian's python3.
+std::vector<std::string> ReportCommand(const std::vector<std::string>& args) {
+  std::vector<std::string> command = {COHORT_REPORT_PYTHON, COHORT_REPORT_SCRIPT};
+  command.insert(command.end(), args.begin(), args.end());
+  return command;
+}
+
+// Runs report.py and returns its exit code (kExitFailure when it could not start).
+int RunReport(const std::vector<std::string>& args) {
+  std::vector<std::string> command = ReportCommand(args);
+  std::vector<char*> argv;
+  for (std::string& arg : command) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  // Made before fork: the child calls only async-signal-safe functions (this process may have
+  // other threads, a communicator's).
+  const std::string cannot =
+      absl::StrCat("cohort-bench: cannot run ", command[0], " (scripts/bootstrap installs it)\n");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("cohort-bench: fork");
+    return kExitFailure;
+  }
+  if (pid == 0) {
+    execv(argv[0], argv.data());
+    ssize_t written = write(STDERR_FILENO, cannot.data(), cannot.size());
+    (void)written;
+    _exit(kExitFailure);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : kExitFailure;
+}
+
+// --report: after the run, rank 0 turns its JSON report into the page while the other ranks
+// wait in a barrier (a launcher ends the whole job as soon as one rank exits non-zero, which
+// would cut the page off). The run's own exit code stands unless the page could not be made
+// (then kExitFailure; the run's figures are in the JSON report).
+int AfterRun(const Command& command, Communicator& comm, int code) {
+  if (command.report_dir.empty() || code == kExitFailure || code == kExitUsage) return code;
+  if (comm.rank() == 0 && RunReport({command.json_path, "-o", command.report_dir}) != 0) {
+    std::fprintf(stderr, "cohort-bench: no report page in %s (the JSON report is %s)\n",
+                 command.report_dir.c_str(), command.json_path.c_str());
+    code = std::max(code, kExitFailure);
+  }
+  BarrierOptions barrier;
+  barrier.timeout = absl::Minutes(5);  // making the page takes seconds, more on a busy node
+  absl::Status status = comm.Barrier(barrier)->Wait();
+  if (!status.ok()) {
+    std::fprintf(stderr, "cohort-bench rank %d: waiting for rank 0's report page: %s\n",
+                 comm.rank(), Message(status).c_str());
+    return kExitFailure;
+  }
+  return code;
+}
 
 int RunSweepRank(const Command& command, Communicator& comm) {
   const Collective& collective = *FindCollective(command.collective);
@@ -78,6 +138,7 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   CommOptions options;
   options.name = "cohort-bench";
   if (command.timeout != absl::ZeroDuration()) options.timeout = command.timeout;
+  if (command.transports.has_value()) options.transports = command.transports;
   auto comm = Communicator::Create(**client, rank, size, options);
   if (!comm.ok()) {
     std::fprintf(stderr, "cohort-bench rank %d: %s\n", rank, Message(comm.status()).c_str());
@@ -85,7 +146,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
   switch (command.mode) {
     case Mode::kTopo:
-      if (rank == 0) std::fputs((*comm)->topology().Describe().c_str(), stdout);
+      if (rank == 0) {
+        std::fputs((*comm)->topology().Describe().c_str(), stdout);
+        std::printf("%s\n", (*comm)->DescribeLinks().c_str());
+      }
       return (*comm)->Barrier()->Wait().ok() ? kExitOk : kExitFailure;
     case Mode::kValidate: {
       auto code = RunValidate(**comm, **client, "cohort-bench", command.validate,
@@ -95,10 +159,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
                      Message(code.status()).c_str());
         return kExitFailure;
       }
-      return *code;
+      return AfterRun(command, **comm, *code);
     }
     default:
-      return RunSweepRank(command, **comm);
+      return AfterRun(command, **comm, RunSweepRank(command, **comm));
   }
 }
 
@@ -268,7 +332,22 @@ int main(int argc, char** argv) {
   command->sweep.progress = true;  // shown only when stderr is a terminal
   // Per-iteration statistics appear in the JSON report only.
   command->sweep.iteration_times = !command->json_path.empty();
+  command->validate.argv = command->argv;
+  // The report's folder, made before any rank runs (rank 0 of a launched job makes it on its node).
+  const char* launched_rank = std::getenv("RANK");
+  if (!command->report_dir.empty() &&
+      (command->nranks > 0 || (launched_rank != nullptr && std::strcmp(launched_rank, "0") == 0))) {
+    std::error_code error;
+    std::filesystem::create_directories(command->report_dir, error);
+    if (error) {
+      std::fprintf(stderr, "cohort-bench: --report %s: cannot make the folder: %s\n",
+                   command->report_dir.c_str(), error.message().c_str());
+      return kExitUsage;
+    }
+  }
   switch (command->mode) {
+    case Mode::kReport:
+      return RunReport(command->report_args);
     case Mode::kMemcpy:
       return RunMemcpy(*command);
     case Mode::kAlgos:

@@ -21,20 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string CpuModel() {
-  std::ifstream file("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(file, line)) {
-    if (absl::StartsWith(line, "model name")) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) {
-        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-      }
-    }
-  }
-  return "";
-}
-
 int NumaNodes() {
   int count = 0;
   std::error_code error;
@@ -82,6 +68,20 @@ nlohmann::json Gpus() {
 }
 
 }  // namespace
+
+std::string CpuModel() {
+  std::ifstream file("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(file, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      }
+    }
+  }
+  return "";
+}
 
 nlohmann::json CollectInventory() {
   char host[256] = {};

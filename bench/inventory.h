@@ -5,11 +5,16 @@
 // Collected by each node's first rank; compared across nodes by the verdict (verdict.h).
 #pragma once
 
+#include <string>
+
 #include "nlohmann/json.hpp"
 
 namespace cohort::bench {
 
 // The inventory of this host, as JSON (the schema is in docs/bench.md).
 nlohmann::json CollectInventory();
+
+// "model name" of /proc/cpuinfo ("AMD EPYC 7B13"); empty when unknown.
+std::string CpuModel();
 
 }  // namespace cohort::bench

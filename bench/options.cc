@@ -165,6 +165,11 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
     command.mode = Mode::kMemcpy;
   } else if (first == "validate") {
     command.mode = Mode::kValidate;
+  } else if (first == "report") {
+    // Everything after "report" is python/cohort/report.py's to check (it names bad input).
+    command.mode = Mode::kReport;
+    command.report_args.assign(argv.begin() + 2, argv.end());
+    return command;
   } else if (FindCollective(first) != nullptr) {
     command.collective = first;
   } else {
@@ -226,6 +231,10 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
       // A label on the command line only (tests find their processes by it).
     } else if (flag == "-J" || flag == "--output_file" || flag == "--json") {
       command.json_path = value;
+    } else if (flag == "--report") {
+      status = only(command.mode == Mode::kSweep || validate_mode);
+      if (status.ok() && value.empty()) status = bad("a folder for the report page");
+      command.report_dir = value;
     } else if (flag == "-T" || flag == "--timeout") {
       int seconds = 0;
       status = integer(&seconds, 1, 86400);
@@ -233,6 +242,13 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
       validate.timeout = absl::Seconds(seconds);
     } else if (flag == "-n" || flag == "--iters") {
       status = integer(validate_mode ? &validate.iterations : &sweep.iterations, 1, 1 << 20);
+    } else if (flag == "--transports") {
+      auto kinds = ParseChannelKinds(value);
+      if (kinds.ok()) {
+        command.transports = std::move(*kinds);
+      } else {
+        status = kinds.status();
+      }
     } else if (flag == "--algo") {
       status = ValidateAlgorithmName(value);
       if (status.ok()) {
@@ -340,6 +356,10 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
     sweep.ops = *ops;
     sweep.params.op = ops->front();
   }
+  if (!command.report_dir.empty() && command.json_path.empty()) {
+    command.json_path = absl::StrCat(command.report_dir, "/",
+                                     validate_mode ? "validate" : command.collective, ".json");
+  }
   if (sweep.min_bytes > sweep.max_bytes) {
     return Fail(absl::StrCat("-b (smallest size, ", sweep.min_bytes,
                              ") is larger than -e (largest size, ", sweep.max_bytes, ")"));
@@ -355,6 +375,7 @@ void PrintUsage(FILE* out) {
       "       cohort-bench topo [--nranks N]                    hosts, local ranks and links\n"
       "       cohort-bench algos                                registered algorithms\n"
       "       cohort-bench memcpy [-e BYTES] [-n ITERS]         this machine's memcpy GB/s\n"
+      "       cohort-bench report FILE... [-o DIR] [--text]     charts of -J reports\n"
       "\n"
       "COLLECTIVE: %s\n"
       "Without --nranks, cohort-bench is one rank of a launched job (RANK, WORLD_SIZE and\n"
@@ -382,7 +403,9 @@ void PrintUsage(FILE* out) {
       "  -r, --root R              root rank of rooted collectives (default 0)\n"
       "  -T, --timeout SECONDS     fail an operation that takes longer (default COHORT_TIMEOUT)\n"
       "  -J, --output_file FILE    write a JSON report (per-size per-iteration statistics)\n"
+      "  --report DIR              write the JSON report and a page of charts there (report.html)\n"
       "  --algo NAME               force an algorithm (see `cohort-bench algos`)\n"
+      "  --transports LIST         channel kinds in order, e.g. ucx or shm,tcp (COHORT_TRANSPORTS)\n"
       "  --tag TEXT                a label on the command line; ignored\n"
       "Exit codes: 0 ok, 2 bad usage, 3 could not run, 7 wrong results or average bus\n"
       "bandwidth below COHORT_BENCH_MIN_BW (GB/s).\n"
@@ -403,6 +426,7 @@ void PrintUsage(FILE* out) {
       "  --algo NAME               cluster allreduce algorithm (default ring)\n"
       "  -T SECONDS                longest single wait (default 60)\n"
       "  -J FILE                   write the JSON report\n"
+      "  --report DIR              write the JSON report and a page of charts there (report.html)\n"
       "Exit codes: 0 every node and link PASS, 1 something is SLOW or FAIL, 2 bad usage,\n"
       "3 could not run.\n",
       absl::StrJoin(CollectiveNames(), ", ").c_str());

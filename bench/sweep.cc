@@ -11,6 +11,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/progress.h"
+#include "bench/run_info.h"
+#include "collectives/op_args.h"
 #include "collectives/reduce.h"
 #include "common/status.h"
 
@@ -78,6 +80,26 @@ std::string SizeText(size_t bytes) {
   }
   if (bytes >= 1024 && bytes % 1024 == 0) return absl::StrCat(bytes >> 10, " KiB");
   return absl::StrCat(bytes, " B");
+}
+
+// The algorithm a row runs, for the JSON report: --algo's, else what the communicator would pick
+// (COHORT_ALGO or the tuner) for this size. `count` is what the sweep passes (per rank for the
+// collectives of per-rank blocks). Empty for sendrecv, which is a send and a receive.
+std::string RowAlgorithm(const Communicator& comm, const Collective& collective,
+                         const BenchParams& params, size_t count) {
+  if (!params.algorithm.empty()) return params.algorithm;
+  for (OpType op : {OpType::kAllreduce, OpType::kBroadcast, OpType::kReduce, OpType::kAllgather,
+                    OpType::kReduceScatter, OpType::kAlltoall, OpType::kGather, OpType::kScatter}) {
+    if (std::string(collective.name) != OpTypeName(op)) continue;
+    OpArgs args;
+    args.op = op;
+    args.count = count;
+    args.dtype = params.dtype;
+    args.reduce_op = params.op;
+    args.root = collective.rooted ? params.root : -1;
+    return comm.ChosenAlgorithm(args);
+  }
+  return "";
 }
 
 struct Column {
@@ -229,6 +251,7 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
   }
   const char* averages[] = {"rank 0's time", "the mean of the ranks' times",
                             "the fastest rank's time", "the slowest rank's time"};
+  std::fprintf(out, "# %s\n", comm.DescribeLinks().c_str());
   std::fprintf(out, "# time: %s (-a %d)\n#\n# Using devices\n",
                averages[static_cast<int>(options.average)], static_cast<int>(options.average));
   const Topology& topology = comm.topology();
@@ -293,6 +316,9 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
   if (ops.empty() || !collective.reduces) ops = {options.params.op};
 
   SweepResult result;
+  for (int peer = 0; peer < n; ++peer) {
+    if (peer != comm.rank()) result.channels.push_back(ChannelKindName(comm.channel_kind(peer)));
+  }
   double bandwidth_sum = 0;
   int bandwidth_columns = 0;
   for (DataType dtype : dtypes) {
@@ -326,6 +352,7 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
         row.dtype = dtype;
         row.op = op;
         row.root = collective.rooted ? params.root : -1;
+        row.algorithm = RowAlgorithm(comm, collective, params, count);
         COHORT_ASSIGN_OR_RETURN(row.out_of_place, Measure(comm, column, count, used, false));
         COHORT_ASSIGN_OR_RETURN(row.in_place, Measure(comm, column, count, used, true));
         result.wrong += row.out_of_place.wrong + row.in_place.wrong;
@@ -388,6 +415,7 @@ nlohmann::json SweepJson(const Collective& collective, const SweepOptions& optio
                     {"type", TableTypeName(row.dtype)},
                     {"redop", collective.reduces ? ReduceOpName(row.op) : "none"},
                     {"root", row.root},
+                    {"algorithm", row.algorithm},
                     {"out_of_place", column(row.out_of_place)},
                     {"in_place", column(row.in_place)}});
   }
@@ -395,12 +423,14 @@ nlohmann::json SweepJson(const Collective& collective, const SweepOptions& optio
   for (const auto& ranks : topology.hosts()) {
     hosts.push_back({{"name", topology.place(ranks.front()).host_name}, {"ranks", ranks}});
   }
-  return {
+  json document = {
       {"tool", "cohort-bench"},
+      {"kind", "sweep"},
       {"command", argv},
       {"collective", collective.name},
       {"nranks", nranks},
       {"hosts", hosts},
+      {"channels", result.channels},
       {"options",
        {{"minbytes", options.min_bytes},
         {"maxbytes", options.max_bytes},
@@ -420,6 +450,8 @@ nlohmann::json SweepJson(const Collective& collective, const SweepOptions& optio
       {"bandwidth_ok", result.bandwidth_ok},
       {"exit_code", result.exit_code},
   };
+  document.update(RunInfo());
+  return document;
 }
 
 }  // namespace cohort::bench

@@ -66,6 +66,7 @@ struct RowResult {
   DataType dtype = DataType::kFloat32;
   ReduceOp op = ReduceOp::kSum;
   int root = -1;
+  std::string algorithm;  // what the tuner (or --algo, COHORT_ALGO) takes; empty for sendrecv
   ColumnResult out_of_place;
   ColumnResult in_place;
 };
@@ -75,6 +76,8 @@ struct SweepResult {
   double average_bus_bandwidth = 0;  // GB/s over every row and both columns
   bool bandwidth_ok = true;          // false when below min_bus_bandwidth
   std::vector<RowResult> rows;
+  // The channel kind ("shm", "tcp", "ucx") from this rank to each other rank, in rank order.
+  std::vector<std::string> channels;
   // 0, or 7 (nccl-tests' exit code for wrong results) when results were wrong or the bandwidth
   // below COHORT_BENCH_MIN_BW.
   int exit_code = 0;
@@ -84,8 +87,9 @@ struct SweepResult {
 absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& collective,
                                      const SweepOptions& options, FILE* out);
 
-// The JSON report of a sweep (-J): the command, options, every row with per-iteration
-// statistics, and the footer's figures.
+// The JSON report of a sweep (-J): the format version, machine, commit and command (run_info.h),
+// rank 0's channel kind to each other rank, the options, every row with its algorithm and
+// per-iteration statistics, and the footer's figures.
 nlohmann::json SweepJson(const Collective& collective, const SweepOptions& options,
                          const SweepResult& result, int nranks, const Topology& topology,
                          const std::vector<std::string>& argv);

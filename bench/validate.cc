@@ -19,6 +19,7 @@
 #include "bench/descriptors.h"
 #include "bench/inventory.h"
 #include "bench/progress.h"
+#include "bench/run_info.h"
 #include "bench/stats.h"
 #include "collectives/reduce.h"
 #include "common/status.h"
@@ -774,6 +775,9 @@ absl::StatusOr<int> RunValidate(Communicator& world, Bootstrap& bootstrap,
     if (!json_path.empty()) {
       json document = ReportJson(m, report, expectations);
       document["seed"] = seed;
+      document["kind"] = "validate";
+      document["command"] = options.argv;
+      document.update(RunInfo());
       std::ofstream file(json_path);
       file << document.dump(2) << "\n";
       if (!file) {

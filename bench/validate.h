@@ -34,6 +34,7 @@ struct ValidateOptions {
   int straggler_steps = 12;  // --steps: work + allreduce steps of the straggler check
   std::string cluster_algorithm = "ring";      // --algo
   absl::Duration timeout = absl::Seconds(60);  // -T: any single wait of the measurements
+  std::vector<std::string> argv;               // the command line, for the JSON report
 };
 
 // Runs validate on this rank. `world` spans the job; `bootstrap` is the job's store, used to

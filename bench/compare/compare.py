@@ -7,13 +7,15 @@ the median time of each and the ratios: latency reference/cohort (above 1: cohor
 and busbw cohort/reference (the same number for equal sizes). cohort runs blocking (-z 1), as
 torch's dist.all_reduce and MPI_Allreduce are. Both columns are compared: in place (the only one
 torch's dist.all_reduce has) and out of place (cohort-bench and MPI_Allreduce run both; --place
-picks one).
+picks one). --baseline BUILD adds another build's cohort-bench (before a change) to the runs.
 --shm 0 makes cohort use TCP loopback between local ranks (the issue's TCP comparison).
 --ours bench (the default) measures libcohort through cohort-bench; --ours torch measures the
 torch backend "cohort" through torch.distributed.all_reduce, exactly like the gloo side (the
 package is taken from --python-path, default <build>/python).
 The memcpy bandwidth of this machine, measured by cohort-bench, is printed for reference with
 the fraction cohort's busbw reaches.
+--report DIR writes each side's last sweep there as -J JSON (cohort.json, torch-gloo.json,
+openmpi.json) and the page of charts that overlays them (DIR/report.html, python/cohort/report.py).
 """
 import argparse
 import os
@@ -75,6 +77,8 @@ def main():
                         help="cohort side: cohort-bench, or torch.distributed with \"cohort\"")
     parser.add_argument("--python-path", default=None,
                         help="where the cohort package is built (default: <build>/python)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="write each side's last sweep as JSON and the report page here")
     args = parser.parse_args()
     bench = os.path.join(args.build, "bench", "cohort-bench")
     sweep = ["-b", args.b, "-e", args.e, "-f", args.f, "-n", args.n, "-w", args.w]
@@ -90,9 +94,9 @@ def main():
         ours = [bench, "allreduce", "--nranks", args.nranks, "-z", "1", "-a", "3"] + sweep
     commands = {"cohort": (ours, env)}
     if args.baseline:
-        baseline = [os.path.join(args.baseline, "bench", "cohort-bench")] + ours[1:]
         if args.ours == "torch":
             sys.exit("compare: --baseline compares cohort-bench builds; use it with --ours bench")
+        baseline = [os.path.join(args.baseline, "bench", "cohort-bench")] + ours[1:]
         commands["cohort-baseline"] = (baseline, env)
     if not args.no_torch:
         commands[f"torch-{args.backend}"] = (
@@ -103,8 +107,12 @@ def main():
             ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", args.nranks,
              os.path.join(args.build, "bench", "cohort-mpi-allreduce")] + sweep, None)
     results = {name: [] for name in commands}
-    for _ in range(args.repeat):
+    if args.report:
+        os.makedirs(args.report, exist_ok=True)
+    for repeat in range(args.repeat):
         for name, (command, command_env) in commands.items():
+            if args.report and repeat == args.repeat - 1:
+                command = command + ["-J", os.path.join(args.report, f"{name}.json")]
             text = run(command, command_env)
             print(text, end="")
             results[name].append(rows(text))
@@ -145,6 +153,11 @@ def main():
                 else:
                     line += f"  {theirs[0]:>14.2f} {theirs[0] / our_time:>8.2f}x"
             print(line)
+    if args.report:
+        print(run(["/usr/bin/python3", os.path.join(ROOT, "python", "cohort", "report.py")]
+                  + [os.path.join(args.report, f"{name}.json") for name in commands]
+                  + ["-o", args.report]), end="")
+
 
 if __name__ == "__main__":
     main()

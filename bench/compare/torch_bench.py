@@ -4,12 +4,59 @@ cohort-bench's table format so bench/compare can put the two side by side.
 
 Each rank runs blocking dist.all_reduce calls (torch's in-place op); the time of a size is the
 slowest rank's mean over the timed iterations; busbw = algbw * 2(n-1)/n as in nccl-tests.
+-J FILE writes the sweep in cohort-bench's -J format (the in-place column), for the report page.
 """
 import argparse
+import datetime
+import json
 import os
+import platform
 import socket
 import sys
 import time
+
+
+def machine():
+    """The machine fields of cohort-bench's -J report (bench/run_info.cc)."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    pretty = ""
+    try:
+        with open("/etc/os-release") as release:
+            pretty = next((line.split("=", 1)[1].strip().strip('"') for line in release
+                           if line.startswith("PRETTY_NAME=")), "")
+    except OSError:
+        pass
+    return {"host": socket.gethostname(), "cpu_model": model, "cores": os.cpu_count(),
+            "kernel": f"{platform.system()} {platform.release()}", "os": pretty}
+
+
+def write_json(path, args, rows, torch_version):
+    """The sweep as cohort-bench writes it (format_version 1); only the in-place column."""
+    document = {
+        "tool": "torch.distributed", "backend": args.backend, "torch": torch_version,
+        "kind": "sweep", "format_version": 1, "command": sys.argv, "collective": "allreduce",
+        "nranks": args.nranks, "hosts": [{"name": socket.gethostname(),
+                                          "ranks": list(range(args.nranks))}],
+        "machine": machine(), "commit": None,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options": {"minbytes": args.minbytes, "maxbytes": args.maxbytes,
+                    "stepfactor": args.stepfactor, "iters": args.iters,
+                    "warmup_iters": args.warmup, "blocking": True},
+        "results": rows,
+        "out_of_bounds": sum(row["in_place"]["wrong"] for row in rows),
+        "avg_bus_bandwidth_gbps": (sum(row["in_place"]["busbw_gbps"] for row in rows)
+                                   / max(len(rows), 1)),
+        "exit_code": 7 if any(row["in_place"]["wrong"] for row in rows) else 0,
+    }
+    with open(path, "w") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
 
 
 def parse_bytes(text):
@@ -50,6 +97,7 @@ def run_rank(rank, args, port):
     total_busbw = 0.0
     rows = 0
     wrong_total = 0
+    json_rows = []
     for size in sizes(args):
         count = size // 4
         tensor = torch.ones(count, dtype=torch.float32)
@@ -75,11 +123,17 @@ def run_rank(rank, args, port):
         busbw = algbw * 2 * (n - 1) / n
         total_busbw += busbw
         rows += 1
+        json_rows.append({"size": size, "count": count, "type": "float", "redop": "sum",
+                          "root": -1, "out_of_place": None,
+                          "in_place": {"time_us": seconds * 1e6, "algbw_gbps": algbw,
+                                       "busbw_gbps": busbw, "wrong": int(wrong.item())}})
         if rank == 0:
             print(f"  {size:>10}  {count:>12}  {'float32':>8}  {'sum':>6}  {-1:>6}  "
                   f"{'-':>8} {'-':>7} {'-':>7} {'-':>6}  "
                   f"{seconds * 1e6:>8.2f} {algbw:>7.3f} {busbw:>7.3f} {int(wrong.item()):>6}")
             sys.stdout.flush()
+    if rank == 0 and args.json:
+        write_json(args.json, args, json_rows, torch.__version__)
     if rank == 0:
         print(f"# Out of bounds values : {wrong_total} {'OK' if wrong_total == 0 else 'ERROR'}")
         print(f"# Avg bus bandwidth    : {total_busbw / max(rows, 1):.4f}")
@@ -98,6 +152,7 @@ def main():
     parser.add_argument("-i", "--stepbytes", type=parse_bytes, default=parse_bytes("1M"))
     parser.add_argument("-n", "--iters", type=int, default=20)
     parser.add_argument("-w", "--warmup", type=int, default=5)
+    parser.add_argument("-J", "--json", help="write the sweep as cohort-bench's -J JSON here")
     args = parser.parse_args()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -184,6 +184,23 @@ TEST(BenchOptions, Validate) {
             "0.8");
 }
 
+TEST(BenchOptions, Report) {
+  auto sweep = Parse({"allreduce", "--report", "out"});
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_EQ(sweep->report_dir, "out");
+  EXPECT_EQ(sweep->json_path, "out/allreduce.json");  // without -J, the JSON goes beside the page
+  auto validate = Parse({"validate", "-J", "v.json", "--report", "out"});
+  ASSERT_TRUE(validate.ok()) << validate.status();
+  EXPECT_EQ(validate->json_path, "v.json");
+  EXPECT_EQ(Parse({"validate", "--report", "r"})->json_path, "r/validate.json");
+  EXPECT_EQ(Error({"topo", "--report", "r"}), "flag --report does not apply to topo");
+  // `report` passes everything on to report.py, which checks it.
+  auto report = Parse({"report", "a.json", "--text", "-o", "x"});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->mode, Mode::kReport);
+  EXPECT_EQ(report->report_args, (std::vector<std::string>{"a.json", "--text", "-o", "x"}));
+}
+
 TEST(BenchOptions, CorruptVariable) {
   int rank = -1;
   size_t elements = 0;
@@ -220,6 +237,23 @@ TEST(BenchOptions, Environment) {
   ASSERT_TRUE(ApplyEnvironment(*fresh).ok());
   EXPECT_LT(fresh->sweep.min_bus_bandwidth, 0);
   EXPECT_EQ(fresh->sweep.corrupt_rank, -1);
+}
+
+}  // namespace
+}  // namespace cohort::bench
+
+namespace cohort::bench {
+namespace {
+
+TEST(BenchOptionsTransports, ChannelListIsParsedAndBadOnesNamed) {
+  auto command = ParseCommand({"cohort-bench", "sendrecv", "--transports", "ucx,tcp"});
+  ASSERT_TRUE(command.ok()) << command.status();
+  ASSERT_TRUE(command->transports.has_value());
+  EXPECT_EQ(ChannelKindsText(*command->transports), "ucx,tcp");
+  EXPECT_FALSE(ParseCommand({"cohort-bench", "sendrecv"})->transports.has_value());
+  auto bad = ParseCommand({"cohort-bench", "sendrecv", "--transports", "ib"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("\"ib\""), std::string::npos);
 }
 
 }  // namespace

@@ -2,10 +2,11 @@
 // in-memory bootstrap): the printed table has nccl-tests' columns and footer, every collective's
 // exact check counts zero wrong elements, a deliberately corrupted result is counted element by
 // element (exit code 7), COHORT_BENCH_MIN_BW fails the run, and the JSON report parses with
-// per-iteration statistics.
+// per-iteration statistics, the machine, commit and format version, and each row's algorithm.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/descriptors.h"
+#include "bench/run_info.h"
 #include "bench/sweep.h"
 #include "collectives/in_memory_bootstrap.h"
 #include "gtest/gtest.h"
@@ -252,6 +254,48 @@ TEST(BenchSweep, JsonHasPerIterationStatistics) {
   EXPECT_EQ(report["exit_code"], 0);
   EXPECT_DOUBLE_EQ(report["avg_bus_bandwidth_gbps"].get<double>(),
                    runs[0].result->average_bus_bandwidth);
+}
+
+// The report page reads where and how a sweep ran, and refuses another format version.
+TEST(BenchSweep, JsonSaysWhereWhatAndWhichAlgorithmRan) {
+  setenv("COHORT_TUNER_PROBE", "0", 1);     // kept: how the run was configured
+  setenv("COHORT_JOB_TOKEN", "s3cret", 1);  // left out: a secret
+  setenv("COHORT_STORE_ADDR", "h:1", 1);    // left out: the job's identity
+  auto runs = Sweep(2, "allreduce", Small());
+  SweepOptions forced = Small();
+  forced.params.algorithm = "ring";
+  auto ring = Sweep(2, "allreduce", forced);
+  auto sendrecv = Sweep(2, "sendrecv", Small());
+  unsetenv("COHORT_TUNER_PROBE");
+  unsetenv("COHORT_JOB_TOKEN");
+  unsetenv("COHORT_STORE_ADDR");
+  ASSERT_TRUE(runs[0].result.ok()) << runs[0].result.status();
+  ASSERT_TRUE(ring[0].result.ok()) << ring[0].result.status();
+  ASSERT_TRUE(sendrecv[0].result.ok()) << sendrecv[0].result.status();
+  const nlohmann::json& report = runs[0].json;
+  EXPECT_EQ(report["kind"], "sweep");
+  EXPECT_EQ(report["format_version"], kReportFormatVersion);
+  EXPECT_FALSE(report["machine"]["host"].get<std::string>().empty());
+  EXPECT_GT(report["machine"]["cores"].get<int>(), 0);
+  EXPECT_TRUE(report["machine"]["cpu_model"].is_string());
+  EXPECT_TRUE(report["machine"]["os"].is_string());
+  EXPECT_EQ(report["commit"], BuildCommit());
+  EXPECT_FALSE(report["commit"].get<std::string>().empty());
+  EXPECT_TRUE(std::regex_match(report["date"].get<std::string>(),
+                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")))
+      << report["date"];
+  EXPECT_EQ(report["environment"]["COHORT_TUNER_PROBE"], "0");
+  EXPECT_FALSE(report["environment"].contains("COHORT_JOB_TOKEN"));
+  EXPECT_FALSE(report["environment"].contains("COHORT_STORE_ADDR"));
+  EXPECT_EQ(report["command"], nlohmann::json({"cohort-bench", "allreduce"}));
+  ASSERT_EQ(report["channels"].size(), 1u);  // rank 0's channel to rank 1
+  EXPECT_TRUE(report["channels"][0] == "shm" || report["channels"][0] == "tcp") << report["channels"];
+  for (const auto& row : report["results"]) {
+    std::string algorithm = row["algorithm"];
+    EXPECT_FALSE(algorithm.empty() || algorithm == "none") << row["size"];
+  }
+  for (const auto& row : ring[0].json["results"]) EXPECT_EQ(row["algorithm"], "ring");
+  for (const auto& row : sendrecv[0].json["results"]) EXPECT_EQ(row["algorithm"], "");
 }
 
 TEST(BenchSweep, EveryRankReportsTheSameTimes) {

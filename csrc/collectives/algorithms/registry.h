@@ -11,6 +11,7 @@
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
 #include "collectives/topology.h"
+#include "collectives/transport/channel.h"
 
 namespace cohort {
 
@@ -27,6 +28,9 @@ struct Tuning {
   const Topology* topology = nullptr;
   LinkModel intra;  // ranks of one host (shared memory, or TCP loopback with COHORT_SHM=0)
   LinkModel inter;  // ranks on different hosts
+  // The channel kinds those links are (the defaults of each model come from its kind).
+  ChannelKind intra_kind = ChannelKind::kSharedMemory;
+  ChannelKind inter_kind = ChannelKind::kTcp;
   size_t lane_bytes = 0;  // the lane's slot size when every rank shares a host (0: no lane)
   int size() const { return topology->size(); }
   bool multi_host() const { return topology->hosts().size() > 1; }
