@@ -96,10 +96,14 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
   // cannot arrive while we poll (ranks outnumber cores, or the scheduler put two on one core):
   // hand the CPU to it at once, round after round, for up to a millisecond. Otherwise look
   // without pausing first (the peer is usually a few hundred nanoseconds away; a pause costs
-  // over a hundred cycles on recent cores), then with pauses.
+  // over a hundred cycles on recent cores), then with pauses. A few looks come before the CPU
+  // check, which costs more than a look and is rarely needed.
+  for (int poll = 0; poll < 32; ++poll) {
+    if (lane.Reached(stage)) return absl::OkStatus();
+  }
   bool here = lane.LaggardSharesCpu(stage);
   if (!here) {
-    for (int poll = 0; poll < 256; ++poll) {
+    for (int poll = 0; poll < 224; ++poll) {
       if (lane.Reached(stage)) return absl::OkStatus();
     }
   }

@@ -154,19 +154,19 @@ struct LaneCall {
   }
 
   absl::Status CheckCalls() const {
-    const Fingerprint& mine = context.fingerprint();
     for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank) continue;
-      Fingerprint theirs = lane.Call(peer, half);
-      if (theirs.sequence != mine.sequence || !theirs.SameCall(mine)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
-            " while this rank runs ", mine.Describe(), " #", mine.sequence,
-            "; every rank must issue the same collectives, with the same sizes, in the same "
-            "order"));
-      }
+      if (peer != rank && !lane.SameCall(peer)) return Mismatch(peer);
     }
     return absl::OkStatus();
+  }
+
+  [[gnu::noinline]] absl::Status Mismatch(int peer) const {
+    const Fingerprint& mine = context.fingerprint();
+    Fingerprint theirs = lane.Call(peer, half);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
+        " while this rank runs ", mine.Describe(), " #", mine.sequence,
+        "; every rank must issue the same collectives, with the same sizes, in the same order"));
   }
 
   OpContext& context;

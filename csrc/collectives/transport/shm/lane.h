@@ -81,6 +81,16 @@ class Lane {
   Fingerprint Call(int rank, int half) const {
     return controls_[rank]->half[half].call.fingerprint();
   }
+  // Whether `peer` runs the very collective this rank began last (sequence and call), once it
+  // published a stage of it: the check every lane collective makes, without building
+  // Fingerprints.
+  bool SameCall(int peer) const {
+    const FrameHeader& theirs = controls_[peer]->half[half_].call;
+    const FrameHeader& mine = pending_.call;
+    return theirs.sequence == mine.sequence && theirs.count == mine.count &&
+           theirs.op == mine.op && theirs.dtype == mine.dtype &&
+           theirs.reduce_op == mine.reduce_op && theirs.root == mine.root;
+  }
 
   // Publishes one more stage of the current operation: what this rank wrote before is visible
   // to whoever sees it. Returns the stage every rank must reach. Wakes nobody: see WakeSleepers.
@@ -111,7 +121,7 @@ class Lane {
   // This rank's next line (fingerprint and inline bytes), copied into the shared one just before
   // the stage: the peers poll that line, and every separate write to it while they do costs a
   // cache-line transfer (a fingerprint, then data, then the stage would be three).
-  mutable LaneLine pending_;
+  mutable LaneLine pending_{};
   bool pending_dirty_ = false;
   uint32_t published_ = 0;  // stages ever published (numbers them; wraps safely)
   uint64_t operations_ = 0;
