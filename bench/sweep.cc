@@ -140,16 +140,17 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   std::vector<Works> works(iterations);
   const int64_t start = NowNanos();
   int64_t previous_return = start;
+  const bool timed = options.iteration_times;
   for (int i = 0; i < iterations; ++i) {
     if (options.blocking) {
       // Blocking calls return finished: an iteration runs from the previous one's return to its
-      // own (one clock read per iteration).
-      works[i] = collective.run(comm, buffers, params, in_place);
-      absl::Status status = WaitAll(works[i]);
-      issued[i] = previous_return;
-      returned[i] = previous_return = NowNanos();
+      // own (one clock read per iteration, when iterations are timed).
+      absl::Status status = WaitAll(collective.run(comm, buffers, params, in_place));
+      if (timed) {
+        issued[i] = previous_return;
+        returned[i] = previous_return = NowNanos();
+      }
       if (!status.ok()) return AbortAndDrain(comm, works, status);
-      works[i].clear();  // finished: nothing to keep
       continue;
     }
     issued[i] = NowNanos();
@@ -168,9 +169,9 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   }
   const int64_t end = NowNanos();
 
-  std::vector<double> per_iteration(iterations);
+  std::vector<double> per_iteration(timed || !options.blocking ? iterations : 0);
   int64_t previous = start;
-  for (int i = 0; i < iterations; ++i) {
+  for (int i = 0; i < static_cast<int>(per_iteration.size()); ++i) {
     int64_t done = works[i].empty() || options.blocking ? returned[i] : 0;
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks && !options.blocking; ++j) {
       std::atomic<int64_t>& slot = (*completed)[i * kMaxWorks + j];

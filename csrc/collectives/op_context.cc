@@ -96,28 +96,45 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
   shm::Lane& lane = *transport_.MappedWindow();
   if (lane.Reached(stage)) return absl::OkStatus();
   // Poll while the peers are likely to be a moment away: the whole spin budget when every rank
-  // has a core, else a few yields. Polling for a rank that last ran on this very CPU only keeps
-  // it from running (the scheduler often wakes both onto one core): yield to it instead.
-  // The peer is usually a few hundred nanoseconds away: look without pausing first (a pause
-  // costs over a hundred cycles on recent cores).
-  for (int poll = 0; poll < 256; ++poll) {
+  // has a core, else a few rounds. A rank that has not arrived and last ran on this very CPU
+  // cannot arrive while we poll (ranks outnumber cores, or the scheduler put two on one core):
+  // hand the CPU to it at once, round after round, for up to a millisecond. Otherwise look
+  // without pausing first (the peer is usually a few hundred nanoseconds away; a pause costs
+  // over a hundred cycles on recent cores), then with pauses. A few looks come before the CPU
+  // check, which costs more than a look and is rarely needed.
+  for (int poll = 0; poll < 32; ++poll) {
     if (lane.Reached(stage)) return absl::OkStatus();
+  }
+  bool here = lane.LaggardSharesCpu(stage);
+  if (!here) {
+    for (int poll = 0; poll < 224; ++poll) {
+      if (lane.Reached(stage)) return absl::OkStatus();
+    }
   }
   const int spin = SpinMicros();
   int64_t spin_until = 0;
+  int64_t yield_until = 0;
   for (uint32_t round = 0;; ++round) {
-    for (int poll = 0; poll < 64; ++poll) {
-      if (lane.Reached(stage)) return absl::OkStatus();
-      CpuRelax();
+    if (!here) {
+      for (int poll = 0; poll < 64; ++poll) {
+        if (lane.Reached(stage)) return absl::OkStatus();
+        CpuRelax();
+      }
     }
-    if (round == 0) spin_until = NowNanos() + int64_t{spin} * 1000;
+    if (round == 0) {
+      const int64_t now = NowNanos();
+      spin_until = now + int64_t{spin} * 1000;
+      yield_until = now + 1'000'000;
+    }
     if (aborted_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("the communicator was aborted");
     }
-    if (spin == 0 ? round >= 8 : NowNanos() >= spin_until) break;
-    int laggard = lane.Laggard(stage);
-    if (laggard < 0) return absl::OkStatus();
-    if (spin == 0 || lane.SharesCpuWith(laggard) || (round & 31) == 31) sched_yield();
+    if (lane.Reached(stage)) return absl::OkStatus();
+    here = lane.LaggardSharesCpu(stage);
+    if (here ? NowNanos() >= yield_until : spin == 0 ? round >= 8 : NowNanos() >= spin_until) {
+      break;
+    }
+    if (here || spin == 0 || (round & 31) == 31) sched_yield();
   }
   while (!lane.Reached(stage)) {
     if (aborted_.load(std::memory_order_relaxed)) {

@@ -29,15 +29,47 @@ Json NodeToJson(const NodeInfo& node) {
               {"labels", node.labels}};
 }
 
+// Bounds of what a record may say: a world of up to kMaxNodes nodes of up to kMaxLocalRanks
+// ranks each keeps every rank count and offset within an int.
+constexpr int64_t kMaxNodes = 1 << 15;
+constexpr int64_t kMaxLocalRanks = 1 << 15;
+
+// An integer field within [min, max]; anything else (a float such as 1e300, which converting
+// would be undefined, a string, a value out of range) throws, and ParseJson reports it.
+int64_t Integer(const Json& object, const char* key, int64_t min, int64_t max) {
+  const Json& value = object.at(key);
+  bool fits = false;
+  int64_t result = 0;
+  if (value.is_number_unsigned()) {
+    uint64_t unsigned_value = value.get<uint64_t>();
+    fits = unsigned_value <= static_cast<uint64_t>(max);
+    result = fits ? static_cast<int64_t>(unsigned_value) : 0;
+  } else if (value.is_number_integer()) {
+    result = value.get<int64_t>();
+    fits = true;
+  } else {
+    throw std::invalid_argument(absl::StrCat("\"", key, "\" is not an integer"));
+  }
+  if (!fits || result < min || result > max) {
+    throw std::out_of_range(
+        absl::StrCat("\"", key, "\" is ", value.dump(), ", outside ", min, " to ", max));
+  }
+  return result;
+}
+
+int SmallInteger(const Json& object, const char* key, int64_t min, int64_t max) {
+  return static_cast<int>(Integer(object, key, min, max));
+}
+
 NodeInfo NodeFromJson(const Json& json) {
   NodeInfo node;
   node.node_id = json.at("id").get<std::string>();
   node.host = json.at("host").get<std::string>();
   node.address = json.at("address").get<std::string>();
-  node.master_port = json.at("master_port").get<int>();
-  node.local_world_size = json.at("local_world_size").get<int>();
+  node.master_port = SmallInteger(json, "master_port", 0, 65535);
+  node.local_world_size = SmallInteger(json, "local_world_size", 0, kMaxLocalRanks);
   node.role = json.at("role").get<std::string>();
-  node.node_rank = json.at("node_rank").get<int>();
+  node.node_rank = SmallInteger(json, "node_rank", -1, kMaxNodes);
   node.labels = json.at("labels").get<std::map<std::string, std::string>>();
   return node;
 }
@@ -294,6 +326,23 @@ bool NextLine(absl::string_view* text, absl::string_view* line) {
   return true;
 }
 
+// An integer field of the world text within [min, max]; false with `why` naming the field.
+template <typename T>
+bool TextInteger(absl::string_view field, const char* name, int64_t min, int64_t max, T* out,
+                 std::string* why) {
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(field, &value)) {
+    *why = absl::StrCat(name, " \"", field, "\" is not an integer");
+    return false;
+  }
+  if (value < min || value > max) {
+    *why = absl::StrCat(name, " is ", value, ", outside ", min, " to ", max);
+    return false;
+  }
+  *out = static_cast<T>(value);
+  return true;
+}
+
 absl::Status BadWorld(size_t line, absl::string_view why) {
   return absl::DataLossError(
       absl::StrCat("malformed world in the rendezvous store: line ", line, ": ", why,
@@ -342,28 +391,38 @@ absl::StatusOr<World> DecodeWorld(absl::string_view text) {
   if (!NextLine(&text, &line) || !SplitFields(line, 6, fields)) {
     return BadWorld(2, "expected 6 tab-separated fields");
   }
-  size_t count = 0;
-  if (!absl::SimpleAtoi(fields[0], &world.generation) ||
-      !absl::SimpleAtoi(fields[1], &world.restart_count) ||
-      !Unescape(fields[2], &world.master_addr) || !absl::SimpleAtoi(fields[3], &world.master_port) ||
-      !Unescape(fields[4], &world.worker_store) || !absl::SimpleAtoi(fields[5], &count)) {
-    return BadWorld(2, "a field is not valid");
+  int64_t count = 0;
+  std::string why;
+  if (!TextInteger(fields[0], "generation", 0, INT64_MAX, &world.generation, &why) ||
+      !TextInteger(fields[1], "restart_count", 0, INT64_MAX, &world.restart_count, &why) ||
+      !TextInteger(fields[3], "master_port", 0, 65535, &world.master_port, &why) ||
+      !TextInteger(fields[5], "node count", 0, kMaxNodes, &count, &why)) {
+    return BadWorld(2, why);
+  }
+  if (!Unescape(fields[2], &world.master_addr) || !Unescape(fields[4], &world.worker_store)) {
+    return BadWorld(2, "master_addr or worker_store is not validly escaped");
   }
   // Each node takes at least 15 bytes, so a corrupt count cannot make us reserve much.
-  if (count > text.size() / 15 + 1) return BadWorld(2, "more nodes than the text holds");
+  if (static_cast<size_t>(count) > text.size() / 15 + 1) {
+    return BadWorld(2, "more nodes than the text holds");
+  }
   world.nodes.reserve(count);
   std::string label_key, label_value;
-  for (size_t i = 0; i < count; ++i) {
-    size_t number = i + 3;
+  for (int64_t i = 0; i < count; ++i) {
+    size_t number = static_cast<size_t>(i) + 3;
     if (!NextLine(&text, &line) || !SplitFields(line, 8, fields)) {
       return BadWorld(number, "expected 8 tab-separated fields");
     }
     NodeInfo& node = world.nodes.emplace_back();
+    if (!TextInteger(fields[3], "master_port", 0, 65535, &node.master_port, &why) ||
+        !TextInteger(fields[4], "local_world_size", 0, kMaxLocalRanks, &node.local_world_size,
+                     &why) ||
+        !TextInteger(fields[6], "node_rank", -1, kMaxNodes, &node.node_rank, &why)) {
+      return BadWorld(number, why);
+    }
     if (!Unescape(fields[0], &node.node_id) || !Unescape(fields[1], &node.host) ||
-        !Unescape(fields[2], &node.address) || !absl::SimpleAtoi(fields[3], &node.master_port) ||
-        !absl::SimpleAtoi(fields[4], &node.local_world_size) || !Unescape(fields[5], &node.role) ||
-        !absl::SimpleAtoi(fields[6], &node.node_rank)) {
-      return BadWorld(number, "a field is not valid");
+        !Unescape(fields[2], &node.address) || !Unescape(fields[5], &node.role)) {
+      return BadWorld(number, "a text field is not validly escaped");
     }
     absl::string_view labels = fields[7];
     while (!labels.empty()) {

@@ -443,18 +443,16 @@ TEST(CoordinatorEdgeTest, MalformedRecordsDoNotStopTheRendezvous) {
   auto rogue = store::StoreClient::Connect(rogue_options);
   ASSERT_TRUE(rogue.ok()) << rogue.status();
   const std::vector<std::pair<std::string, std::string>> records = {
-      {keys::Waiting("no-record"), "1"},
-      {keys::Node("not-json"), "{\"id\": "},
-      {keys::Waiting("not-json"), "2"},
-      {keys::Node("huge"), R"({"id":"huge","host":"h","address":"a","master_port":1e300,)"
+      {keys::Join("not-json"), "{\"id\": "},
+      {keys::Join("huge"), R"({"id":"huge","host":"h","address":"a","master_port":1e300,)"
                            R"("local_world_size":9223372036854775807,"role":"r",)"
                            R"("node_rank":-1,"labels":{}})"},
-      {keys::Waiting("huge"), "not a number"},
+      {keys::Join("empty"), ""},
+      {keys::Left("nobody"), "\x01\x02"},
       {keys::Failure(1, "rogue"), "\x01\x02 not json"},
       {keys::Heartbeat("no-record"), "x"},
   };
   for (const auto& [key, value] : records) ASSERT_TRUE((*rogue)->Set(key, value).ok()) << key;
-  ASSERT_TRUE((*rogue)->Add(keys::kDoorbell, 1).ok());
 
   AgentClientOptions options;
   options.store_host = "127.0.0.1";

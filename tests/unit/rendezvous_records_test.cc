@@ -36,10 +36,18 @@ TEST(RendezvousRecords, IntegersMustBeIntegersInRange) {
     EXPECT_EQ(node.status().code(), absl::StatusCode::kDataLoss);
     EXPECT_THAT(std::string(node.status().message()), HasSubstr(field));
   }
-  auto world = DecodeWorld(R"({"generation":1.7e92,"restart_count":0,"nodes":[],)"
-                           R"("master_addr":"","master_port":0,"worker_store":""})");
-  ASSERT_FALSE(world.ok());
-  EXPECT_THAT(std::string(world.status().message()), HasSubstr("generation"));
+  for (const auto& [text, field] : std::vector<std::pair<std::string, std::string>>{
+           {"cohort-world 1\n1.7e92\t0\t\t0\t\t0\n", "generation"},
+           {"cohort-world 1\n1\t0\t\t70000\t\t0\n", "master_port"},
+           {"cohort-world 1\n1\t0\t\t0\t\t1\na\th\ta\t1\t99999999\tr\t-1\t\n",
+            "local_world_size"},
+           {"cohort-world 1\n1\t0\t\t0\t\t1\na\th\ta\t1\t8\tr\t-7\t\n", "node_rank"}}) {
+    auto world = DecodeWorld(text);
+    ASSERT_FALSE(world.ok()) << text;
+    EXPECT_EQ(world.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(world.status().message()), HasSubstr(field));
+  }
+  EXPECT_TRUE(DecodeWorld("cohort-world 1\n1\t0\t\t0\t\t1\na\th\ta\t1\t8\tr\t-1\t\n").ok());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "collectives/algorithms/registry.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -143,6 +145,17 @@ std::vector<size_t> BlockOffsets(const std::vector<size_t>& counts) {
   std::vector<size_t> offsets(counts.size(), 0);
   for (size_t i = 1; i < counts.size(); ++i) offsets[i] = offsets[i - 1] + counts[i - 1];
   return offsets;
+}
+
+double OversubscriptionFactor(int ranks, long cpus) {
+  cpus = std::max(1L, cpus);
+  const long ranks_per_cpu = (std::max(1, ranks) + cpus - 1) / cpus;
+  return ranks_per_cpu <= 1 ? 1.0 : 2.0 * static_cast<double>(ranks_per_cpu);
+}
+
+double OversubscriptionFactor(const Tuning& tuning) {
+  static const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return OversubscriptionFactor(tuning.size(), cpus);
 }
 
 size_t OpBytes(const OpArgs& args, int world_size) {

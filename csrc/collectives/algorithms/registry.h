@@ -81,6 +81,14 @@ absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tunin
                                                  double* predicted_seconds = nullptr,
                                                  Forcing forcing = Forcing::kCommunicator);
 
+// How many times longer a step that needs every rank of a host to run takes when they outnumber
+// its CPUs: each waits until the others on its CPU had their turn (a switch each). 1 when every
+// rank has a CPU; else twice the ranks per CPU (4 ranks on 2 cores: a lane stage took 6-8 us
+// against 0.2-0.5 us, and message steps more). For one-host algorithms; the same on every rank
+// of a host.
+double OversubscriptionFactor(const Tuning& tuning);
+double OversubscriptionFactor(int ranks, long cpus);  // the rule, for `ranks` on `cpus`
+
 // Payload bytes of an op's per-rank buffer, for cost functions.
 size_t OpBytes(const OpArgs& args, int world_size);
 
