@@ -1,6 +1,7 @@
 #include "collectives/engine.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #include <algorithm>
 #include <numeric>
@@ -29,8 +30,18 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
       config_(std::move(config)),
       rank_(transport_->rank()),
       size_(transport_->size()) {
+  DeviceRuntimeOptions device;
+  device.name = config_.name;
+  device.rank = rank_;
+  device.size = size_;
+  device.timeout = config_.timeout;
+  device.path = config_.device_path;
+  device.label = absl::StrCat("communicator '", config_.name, "' ", Where());
+  device_ = std::make_unique<DeviceRuntime>(config_.device_backend, config_.bootstrap,
+                                            *config_.topology, std::move(device));
   config_.tuning.topology = config_.topology.get();
   config_.tuning.lane_bytes = LaneBytes();
+  config_.tuning.device = &device_->state();
 }
 
 size_t Engine::LaneBytes() const {
@@ -94,8 +105,9 @@ absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::s
                                                 double* predicted_seconds) {
   // The same call again (a training loop's): the tuner's last answer, without asking every
   // algorithm for its cost. Only calls described by their scalars are remembered.
-  const bool plain = forced.empty() && args.counts.empty() && args.recv_counts.empty() &&
-                     args.displacements.empty() && args.recv_displacements.empty();
+  const bool plain = forced.empty() && args.memory == MemoryKind::kHost && args.counts.empty() &&
+                     args.recv_counts.empty() && args.displacements.empty() &&
+                     args.recv_displacements.empty();
   if (plain) {
     absl::MutexLock lock(&selection_mutex_);
     const Selection& last = last_selection_;
@@ -120,7 +132,7 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   absl::Status valid = Validate(args);
   const Algorithm* algorithm = nullptr;
   if (valid.ok() && !IsPointToPoint(args.op)) {
-    const std::string& forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
+    const std::string& forced = ForcedFor(args, algorithm_name);
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
       auto selected = Select(args, forced, &operation.predicted_seconds);
@@ -172,6 +184,7 @@ absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
 
 std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
                                      absl::Duration timeout) {
+  if (args.memory != MemoryKind::kHost) return SubmitDevice(std::move(args), algorithm_name, timeout);
   auto operation = std::make_shared<Operation>();
   absl::Status valid = Prepare(*operation, std::move(args), algorithm_name, timeout);
   Fingerprint& fingerprint = operation->fingerprint;
@@ -213,7 +226,9 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     work->Wait().IgnoreError();
     return work;
   };
-  if (IsPointToPoint(args.op) || !executing_.TryLock()) return submit_and_wait(std::move(args));
+  if (IsPointToPoint(args.op) || args.memory != MemoryKind::kHost || !executing_.TryLock()) {
+    return submit_and_wait(std::move(args));
+  }
   // A repeated call (a training loop's, a benchmark's) reuses the operation prepared for the
   // last one (its validation, algorithm and fingerprint); only the buffers change.
   Operation& operation = express_;
@@ -284,6 +299,9 @@ void Engine::Abort(const absl::Status& reason) {
     KickLocked();
   }
   aborted_.store(true);
+  // The device group's kernels may be waiting for peers: they stop now, not when the progress
+  // thread gets to it.
+  device_->Fail(reason.ok() ? absl::CancelledError("aborted by the user") : reason);
   transport_->Wake();
 }
 
@@ -308,11 +326,14 @@ void Engine::AfterRelease() {
   // Nothing left: nothing to kick. (A submission racing with this check kicks for itself, or is
   // small and found by the napping progress thread within a millisecond.)
   if (queued_.load(std::memory_order_relaxed) == 0 &&
-      in_flight_count_.load(std::memory_order_relaxed) == 0) {
+      in_flight_count_.load(std::memory_order_relaxed) == 0 &&
+      device_pending_count_.load(std::memory_order_relaxed) == 0) {
     return;
   }
   absl::MutexLock lock(&queue_mutex_);
-  if (!queue_.empty() || in_flight_count_.load() > 0) KickLocked();
+  if (!queue_.empty() || in_flight_count_.load() > 0 || device_pending_count_.load() > 0) {
+    KickLocked();
+  }
 }
 
 void Engine::ProgressThread() {
@@ -329,7 +350,8 @@ void Engine::ProgressThread() {
         while (!kick_ && !stop_) wake_.Wait(&queue_mutex_);
       }
       if (stop_) return;
-      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0;
+      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0 ||
+                  device_pending_count_.load() > 0;
       kick_ = false;
       if (!work) {
         // After a second without work, sleep until kicked: every submission kicks then.
@@ -365,17 +387,27 @@ void Engine::RunLocked(const Work* until) {
       CompleteFinishedTransfersLocked();
       continue;
     }
-    if (in_flight_.empty()) return;
+    if (in_flight_.empty() && device_pending_.empty()) return;
     {
       absl::MutexLock lock(&queue_mutex_);
       if (stop_) return;
     }
-    // Only point-to-point transfers remain: drive them until something happens.
-    absl::Status status = transport_->Progress(until != nullptr ? 1 : 50);
+    // Only point-to-point transfers and device steps remain: drive them until something
+    // happens (device work completes without waking a descriptor: polled).
+    const bool device = !device_pending_.empty();
+    absl::Status status = transport_->Progress(device ? 0 : until != nullptr ? 1 : 50);
     if (!status.ok()) {
       BreakLocked(status);
     }
     CompleteFinishedTransfersLocked();
+    if (device && !PollDeviceLocked()) {
+      // Nothing completed: nap a little longer each time (2 us to 100 us).
+      device_nap_nanos_ = std::clamp<int64_t>(device_nap_nanos_ * 2, 2000, 100000);
+      struct timespec nap = {0, static_cast<long>(device_nap_nanos_)};
+      nanosleep(&nap, nullptr);
+    } else {
+      device_nap_nanos_ = 0;
+    }
   }
 }
 
@@ -384,10 +416,16 @@ void Engine::CompleteFinishedTransfersLocked() {
     Operation& operation = *in_flight_[index];
     if (operation.request.complete) {
       operation.work->set_source_rank(operation.request.peer);
-      operation.work->Complete(absl::OkStatus());
+      std::shared_ptr<Operation> done = std::move(in_flight_[index]);
       in_flight_[index] = std::move(in_flight_.back());
       in_flight_.pop_back();
       in_flight_count_.fetch_sub(1);
+      if (done->plan != nullptr && done->args.op == OpType::kRecv) {
+        AwaitDeviceLocked(std::move(done));  // the data go on to the device
+      } else {
+        if (done->plan != nullptr) done->plan->MarkFinished();  // a send's staging is free
+        done->work->Complete(absl::OkStatus());
+      }
     } else {
       ++index;
     }
@@ -398,6 +436,10 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   Operation& operation = *owner;
   const OpArgs& args = operation.args;
   if (!IsPointToPoint(args.op)) {
+    if (operation.plan != nullptr) {
+      ExecuteDeviceLocked(std::move(owner));
+      return;
+    }
     operation.work->Complete(RunCollectiveLocked(operation));
     return;
   }
@@ -418,6 +460,13 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   request.length = args.count * args.element_size();
   if (args.op == OpType::kSend) {
     request.data = static_cast<char*>(const_cast<void*>(args.input));
+    if (operation.plan != nullptr) {
+      absl::Status staged = AwaitDeviceSendLocked(operation);
+      if (!staged.ok()) {
+        operation.work->Complete(staged);
+        return;
+      }
+    }
     transport_->PostSend(&request);
   } else {
     request.data = static_cast<char*>(args.output);
@@ -444,6 +493,7 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
     OpContext context(*transport_, *config_.topology, operation.fingerprint, args,
                       operation.timeout,
                       config_.settings, scratch_, aborted_);
+    context.set_device_plan(operation.plan.get());
     int64_t started = config_.debug_tuning ? NowNanos() : 0;
     status = operation.algorithm->run(context);
     if (config_.debug_tuning) {
@@ -496,6 +546,7 @@ void Engine::BreakLocked(const absl::Status& status) {
   for (auto& operation : in_flight_) operation->work->Complete(pending);
   in_flight_.clear();
   in_flight_count_.store(0);
+  FailDeviceLocked(pending);
 }
 
 void Engine::Shutdown() {
@@ -523,6 +574,9 @@ void Engine::Shutdown() {
   for (auto& operation : in_flight_) operation->work->Complete(destroyed);
   in_flight_.clear();
   in_flight_count_.store(0);
+  for (auto& operation : device_pending_) operation->work->Complete(destroyed);
+  device_pending_.clear();
+  device_pending_count_.store(0);
   transport_->DropRequests();
   transport_->Close(/*clean=*/!broken, Deadline::In(absl::Seconds(broken ? 1 : 2)));
 }

@@ -22,6 +22,8 @@
 
 namespace cohort {
 
+class DevicePlan;
+
 struct EngineSettings {
   size_t segment_bytes = 512 << 10;
   int spin_microseconds = -1;  // -1: the transport's preference
@@ -90,6 +92,18 @@ class OpContext {
   // Scratch memory reused across operations; at least `bytes`, 64-byte aligned.
   char* Scratch(size_t bytes);
 
+  // An operation on CUDA buffers: its device steps, enqueued when it was submitted
+  // (device_runtime.h); nullptr for host operations.
+  DevicePlan* device_plan() const { return device_plan_; }
+  void set_device_plan(DevicePlan* plan) { device_plan_ = plan; }
+  // Until `ready` says true (or fails), driving the transport without blocking in it between
+  // looks (device work completes without waking a descriptor), napping up to 100 us once the
+  // spin budget is spent; checks the deadline and abort like Wait. `what` names it in errors.
+  absl::Status WaitDevice(absl::FunctionRef<absl::StatusOr<bool>()> ready, const char* what);
+  // Runs `body` with a context for `args` (another view of this operation's buffers, e.g. its
+  // staging memory: same fingerprint, deadline budget and settings) and waits for its transfers.
+  absl::Status RunNested(const OpArgs& args, absl::FunctionRef<absl::Status(OpContext&)> body);
+
   ReduceFn reduce() const { return reduce_; }
   void Reduce(void* out, const void* a, const void* b, size_t elements) const {
     reduce_(out, a, b, elements);
@@ -121,6 +135,7 @@ class OpContext {
   std::optional<std::deque<Request>> requests_;
   std::vector<std::shared_ptr<const Registration>> registrations_;  // exposed in this operation
   std::vector<std::unique_ptr<char[]>> frames_;                      // their descriptions, sent
+  DevicePlan* device_plan_ = nullptr;
 };
 
 }  // namespace cohort

@@ -14,6 +14,9 @@
 
 namespace cohort {
 
+class DevicePlan;
+struct DeviceState;
+
 // Alpha-beta model of one link class: time = latency + bytes / bandwidth, and the local
 // reduction's throughput.
 struct LinkModel {
@@ -28,6 +31,9 @@ struct Tuning {
   LinkModel intra;  // ranks of one host (shared memory, or TCP loopback with COHORT_SHM=0)
   LinkModel inter;  // ranks on different hosts
   size_t lane_bytes = 0;  // the lane's slot size when every rank shares a host (0: no lane)
+  // What the ranks agreed on for CUDA buffers (device groups or not; device_runtime.h), once the
+  // first CUDA operation was submitted; nullptr without a device backend.
+  const DeviceState* device = nullptr;
   int size() const { return topology->size(); }
   bool multi_host() const { return topology->hosts().size() > 1; }
   // The link that bounds a flat algorithm (ring, tree, ...): the network when ranks span hosts.
@@ -42,8 +48,15 @@ struct Algorithm {
   // Predicted seconds for this op.
   std::function<double(const OpArgs& args, const Tuning& tuning)> cost;
   std::function<absl::Status(OpContext& context)> run;
+  // The memory kinds it serves (host algorithms: host memory only). Selection skips an algorithm
+  // that does not serve an operation's kind; forcing one for it is an error naming both.
+  std::vector<MemoryKind> memory = {MemoryKind::kHost};
+  // Device algorithms: enqueues the operation's device steps on the caller's stream when it is
+  // submitted (device_runtime.h); `run` is then its host part, run in issue order.
+  std::function<absl::Status(DevicePlan& plan)> enqueue;
 
   bool Serves(OpType op) const;
+  bool ServesMemory(MemoryKind kind) const;
 };
 
 // Every registered algorithm.
@@ -55,6 +68,10 @@ std::vector<std::string> AlgorithmNames();
 // OK when `forced` is empty or names a registered algorithm; else an error naming COHORT_ALGO's
 // value and the names accepted.
 absl::Status ValidateAlgorithmName(const std::string& forced);
+
+// OK unless `forced` names an algorithm that does not serve `args.memory`; that error names the
+// op, the memory kind and the algorithms that do serve it.
+absl::Status CheckMemoryServed(const OpArgs& args, const std::string& forced);
 
 // The algorithm to run: `forced` when it serves the op and supports it, else the cheapest.
 absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
@@ -72,6 +89,8 @@ void RegisterDirectAlgorithms(std::vector<Algorithm>& registry);
 void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry);
 void RegisterShotAlgorithms(std::vector<Algorithm>& registry);
 void RegisterLaneAlgorithms(std::vector<Algorithm>& registry);
+void RegisterDeviceAlgorithms(std::vector<Algorithm>& registry);
+void RegisterDeviceHierarchicalAlgorithms(std::vector<Algorithm>& registry);
 
 // Element offsets of per-rank blocks: args.displacements when given, else prefix sums of
 // `counts` (or of the equal count).
