@@ -161,6 +161,7 @@ const DeviceState& DevicePlan::state() const { return runtime_.state(); }
 device::DeviceGroup& DevicePlan::group() const { return *runtime_.state().group; }
 int DevicePlan::rank() const { return runtime_.options().rank; }
 int DevicePlan::size() const { return runtime_.options().size; }
+size_t DevicePlan::segment_bytes() const { return runtime_.options().segment_bytes; }
 
 absl::StatusOr<int> DevicePlan::AddGate() {
   COHORT_ASSIGN_OR_RETURN(int gate, runtime_.AcquireGate());

@@ -79,6 +79,7 @@ struct DeviceRuntimeOptions {
   absl::Duration timeout = absl::Minutes(5);
   DevicePath path = DevicePath::kAuto;
   std::string label;  // "communicator 'x' rank 3 (host)", for errors
+  size_t segment_bytes = 512 << 10;  // COHORT_CHUNK_BYTES: device pipelines cut by a multiple
 };
 
 // One operation's device steps and what its host part needs of them.
@@ -103,6 +104,7 @@ class DevicePlan {
   const std::string& host_algorithm() const { return host_algorithm_; }
   int rank() const;
   int size() const;
+  size_t segment_bytes() const;
   // Enqueues a gate on the stream; returns its number in this plan (for Open).
   absl::StatusOr<int> AddGate();
   // Records an event on the stream; returns its number (for WaitEvent).

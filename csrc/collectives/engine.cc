@@ -37,6 +37,7 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
   device.timeout = config_.timeout;
   device.path = config_.device_path;
   device.label = absl::StrCat("communicator '", config_.name, "' ", Where());
+  device.segment_bytes = config_.settings.segment_bytes;
   device_ = std::make_unique<DeviceRuntime>(config_.device_backend, config_.bootstrap,
                                             *config_.topology, std::move(device));
   config_.tuning.topology = config_.topology.get();

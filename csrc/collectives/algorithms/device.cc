@@ -39,7 +39,13 @@ device::DeviceCall WholeCall(const OpArgs& args) {
 bool GroupServes(const OpArgs& args, const Tuning& tuning) {
   if (!Prepared(tuning) || !tuning.device->groups || tuning.multi_host()) return false;
   if (!args.counts.empty() || !args.displacements.empty()) return false;
-  return tuning.device->group->CheckSupported(WholeCall(args)).ok();
+  // Whether the group serves the op, type, reduction and root; the buffers are checked when the
+  // call is enqueued (the tuner is asked without them too).
+  static char placeholder;
+  device::DeviceCall call = WholeCall(args);
+  call.send = &placeholder;
+  call.recv = &placeholder;
+  return tuning.device->group->CheckSupported(call).ok();
 }
 
 double GroupCost(const OpArgs& args, const Tuning& tuning) {

@@ -19,6 +19,7 @@
 #include "collectives/algorithms/registry.h"
 #include "collectives/algorithms/ring.h"
 #include "collectives/device_runtime.h"
+#include "collectives/op_context.h"
 #include "common/status.h"
 
 namespace cohort {
@@ -26,7 +27,6 @@ namespace {
 
 constexpr uint32_t kTagRail = 6u << 24;
 constexpr uint32_t kTagChunkStride = 1u << 16;  // below ring.cc's tags (1 << 20 and up)
-constexpr size_t kMinChunkBytes = 4 << 20;
 constexpr int kMaxChunks = 8;
 
 struct Layout {
@@ -38,7 +38,8 @@ struct Layout {
   Blocks chunks;      // over [0, staged)
 };
 
-Layout LayoutOf(const OpArgs& args, const DeviceState& state) {
+// Chunks of at least 8 pipeline segments (4 MiB by default), at most kMaxChunks of them.
+Layout LayoutOf(const OpArgs& args, const DeviceState& state, size_t segment_bytes) {
   Layout layout;
   layout.local_size = state.local_size;
   layout.local_rank = state.local_rank;
@@ -46,7 +47,8 @@ Layout LayoutOf(const OpArgs& args, const DeviceState& state) {
   layout.tail = args.count - layout.block * static_cast<size_t>(layout.local_size);
   layout.staged = layout.block + layout.tail;
   const size_t bytes = layout.staged * args.element_size();
-  const int chunks = static_cast<int>(std::clamp<size_t>(bytes / kMinChunkBytes, 1, kMaxChunks));
+  const size_t chunk_bytes = std::max<size_t>(8 * segment_bytes, 64 << 10);
+  const int chunks = static_cast<int>(std::clamp<size_t>(bytes / chunk_bytes, 1, kMaxChunks));
   layout.chunks = SplitEvenly(layout.staged, chunks);
   return layout;
 }
@@ -63,10 +65,11 @@ bool Serves(const OpArgs& args, const Tuning& tuning) {
   const DeviceState& state = *tuning.device;
   if (!state.groups || !tuning.multi_host() || !tuning.topology->Uniform()) return false;
   if (!args.counts.empty()) return false;
+  static char placeholder;  // buffers are checked when the calls are enqueued
   device::DeviceCall call;
   call.op = OpType::kReduceScatter;
-  call.send = args.input;
-  call.recv = args.output;
+  call.send = &placeholder;
+  call.recv = &placeholder;
   call.count = 1;
   call.type = args.dtype;
   call.reduce = DeviceReduce(args);
@@ -107,7 +110,7 @@ absl::Status ForPieces(const Layout& layout, size_t begin, size_t end, Copy copy
 
 absl::Status Enqueue(DevicePlan& plan) {
   const OpArgs& args = plan.args();
-  const Layout layout = LayoutOf(args, plan.state());
+  const Layout layout = LayoutOf(args, plan.state(), plan.segment_bytes());
   const size_t element = args.element_size();
   const char* input = static_cast<const char*>(args.input);
   char* output = static_cast<char*>(args.output);
@@ -168,7 +171,7 @@ absl::Status Enqueue(DevicePlan& plan) {
 absl::Status Run(OpContext& context) {
   DevicePlan& plan = *context.device_plan();
   const OpArgs& args = context.args();
-  const Layout layout = LayoutOf(args, plan.state());
+  const Layout layout = LayoutOf(args, plan.state(), plan.segment_bytes());
   const Topology& topology = context.topology();
   const RankPlace& place = topology.place(context.rank());
   const size_t element = args.element_size();
