@@ -88,6 +88,11 @@ PYBIND11_MODULE(_C, module) {
       "The exception a failed Work holds, as a RuntimeError (None when it has none).");
   module.def("local_address_toward", &cohort::torch_ext::LocalAddressToward);
   module.attr("torch_version_built") = TORCH_VERSION;
-  module.attr("with_nccl") = py::bool_(COHORT_TORCH_NCCL);
+#ifdef COHORT_HAVE_NCCL
+  constexpr bool kWithNccl = COHORT_TORCH_CUDA;  // libcohort's NCCL device groups, on CUDA tensors
+#else
+  constexpr bool kWithNccl = false;
+#endif
+  module.attr("with_nccl") = py::bool_(kWithNccl);
   module.attr("with_cuda") = py::bool_(COHORT_TORCH_CUDA);
 }

@@ -495,6 +495,44 @@ TEST(DeviceCollectivesTest, AbortFailsPendingDeviceWork) {
   });
 }
 
+// COHORT_CUDA_PATH=nccl where no group can be made: at creation when this process cannot make
+// any (no NCCL), at the first CUDA operation when the ranks of a host share a device.
+TEST(DeviceCollectivesTest, RequiredGroupsThatCannotBeMadeAreAnError) {
+  testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
+    CommOptions options{.name = "no-groups"};
+    options.timeout = kWait;
+    options.cuda_path = "nccl";
+    device::FakeDeviceBackendOptions fake;
+    fake.groups = false;
+    options.device_backend = std::make_shared<device::FakeDeviceBackend>(fake);
+    auto refused = Communicator::Create(bootstrap, rank, size, options);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("COHORT_CUDA_PATH=nccl"));
+    EXPECT_THAT(std::string(refused.status().message()), HasSubstr("use auto or staged"));
+
+    RankSetup setup;
+    setup.fake_device = 0;  // both ranks on one device
+    setup.cuda_path = "nccl";
+    DeviceRank r = MakeRank(bootstrap, rank, size, setup);
+    ASSERT_NE(r.comm, nullptr);
+    std::vector<float> data(16, 1.0f);
+    AllreduceOptions call;
+    call.input = data.data();
+    call.output = data.data();
+    call.count = data.size();
+    call.dtype = DataType::kFloat32;
+    absl::Status status = r.comm->Allreduce(r.On(call))->Wait(kWait);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("share device fake:0"));
+    EXPECT_THAT(std::string(status.message()), HasSubstr("COHORT_CUDA_PATH=auto"));
+    // Host buffers are not concerned.
+    call.memory = MemoryKind::kHost;
+    call.stream = nullptr;
+    ASSERT_TRUE(r.comm->Allreduce(call)->Wait(kWait).ok());
+    EXPECT_EQ(data[0], 2.0f);
+  });
+}
+
 // A device error (a failed kernel, here a failed fake stream) fails the operation with it and
 // breaks the communicator on that rank; the peer hears of it.
 TEST(DeviceCollectivesTest, AStreamFailureFailsTheOperation) {

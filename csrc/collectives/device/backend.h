@@ -59,4 +59,9 @@ class DeviceBackend {
 // toolkit; nullptr otherwise. Nothing is loaded or initialised until a CUDA operation needs it.
 std::shared_ptr<DeviceBackend> DefaultDeviceBackend();
 
+// A Stream over the caller's `cudaStream_t` on `device` (borrowed: the caller keeps it alive),
+// for front ends that must not include CUDA's headers; FailedPrecondition where libcohort was
+// built without the CUDA toolkit.
+absl::StatusOr<std::shared_ptr<Stream>> WrapCudaStream(void* cuda_stream, int device);
+
 }  // namespace cohort::device
