@@ -495,6 +495,11 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
                       operation.timeout,
                       config_.settings, scratch_, aborted_);
     context.set_device_plan(operation.plan.get());
+    if (operation.plan != nullptr) {
+      context.set_device_poll([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        CompleteFinishedTransfersLocked();
+      });
+    }
     int64_t started = config_.debug_tuning ? NowNanos() : 0;
     status = operation.algorithm->run(context);
     if (config_.debug_tuning) {

@@ -138,6 +138,10 @@ void Engine::ExecuteDeviceLocked(std::shared_ptr<Operation> owner) {
 absl::Status Engine::AwaitDeviceSendLocked(Operation& operation) {
   OpContext context(*transport_, *config_.topology, operation.fingerprint, operation.args,
                     operation.timeout, config_.settings, scratch_, aborted_);
+  // A receive posted before this send may hold the stream at its gate: it opens as its data come.
+  context.set_device_poll([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    CompleteFinishedTransfersLocked();
+  });
   absl::Status status = operation.plan->WaitEvent(
       context, 0, "the copy of the message from the device to host memory");
   if (status.ok()) return status;

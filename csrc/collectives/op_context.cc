@@ -294,6 +294,7 @@ absl::Status OpContext::WaitDevice(absl::FunctionRef<absl::StatusOr<bool>()> rea
       return absl::CancelledError("the communicator was aborted");
     }
     COHORT_RETURN_IF_ERROR(transport_.Progress(0));
+    if (device_poll_) device_poll_();
     COHORT_ASSIGN_OR_RETURN(done, ready());
     if (done) return absl::OkStatus();
     if (deadline().Expired()) {

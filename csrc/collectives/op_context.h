@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -96,6 +97,9 @@ class OpContext {
   // (device_runtime.h); nullptr for host operations.
   DevicePlan* device_plan() const { return device_plan_; }
   void set_device_plan(DevicePlan* plan) { device_plan_ = plan; }
+  // Run between looks by WaitDevice: the engine finishes point-to-point transfers that arrived
+  // meanwhile (a device receive's gate may hold the stream this operation waits for).
+  void set_device_poll(std::function<void()> poll) { device_poll_ = std::move(poll); }
   // Until `ready` says true (or fails), driving the transport without blocking in it between
   // looks (device work completes without waking a descriptor), napping up to 100 us once the
   // spin budget is spent; checks the deadline and abort like Wait. `what` names it in errors.
@@ -136,6 +140,7 @@ class OpContext {
   std::vector<std::shared_ptr<const Registration>> registrations_;  // exposed in this operation
   std::vector<std::unique_ptr<char[]>> frames_;                      // their descriptions, sent
   DevicePlan* device_plan_ = nullptr;
+  std::function<void()> device_poll_;
 };
 
 }  // namespace cohort
