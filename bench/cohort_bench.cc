@@ -138,6 +138,7 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   CommOptions options;
   options.name = "cohort-bench";
   if (command.timeout != absl::ZeroDuration()) options.timeout = command.timeout;
+  if (command.transports.has_value()) options.transports = command.transports;
   auto comm = Communicator::Create(**client, rank, size, options);
   if (!comm.ok()) {
     std::fprintf(stderr, "cohort-bench rank %d: %s\n", rank, Message(comm.status()).c_str());
@@ -145,7 +146,10 @@ int RunRank(const Command& command, const store::StoreClientOptions& store_optio
   }
   switch (command.mode) {
     case Mode::kTopo:
-      if (rank == 0) std::fputs((*comm)->topology().Describe().c_str(), stdout);
+      if (rank == 0) {
+        std::fputs((*comm)->topology().Describe().c_str(), stdout);
+        std::printf("%s\n", (*comm)->DescribeLinks().c_str());
+      }
       return (*comm)->Barrier()->Wait().ok() ? kExitOk : kExitFailure;
     case Mode::kValidate: {
       auto code = RunValidate(**comm, **client, "cohort-bench", command.validate,

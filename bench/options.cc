@@ -242,6 +242,13 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
       validate.timeout = absl::Seconds(seconds);
     } else if (flag == "-n" || flag == "--iters") {
       status = integer(validate_mode ? &validate.iterations : &sweep.iterations, 1, 1 << 20);
+    } else if (flag == "--transports") {
+      auto kinds = ParseChannelKinds(value);
+      if (kinds.ok()) {
+        command.transports = std::move(*kinds);
+      } else {
+        status = kinds.status();
+      }
     } else if (flag == "--algo") {
       status = ValidateAlgorithmName(value);
       if (status.ok()) {
@@ -409,6 +416,7 @@ void PrintUsage(FILE* out) {
       "  -J, --output_file FILE    write a JSON report (per-size per-iteration statistics)\n"
       "  --report DIR              write the JSON report and a page of charts there (report.html)\n"
       "  --algo NAME               force an algorithm (see `cohort-bench algos`)\n"
+      "  --transports LIST         channel kinds in order, e.g. ucx or shm,tcp (COHORT_TRANSPORTS)\n"
       "  --tag TEXT                a label on the command line; ignored\n"
       "Exit codes: 0 ok, 2 bad usage, 3 could not run, 7 wrong results or average bus\n"
       "bandwidth below COHORT_BENCH_MIN_BW (GB/s).\n"

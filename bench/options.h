@@ -3,6 +3,7 @@
 // COHORT_BENCH_* variables. Parsed here, apart from main, so that tests can check it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct Command {
   std::string report_dir;                         // --report: rank 0's page (-J: DIR/NAME.json)
   std::vector<std::string> report_args;           // `cohort-bench report ARGS`, for report.py
   absl::Duration timeout = absl::ZeroDuration();  // -T: per operation; zero: COHORT_TIMEOUT
+  std::optional<std::vector<ChannelKind>> transports;  // --transports; unset: COHORT_TRANSPORTS
   std::vector<std::string> argv;                  // as given, for reports
 };
 

@@ -256,6 +256,7 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
   }
   const char* averages[] = {"rank 0's time", "the mean of the ranks' times",
                             "the fastest rank's time", "the slowest rank's time"};
+  std::fprintf(out, "# %s\n", comm.DescribeLinks().c_str());
   std::fprintf(out, "# time: %s (-a %d)\n#\n# Using devices\n",
                averages[static_cast<int>(options.average)], static_cast<int>(options.average));
   const Topology& topology = comm.topology();

@@ -20,15 +20,42 @@ namespace cohort {
 
 namespace {
 
-// The tuner's link models: built-in defaults for this kind of machine, or COHORT_TOPO_FILE.
-absl::StatusOr<Tuning> DefaultTuning(bool shared_memory, const std::string& path) {
-  Tuning tuning;
-  if (shared_memory) {
-    tuning.intra = {2e-6, 4e9, 6e9};
-  } else {
-    tuning.intra = {25e-6, 1e9, 6e9};  // TCP loopback
+// The tuner's built-in model of a link: by the channel kind that carries it and whether it
+// stays inside a host.
+LinkModel DefaultLink(ChannelKind kind, bool same_host, bool rdma) {
+  switch (kind) {
+    case ChannelKind::kSharedMemory:
+      return {2e-6, 4e9, 6e9};
+    case ChannelKind::kUcx:
+      if (same_host) return {3e-6, 4e9, 6e9};  // UCX's sm / cma transports
+      if (rdma) return {5e-6, 10e9, 6e9};      // a 100 Gbit/s-class fabric
+      return {50e-6, 1.25e9, 6e9};             // UCX over TCP
+    case ChannelKind::kTcp:
+      if (same_host) return {25e-6, 1e9, 6e9};  // TCP loopback
+      return {50e-6, 1.25e9, 6e9};              // 10 Gbit/s Ethernet
   }
-  tuning.inter = {50e-6, 1.25e9, 6e9};  // 10 Gbit/s Ethernet
+  return {};
+}
+
+// The tuner's link models: from the channels the communicator uses inside and across hosts
+// (every rank computes the same from the records), or COHORT_TOPO_FILE.
+absl::StatusOr<Tuning> DefaultTuning(const Protocol& protocol, const Topology& topology,
+                                     const std::string& path) {
+  Tuning tuning;
+  const auto& hosts = topology.hosts();
+  tuning.intra = DefaultLink(ChannelKind::kSharedMemory, true, false);
+  for (const std::vector<int>& host : hosts) {
+    if (host.size() < 2) continue;
+    tuning.intra_kind = protocol.KindBetween(host[0], host[1]);
+    tuning.intra = DefaultLink(tuning.intra_kind, true, false);
+    break;
+  }
+  tuning.inter = DefaultLink(ChannelKind::kTcp, false, false);
+  if (hosts.size() > 1) {
+    const int a = hosts[0][0], b = hosts[1][0];
+    tuning.inter_kind = protocol.KindBetween(a, b);
+    tuning.inter = DefaultLink(tuning.inter_kind, false, protocol.HasRdma(a) && protocol.HasRdma(b));
+  }
   if (path.empty()) return tuning;
   std::ifstream file(path);
   if (!file) {
@@ -211,25 +238,33 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   }
   COHORT_RETURN_IF_ERROR(config::ValidateEnvironment());
   COHORT_ASSIGN_OR_RETURN(Settings settings, Resolve(options));
+  auto topology = Topology::Exchange(
+      bootstrap, options.name, rank, size, settings.engine.timeout,
+      LocalFacts::Discover(settings.protocol.host_id, settings.protocol.host_name, NicSource(),
+                           settings.nics));
+  if (!topology.ok()) return topology.status();
+  // Where a host has several NICs, each rank's sockets use its own (the topology's choice:
+  // nearest, fastest, ranks taking turns), so rails spread over them; with one NIC, the address
+  // that reaches the bootstrap, which is known to work.
+  if (settings.protocol.tcp.interface_name.empty()) {
+    int candidates = 0;
+    for (const NicInfo& nic : topology->nics(topology->place(rank).host).interfaces) {
+      candidates += nic.up && nic.allowed && !nic.loopback && !nic.ipv4.empty() ? 1 : 0;
+    }
+    if (candidates > 1) settings.protocol.listen_ip = topology->place(rank).nic.ip;
+  }
   auto transport = Protocol::Create(bootstrap, rank, size, settings.protocol);
   if (!transport.ok()) {
     return absl::Status(transport.status().code(),
                         absl::StrCat("creating communicator \"", options.name, "\" (rank ", rank,
                                      " of ", size, ") failed: ", transport.status().message()));
   }
-  auto topology = Topology::Exchange(
-      bootstrap, options.name, rank, size, settings.engine.timeout,
-      LocalFacts::Discover(settings.protocol.host_id, settings.protocol.host_name, NicSource(),
-                           settings.nics));
-  if (!topology.ok()) return topology.status();
   EngineConfig config = std::move(settings.engine);
   config.topology = std::make_shared<const Topology>(std::move(*topology));
   config.bootstrap = &bootstrap;
   config.name = options.name;
-  const bool shared_memory =
-      std::find(settings.protocol.transports.begin(), settings.protocol.transports.end(),
-                ChannelKind::kSharedMemory) != settings.protocol.transports.end();
-  COHORT_ASSIGN_OR_RETURN(config.tuning, DefaultTuning(shared_memory, settings.topology_file));
+  COHORT_ASSIGN_OR_RETURN(config.tuning,
+                          DefaultTuning(**transport, *config.topology, settings.topology_file));
   logging::SetRank(rank);
   auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
   engine->Start();
@@ -310,6 +345,20 @@ Communicator::~Communicator() { engine_->Shutdown(); }
 
 int Communicator::rank() const { return engine_->transport().rank(); }
 int Communicator::size() const { return engine_->transport().size(); }
+std::string Communicator::DescribeLinks() const {
+  const Tuning& tuning = engine_->tuning();
+  auto link = [](ChannelKind kind, const LinkModel& model) {
+    return absl::StrCat(ChannelKindName(kind), " (", absl::SixDigits(model.latency_seconds * 1e6),
+                        " us, ", absl::SixDigits(model.bytes_per_second / 1e9), " GB/s)");
+  };
+  std::string text = absl::StrCat("links the tuner assumes: inside hosts ",
+                                  link(tuning.intra_kind, tuning.intra));
+  if (tuning.multi_host()) {
+    absl::StrAppend(&text, ", across hosts ", link(tuning.inter_kind, tuning.inter));
+  }
+  return text;
+}
+
 uint64_t Communicator::window_puts() const { return engine_->transport().WindowPuts(); }
 
 ChannelKind Communicator::channel_kind(int peer) const {

@@ -204,6 +204,8 @@ class Communicator {
 
   // The channel kind that carries this rank's traffic with `peer` (for tools and tests).
   ChannelKind channel_kind(int peer) const;
+  // The link models the tuner uses and the channel kinds they stand for (cohort-bench topo).
+  std::string DescribeLinks() const;
   // Puts this rank made into peers' memory through windows so far (tests assert the path ran).
   uint64_t window_puts() const;
   // The algorithm the tuner would pick (for tools and tests).

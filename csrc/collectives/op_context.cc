@@ -200,19 +200,32 @@ absl::Status OpContext::Expose(Window& window, int peer, uint32_t tag, const voi
   return absl::OkStatus();
 }
 
-absl::StatusOr<RemoteBuffer> OpContext::Learn(int peer, uint32_t tag) {
+OpContext::PendingLearn OpContext::PostLearn(int peer, uint32_t tag) {
+  PendingLearn pending;
+  pending.frame = std::make_unique<char[]>(sizeof(ExposedBuffer));
+  pending.request = Recv(peer, tag, pending.frame.get(), sizeof(ExposedBuffer));
+  return pending;
+}
+
+absl::StatusOr<RemoteBuffer> OpContext::Learned(const PendingLearn& pending) const {
   ExposedBuffer frame;
-  COHORT_RETURN_IF_ERROR(Wait(Recv(peer, tag, &frame, sizeof(frame))));
+  std::memcpy(&frame, pending.frame.get(), sizeof(frame));
   if (frame.key_bytes > sizeof(frame.key)) {
-    return absl::DataLossError(absl::StrCat("rank ", peer, " described its window with a ",
-                                            frame.key_bytes, "-byte key; the frame holds ",
-                                            sizeof(frame.key)));
+    return absl::DataLossError(absl::StrCat("rank ", pending.request->peer,
+                                            " described its window with a ", frame.key_bytes,
+                                            "-byte key; the frame holds ", sizeof(frame.key)));
   }
   RemoteBuffer remote;
   remote.address = frame.address;
   remote.bytes = frame.bytes;
   remote.key.assign(frame.key, frame.key_bytes);
   return remote;
+}
+
+absl::StatusOr<RemoteBuffer> OpContext::Learn(int peer, uint32_t tag) {
+  PendingLearn pending = PostLearn(peer, tag);
+  COHORT_RETURN_IF_ERROR(Wait(pending.request));
+  return Learned(pending);
 }
 
 absl::Status OpContext::Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,

@@ -69,6 +69,14 @@ class OpContext {
   absl::Status Expose(Window& window, int peer, uint32_t tag, const void* base, size_t bytes);
   // The buffer `peer` exposed to this rank with `tag`.
   absl::StatusOr<RemoteBuffer> Learn(int peer, uint32_t tag);
+  // The same without waiting: the receive of the description, to read with Learned once it
+  // completed (for algorithms that advance when polled).
+  struct PendingLearn {
+    Request* request = nullptr;
+    std::unique_ptr<char[]> frame;
+  };
+  PendingLearn PostLearn(int peer, uint32_t tag);
+  absl::StatusOr<RemoteBuffer> Learned(const PendingLearn& pending) const;
   // Puts `bytes` from `local` into `peer`'s exposed buffer at `offset`; `local` must stay
   // untouched until the operation's transfers complete (WaitAll).
   absl::Status Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,

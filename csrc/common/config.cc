@@ -105,6 +105,9 @@ const std::vector<Variable>& BuildRegistry() {
        {}, 0, INT64_MAX},
       {"COHORT_PYTHON", Type::kString, "python3",
        "Interpreter cohortrun runs training scripts with (not used with --no-python)."},
+      {"COHORT_ETCD_PASSWORD", Type::kString, "",
+       "Password of the etcd user (--rdzv-conf user=) for --rdzv-backend etcd, read here so "
+       "that it stays off the command line; --rdzv-conf password= wins."},
       {"COHORT_STOP_GRACE", Type::kDuration, "5s",
        "How long cohortrun waits after SIGTERM before it SIGKILLs workers it stops."},
       {"COHORT_CUDA_PATH", Type::kChoice, "auto",

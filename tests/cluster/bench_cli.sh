@@ -86,6 +86,12 @@ echo "== topo: this host's NICs and each rank's nearest one"
 bench "$SCRATCH/topo.log" topo --nranks 2
 [[ $STATUS == 0 ]] || { cat "$SCRATCH/topo.log"; fail "topo exited $STATUS"; }
 contains "$SCRATCH/topo.log" "# 2 ranks on 1 host"
+contains "$SCRATCH/topo.log" "links the tuner assumes: inside hosts shm (2 us, 4 GB/s)"
+COHORT_TRANSPORTS=tcp bench "$SCRATCH/topo_tcp.log" topo --nranks 2
+contains "$SCRATCH/topo_tcp.log" "links the tuner assumes: inside hosts tcp (25 us, 1 GB/s)"
+# --transports as the variable, and a sweep's header names the channel.
+bench "$SCRATCH/sweep_tcp.log" sendrecv --nranks 2 -b 8 -e 8 -n 2 -w 1 --transports tcp
+contains "$SCRATCH/sweep_tcp.log" "# links the tuner assumes: inside hosts tcp"
 contains "$SCRATCH/topo.log" "  rdma "
 python3 - "$SCRATCH/topo.log" <<'PY' || { cat "$SCRATCH/topo.log"; fail "topo's NICs do not hold together"; }
 import re, sys

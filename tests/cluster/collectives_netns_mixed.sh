@@ -38,6 +38,8 @@ run_both alltoall alltoall "${sweep[@]}" --tag
 # The topology every rank agreed on: two hosts, shared memory inside, network between.
 run_both topo topo --tag
 contains "$SCRATCH/topo.node0.log" "4 ranks on 2 hosts"
+# The tuner's links are the channels in use: shared memory inside, TCP between.
+contains "$SCRATCH/topo.node0.log" "links the tuner assumes: inside hosts shm (2 us, 4 GB/s), across hosts tcp (50 us, 1.25 GB/s)"
 # Each host's NIC as that host sees it (its own eth0, in its own namespace), and every rank on it.
 contains "$SCRATCH/topo.node0.log" "  nic  eth0       up   10.77.0.10"
 contains "$SCRATCH/topo.node0.log" "  nic  eth0       up   10.77.0.11"

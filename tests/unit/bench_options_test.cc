@@ -258,3 +258,20 @@ TEST(BenchOptions, Environment) {
 
 }  // namespace
 }  // namespace cohort::bench
+
+namespace cohort::bench {
+namespace {
+
+TEST(BenchOptionsTransports, ChannelListIsParsedAndBadOnesNamed) {
+  auto command = ParseCommand({"cohort-bench", "sendrecv", "--transports", "ucx,tcp"});
+  ASSERT_TRUE(command.ok()) << command.status();
+  ASSERT_TRUE(command->transports.has_value());
+  EXPECT_EQ(ChannelKindsText(*command->transports), "ucx,tcp");
+  EXPECT_FALSE(ParseCommand({"cohort-bench", "sendrecv"})->transports.has_value());
+  auto bad = ParseCommand({"cohort-bench", "sendrecv", "--transports", "ib"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("\"ib\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cohort::bench

@@ -11,6 +11,7 @@
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
 #include "collectives/topology.h"
+#include "collectives/transport/channel.h"
 
 namespace cohort {
 
@@ -30,6 +31,9 @@ struct Tuning {
   const Topology* topology = nullptr;
   LinkModel intra;  // ranks of one host (shared memory, or TCP loopback with COHORT_SHM=0)
   LinkModel inter;  // ranks on different hosts
+  // The channel kinds those links are (the defaults of each model come from its kind).
+  ChannelKind intra_kind = ChannelKind::kSharedMemory;
+  ChannelKind inter_kind = ChannelKind::kTcp;
   size_t lane_bytes = 0;  // the lane's slot size when every rank shares a host (0: no lane)
   // What the ranks agreed on for CUDA buffers (device groups or not; device_runtime.h), once the
   // first CUDA operation was submitted; nullptr without a device backend.

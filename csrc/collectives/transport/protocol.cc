@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/shm/channel.h"
 #include "collectives/transport/shm/lane.h"
@@ -98,9 +99,12 @@ absl::Status Protocol::Connect(Bootstrap& bootstrap) {
   self.order_forced = options_.transports_forced;
   std::optional<tcp::Mesh> mesh;
   if (Has(self.order, ChannelKind::kTcp) || Has(self.order, ChannelKind::kSharedMemory)) {
-    COHORT_ASSIGN_OR_RETURN(std::string ip,
-                            tcp::ChooseListenIp(bootstrap, options_.tcp.interface_name));
+    std::string ip = options_.listen_ip;
+    if (ip.empty()) {
+      COHORT_ASSIGN_OR_RETURN(ip, tcp::ChooseListenIp(bootstrap, options_.tcp.interface_name));
+    }
     COHORT_ASSIGN_OR_RETURN(mesh, tcp::Mesh::Listen(ip));
+    COHORT_LOG(DEBUG) << "rank " << rank_ << " listens for its mesh on " << mesh->Offer();
     if (Has(self.order, ChannelKind::kTcp)) self.offers[int(ChannelKind::kTcp)] = mesh->Offer();
     if (Has(self.order, ChannelKind::kSharedMemory)) {
       self.offers[int(ChannelKind::kSharedMemory)] = mesh->Offer();
@@ -519,6 +523,17 @@ int Protocol::PreferredSpinMicros() const {
   int spin = 0;
   for (const auto& channel : channels_) spin = std::max(spin, channel->PreferredSpinMicros());
   return spin;
+}
+
+ChannelKind Protocol::KindBetween(int a, int b) const {
+  if (a == b) return ChannelKind::kSharedMemory;
+  if (a == rank_ || b == rank_) return kinds_[a == rank_ ? b : a];
+  auto kind = ChooseChannel(records_[a], records_[b]);
+  return kind.ok() ? *kind : ChannelKind::kTcp;  // those two failed their creation already
+}
+
+bool Protocol::HasRdma(int rank) const {
+  return absl::StrContains(records_[rank].offer(ChannelKind::kUcx), "rdma=1");
 }
 
 Window* Protocol::WindowTo(int peer) const {

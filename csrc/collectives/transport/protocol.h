@@ -52,6 +52,7 @@ struct ProtocolOptions {
   std::vector<ChannelKind> transports = {ChannelKind::kSharedMemory, ChannelKind::kUcx,
                                          ChannelKind::kTcp};
   bool transports_forced = false;  // the user named the list: UCX serves pairs without RDMA too
+  std::string listen_ip;           // the mesh listens here; empty: tcp::ChooseListenIp
   size_t eager_bytes = 256 << 10;  // early frames up to this size are buffered, larger deferred
   std::string host_id;             // ranks with equal host ids share memory
   std::string host_name;           // for messages
@@ -75,6 +76,11 @@ class Protocol final : public FrameSink {
   const std::string& PeerHost(int rank) const { return records_[rank].host_name; }
   // The channel kind serving `peer` (not for this rank itself).
   ChannelKind ChannelOf(int peer) const { return kinds_[peer]; }
+  // The channel kind serving any pair of ranks, as those two choose it (every rank computes the
+  // same from the records, e.g. for the tuner's link models).
+  ChannelKind KindBetween(int a, int b) const;
+  // Whether UCX found an RDMA device on `rank` (its record says so).
+  bool HasRdma(int rank) const;
 
   // Queue a send / post a receive. The request completes during Progress (or right away).
   void PostSend(Request* request);

@@ -58,6 +58,10 @@ JSON
     echo "$(date +%s.%N) $$ $WORLD_SIZE $COHORT_HOST_ID" > "$dir/start.$COHORT_GENERATION.$RANK"
     if [ "$COHORT_GENERATION" = 1 ]; then sleep 30; fi
     ;;
+  steady)
+    echo "$(date +%s.%N) $$ $WORLD_SIZE $COHORT_HOST_ID" > "$dir/start.$COHORT_GENERATION.$RANK"
+    sleep "${STEADY_SECONDS:-5}"
+    ;;
   alwaysfail)
     echo "$TORCHELASTIC_RESTART_COUNT" >> "$dir/attempts.$RANK"
     if [ "$RANK" = "${FAIL_RANK:-1}" ]; then sleep 0.1; exit 7; fi
