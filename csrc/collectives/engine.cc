@@ -62,7 +62,7 @@ std::string Engine::Where() const {
 
 const std::string& Engine::SelectName(const OpArgs& args) const {
   static const std::string none = "none";
-  auto algorithm = SelectAlgorithm(args, config_.tuning, config_.algorithm);
+  auto algorithm = SelectAlgorithm(args, config_.tuning, ForcedFor(args, ""));
   return algorithm.ok() ? (*algorithm)->name : none;
 }
 

@@ -495,6 +495,41 @@ TEST(DeviceCollectivesTest, AbortFailsPendingDeviceWork) {
   });
 }
 
+// An asynchronous error of the device group (NCCL's ncclCommGetAsyncError; here the fake group
+// aborted behind the engine's back, as NCCL reports a failed peer) fails the pending operation
+// with it and breaks the communicator.
+TEST(DeviceCollectivesTest, TheGroupsAsyncErrorFailsPendingWork) {
+  testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
+    RankSetup setup;
+    setup.fake_device = rank;
+    DeviceRank r = MakeRank(bootstrap, rank, size, setup);
+    ASSERT_NE(r.comm, nullptr);
+    std::vector<float> data(256, 1.0f);
+    AllreduceOptions options;
+    options.input = data.data();
+    options.output = data.data();
+    options.count = data.size();
+    options.dtype = DataType::kFloat32;
+    ASSERT_TRUE(r.comm->Allreduce(r.On(options))->Wait(kWait).ok());
+    r.stream->Pause();
+    std::shared_ptr<Work> work = r.comm->Allreduce(r.On(options));
+    ASSERT_TRUE(r.comm->Barrier()->Wait(kWait).ok());  // the host part is done on both ranks
+    if (rank == 0) {
+      const_cast<device::DeviceGroup*>(r.comm->device_group())
+          ->Abort(absl::InternalError("NCCL error: remote process exited (test)"));
+    }
+    absl::Status status = work->Wait(kWait);
+    EXPECT_FALSE(status.ok());
+    if (rank == 0) {
+      EXPECT_THAT(std::string(status.message()), HasSubstr("remote process exited (test)"));
+      EXPECT_THAT(std::string(status.message()), HasSubstr("allreduce(float32 x 256, sum) #"));
+    }
+    r.stream->Resume();
+    EXPECT_NE(r.stream->Synchronize(kWait).code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_FALSE(r.comm->Barrier()->Wait(kWait).ok());  // broken
+  });
+}
+
 // COHORT_CUDA_PATH=nccl where no group can be made: at creation when this process cannot make
 // any (no NCCL), at the first CUDA operation when the ranks of a host share a device.
 TEST(DeviceCollectivesTest, RequiredGroupsThatCannotBeMadeAreAnError) {
