@@ -156,7 +156,8 @@ void Engine::AwaitDeviceLocked(std::shared_ptr<Operation> operation) {
   operation->device_deadline = Deadline::In(operation->timeout);
   device_pending_.push_back(std::move(operation));
   device_pending_count_.fetch_add(1);
-  PollDeviceLocked();
+  // Not polled here: this runs inside other operations' waits too (the device poll hook), where
+  // a failure must not break the communicator under them; RunLocked polls next.
 }
 
 bool Engine::PollDeviceLocked() {
