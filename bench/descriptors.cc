@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 
+#include "collectives/device/stream.h"
 #include "collectives/types.h"
 
 namespace cohort::bench {
@@ -93,11 +94,17 @@ char* Element(std::vector<char>& buffer, DataType type, size_t index) {
   return buffer.data() + index * DataTypeSize(type);
 }
 
+char* ElementAt(char* buffer, DataType type, size_t index) {
+  return buffer + index * DataTypeSize(type);
+}
+
 template <typename Options>
 Options Common(const BenchParams& params) {
   Options options;
   options.algorithm = params.algorithm;
   options.blocking = params.blocking;
+  options.memory = params.memory;
+  options.stream = params.stream;
   return options;
 }
 
@@ -110,8 +117,8 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<AllreduceOptions>(p);
-       o.input = b.input.data();
-       o.output = in_place ? b.input.data() : b.output.data();
+       o.input = b.In();
+       o.output = in_place ? b.In() : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
@@ -131,11 +138,11 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        size_t element = DataTypeSize(p.dtype);
-       char* own = b.output.data() + comm.rank() * b.count * element;
-       if (in_place && b.count > 0) std::memcpy(own, b.input.data(), b.count * element);
+       char* own = b.Out() + comm.rank() * b.count * element;
+       if (in_place && b.count > 0) b.Copy(own, b.In(), b.count * element);
        auto o = Common<AllgatherOptions>(p);
-       o.input = in_place ? own : b.input.data();
-       o.output = b.output.data();
+       o.input = in_place ? own : b.In();
+       o.output = b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        return Single(comm.Allgather(o));
@@ -154,8 +161,8 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<ReduceScatterOptions>(p);
-       o.input = b.input.data();
-       o.output = in_place ? Element(b.input, p.dtype, comm.rank() * b.count) : b.output.data();
+       o.input = b.In();
+       o.output = in_place ? ElementAt(b.In(), p.dtype, comm.rank() * b.count) : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
@@ -177,8 +184,8 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<BroadcastOptions>(p);
-       o.input = b.input.data();
-       o.output = in_place ? b.input.data() : b.output.data();
+       o.input = b.In();
+       o.output = in_place ? b.In() : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
@@ -196,8 +203,8 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<ReduceOptions>(p);
-       o.input = b.input.data();
-       o.output = in_place ? b.input.data() : b.output.data();
+       o.input = b.In();
+       o.output = in_place ? b.In() : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.op = p.op;
@@ -220,8 +227,8 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<AlltoallOptions>(p);
-       o.input = b.input.data();
-       o.output = in_place ? b.input.data() : b.output.data();
+       o.input = b.In();
+       o.output = in_place ? b.In() : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        return Single(comm.Alltoall(o));
@@ -247,36 +254,37 @@ const Collective kCollectives[] = {
        const int n = comm.size();
        const int rank = comm.rank();
        SendOptions send = Common<SendOptions>(p);
-       send.data = b.input.data();
+       send.data = b.In();
        send.count = b.count;
        send.dtype = p.dtype;
        send.peer = (rank + 1) % n;
        RecvOptions recv = Common<RecvOptions>(p);
-       recv.data = in_place ? b.input.data() : b.output.data();
+       recv.data = in_place ? b.In() : b.Out();
        recv.count = b.count;
        recv.dtype = p.dtype;
        recv.peer = (rank + n - 1) % n;
        if (n == 1) {
          // libcohort does not send to itself; a one-rank ring is a local copy, as in NCCL.
          if (!in_place && b.count > 0) {
-           std::memcpy(b.output.data(), b.input.data(), b.count * DataTypeSize(p.dtype));
+           b.Copy(b.Out(), b.In(), b.count * DataTypeSize(p.dtype));
          }
          return {};
        }
        if (!in_place) {
          // Both at once, as MPI_Sendrecv: with -z 1 a blocking send first would wait for a peer
          // that itself waits in its send (any payload the channel does not buffer: rendezvous,
-         // single-copy, a full socket). The sweep waits for both.
+         // single-copy, a full socket). The sweep waits for both. The send goes first: on CUDA
+         // buffers a receive holds its stream until its message arrived, and a send enqueued
+         // behind it on that stream would never leave.
          send.blocking = recv.blocking = false;
-         std::shared_ptr<Work> received = comm.Recv(recv);
-         return {comm.Send(send), std::move(received)};
+         std::shared_ptr<Work> sent = comm.Send(send);
+         return {std::move(sent), comm.Recv(recv)};
        }
        if (rank % 2 == 1) {
-         b.scratch.assign(b.input.begin(), b.input.end());
-         send.data = b.scratch.data();
+         send.data = b.CopyInputToScratch();
          send.blocking = recv.blocking = false;
-         std::shared_ptr<Work> received = comm.Recv(recv);
-         return {comm.Send(send), std::move(received)};
+         std::shared_ptr<Work> sent = comm.Send(send);
+         return {std::move(sent), comm.Recv(recv)};
        }
        std::shared_ptr<Work> sent = comm.Send(send);
        if (!sent->Wait().ok()) return {sent};
@@ -296,13 +304,13 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        size_t element = DataTypeSize(p.dtype);
-       char* own = b.output.data() + comm.rank() * b.count * element;
+       char* own = b.Out() + comm.rank() * b.count * element;
        if (in_place && comm.rank() == p.root && b.count > 0) {
-         std::memcpy(own, b.input.data(), b.count * element);
+         b.Copy(own, b.In(), b.count * element);
        }
        auto o = Common<GatherOptions>(p);
-       o.input = in_place && comm.rank() == p.root ? own : b.input.data();
-       o.output = b.output.data();
+       o.input = in_place && comm.rank() == p.root ? own : b.In();
+       o.output = b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
@@ -323,10 +331,10 @@ const Collective kCollectives[] = {
      },
      [](Communicator& comm, Buffers& b, const BenchParams& p, bool in_place) -> Works {
        auto o = Common<ScatterOptions>(p);
-       o.input = b.input.data();
+       o.input = b.In();
        o.output = in_place && comm.rank() == p.root
-                      ? Element(b.input, p.dtype, comm.rank() * b.count)
-                      : b.output.data();
+                      ? ElementAt(b.In(), p.dtype, comm.rank() * b.count)
+                      : b.Out();
        o.count = b.count;
        o.dtype = p.dtype;
        o.root = p.root;
@@ -343,6 +351,25 @@ const Collective kCollectives[] = {
 };
 
 }  // namespace
+
+void Buffers::Copy(void* destination, const void* source, size_t bytes) {
+  if (bytes == 0) return;
+  if (stream == nullptr) {
+    std::memcpy(destination, source, bytes);
+    return;
+  }
+  // A failed enqueue shows in the operation that follows (its stream has failed).
+  stream->CopyAsync(destination, source, bytes).IgnoreError();
+}
+
+char* Buffers::CopyInputToScratch() {
+  if (device_input != nullptr) {
+    Copy(device_scratch, device_input, input.size());
+    return device_scratch;
+  }
+  scratch.assign(input.begin(), input.end());
+  return scratch.data();
+}
 
 double InputValue(const BenchParams& params, int n, int rank, size_t index) {
   if (params.op == ReduceOp::kProd) {

@@ -20,6 +20,11 @@
 
 namespace cohort {
 
+namespace device {
+class DeviceBackend;
+class DeviceGroup;
+}  // namespace device
+
 struct CommOptions {
   // Prefix of this communicator's keys in the bootstrap; unique per communicator.
   std::string name = "cohort";
@@ -47,6 +52,12 @@ struct CommOptions {
   std::optional<bool> tuner_probe;              // COHORT_TUNER_PROBE
   std::optional<std::string> topology_file;     // COHORT_TOPO_FILE
   std::optional<std::string> debug;             // COHORT_DEBUG
+  // CUDA buffers (CommonOptions::memory): how their collectives run (COHORT_CUDA_PATH: "auto",
+  // "nccl" or "staged"; docs/backend.md), and the backend that runs them. Unset backend: CUDA
+  // where libcohort was built with the CUDA toolkit (device::DefaultDeviceBackend); tests pass
+  // a device::FakeDeviceBackend.
+  std::optional<std::string> cuda_path;
+  std::shared_ptr<device::DeviceBackend> device_backend;
 };
 
 // Once, at program start, before the first communicator: process-wide settings a library
@@ -62,6 +73,12 @@ struct CommonOptions {
   // Return only once the operation finished (like MPI's blocking calls): the Work comes back
   // completed. Nothing queued ahead: the calling thread runs it at once, without the queue.
   bool blocking = false;
+  // Where the buffers live. kCuda: device memory of stream->device(), ordered on `stream` (the
+  // caller's, e.g. device::CudaStream::Wrap of torch's current stream). The call enqueues the
+  // operation's device steps on the stream and returns; the Work completes once the stream has
+  // passed them (Work::device_event() is the point to wait for on another stream).
+  MemoryKind memory = MemoryKind::kHost;
+  std::shared_ptr<device::Stream> stream;
 };
 
 struct AllreduceOptions : CommonOptions {
@@ -195,6 +212,9 @@ class Communicator {
   std::string ChosenAlgorithm(const OpArgs& args) const;
   // The hosts, local ranks and links every rank agreed on at creation.
   const Topology& topology() const;
+  // The device group of this rank's host (NCCL inside the host), once a CUDA operation made it;
+  // nullptr before, or where CUDA buffers are staged (for tools and tests).
+  const device::DeviceGroup* device_group() const;
 
  private:
   explicit Communicator(std::shared_ptr<Engine> engine);

@@ -1,6 +1,7 @@
 #include "collectives/engine.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #include <algorithm>
 #include <numeric>
@@ -30,8 +31,19 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
       config_(std::move(config)),
       rank_(transport_->rank()),
       size_(transport_->size()) {
+  DeviceRuntimeOptions device;
+  device.name = config_.name;
+  device.rank = rank_;
+  device.size = size_;
+  device.timeout = config_.timeout;
+  device.path = config_.device_path;
+  device.label = absl::StrCat("communicator '", config_.name, "' ", Where());
+  device.segment_bytes = config_.settings.segment_bytes;
+  device_ = std::make_unique<DeviceRuntime>(config_.device_backend, config_.bootstrap,
+                                            *config_.topology, std::move(device));
   config_.tuning.topology = config_.topology.get();
   config_.tuning.lane_bytes = LaneBytes();
+  config_.tuning.device = &device_->state();
 }
 
 size_t Engine::LaneBytes() const {
@@ -51,7 +63,7 @@ std::string Engine::Where() const {
 
 const std::string& Engine::SelectName(const OpArgs& args) const {
   static const std::string none = "none";
-  auto algorithm = SelectAlgorithm(args, config_.tuning, config_.algorithm);
+  auto algorithm = SelectAlgorithm(args, config_.tuning, ForcedFor(args, ""));
   return algorithm.ok() ? (*algorithm)->name : none;
 }
 
@@ -95,8 +107,9 @@ absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::s
                                                 Forcing forcing, double* predicted_seconds) {
   // The same call again (a training loop's): the tuner's last answer, without asking every
   // algorithm for its cost. Only calls described by their scalars are remembered.
-  const bool plain = forced.empty() && args.counts.empty() && args.recv_counts.empty() &&
-                     args.displacements.empty() && args.recv_displacements.empty();
+  const bool plain = forced.empty() && args.memory == MemoryKind::kHost && args.counts.empty() &&
+                     args.recv_counts.empty() && args.displacements.empty() &&
+                     args.recv_displacements.empty();
   if (plain) {
     absl::MutexLock lock(&selection_mutex_);
     const Selection& last = last_selection_;
@@ -122,7 +135,7 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   const Algorithm* algorithm = nullptr;
   if (valid.ok() && !IsPointToPoint(args.op)) {
     const bool per_call = !algorithm_name.empty();
-    const std::string& forced = per_call ? algorithm_name : config_.algorithm;
+    const std::string& forced = ForcedFor(args, algorithm_name);
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
       auto selected = Select(args, forced, per_call ? Forcing::kCall : Forcing::kCommunicator,
@@ -193,6 +206,7 @@ absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
 
 std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
                                      absl::Duration timeout) {
+  if (args.memory != MemoryKind::kHost) return SubmitDevice(std::move(args), algorithm_name, timeout);
   auto operation = std::make_shared<Operation>();
   absl::Status valid = Prepare(*operation, std::move(args), algorithm_name, timeout);
   Fingerprint& fingerprint = operation->fingerprint;
@@ -235,7 +249,9 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     work->Wait().IgnoreError();
     return work;
   };
-  if (IsPointToPoint(args.op) || !executing_.TryLock()) return submit_and_wait(std::move(args));
+  if (IsPointToPoint(args.op) || args.memory != MemoryKind::kHost || !executing_.TryLock()) {
+    return submit_and_wait(std::move(args));
+  }
   // A repeated call (a training loop's, a benchmark's) reuses the operation prepared for the
   // last one (its validation, algorithm and fingerprint); only the buffers change.
   Operation& operation = express_;
@@ -309,6 +325,9 @@ void Engine::Abort(const absl::Status& reason) {
     KickLocked();
   }
   aborted_.store(true);
+  // The device group's kernels may be waiting for peers: they stop now, not when the progress
+  // thread gets to it.
+  device_->Fail(reason.ok() ? absl::CancelledError("aborted by the user") : reason);
   transport_->Wake();
 }
 
@@ -333,11 +352,14 @@ void Engine::AfterRelease() {
   // Nothing left: nothing to kick. (A submission racing with this check kicks for itself, or is
   // small and found by the napping progress thread within a millisecond.)
   if (queued_.load(std::memory_order_relaxed) == 0 &&
-      in_flight_count_.load(std::memory_order_relaxed) == 0) {
+      in_flight_count_.load(std::memory_order_relaxed) == 0 &&
+      device_pending_count_.load(std::memory_order_relaxed) == 0) {
     return;
   }
   absl::MutexLock lock(&queue_mutex_);
-  if (!queue_.empty() || in_flight_count_.load() > 0) KickLocked();
+  if (!queue_.empty() || in_flight_count_.load() > 0 || device_pending_count_.load() > 0) {
+    KickLocked();
+  }
 }
 
 void Engine::ProgressThread() {
@@ -354,7 +376,8 @@ void Engine::ProgressThread() {
         while (!kick_ && !stop_) wake_.Wait(&queue_mutex_);
       }
       if (stop_) return;
-      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0;
+      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0 ||
+                  device_pending_count_.load() > 0;
       kick_ = false;
       if (!work) {
         // After a second without work, sleep until kicked: every submission kicks then.
@@ -394,14 +417,16 @@ void Engine::RunLocked(const Work* until) {
       CompleteFinishedTransfersLocked();
       continue;
     }
-    if (in_flight_.empty()) return;
+    if (in_flight_.empty() && device_pending_.empty()) return;
     {
       absl::MutexLock lock(&queue_mutex_);
       if (stop_) return;
     }
-    // Only point-to-point transfers remain: drive them until something happens.
-    int timeout_ms = until != nullptr ? 1 : 50;
-    if (until != nullptr) {
+    // Only point-to-point transfers and device steps remain: drive them until something
+    // happens (device work completes without waking a descriptor: polled).
+    const bool device = !device_pending_.empty();
+    int timeout_ms = device ? 0 : until != nullptr ? 1 : 50;
+    if (until != nullptr && !device) {
       if (spin_until == 0) {
         const int spin = config_.settings.spin_microseconds >= 0
                              ? config_.settings.spin_microseconds
@@ -415,6 +440,14 @@ void Engine::RunLocked(const Work* until) {
       BreakLocked(status);
     }
     CompleteFinishedTransfersLocked();
+    if (device && !PollDeviceLocked()) {
+      // Nothing completed: nap a little longer each time (2 us to 100 us).
+      device_nap_nanos_ = std::clamp<int64_t>(device_nap_nanos_ * 2, 2000, 100000);
+      struct timespec nap = {0, static_cast<long>(device_nap_nanos_)};
+      nanosleep(&nap, nullptr);
+    } else {
+      device_nap_nanos_ = 0;
+    }
     ExpireTransfersLocked();
   }
 }
@@ -459,10 +492,16 @@ void Engine::CompleteFinishedTransfersLocked() {
     Operation& operation = *in_flight_[index];
     if (operation.request.complete) {
       operation.work->set_source_rank(operation.request.peer);
-      operation.work->Complete(absl::OkStatus());
+      std::shared_ptr<Operation> done = std::move(in_flight_[index]);
       in_flight_[index] = std::move(in_flight_.back());
       in_flight_.pop_back();
       in_flight_count_.fetch_sub(1);
+      if (done->plan != nullptr && done->args.op == OpType::kRecv) {
+        AwaitDeviceLocked(std::move(done));  // the data go on to the device
+      } else {
+        if (done->plan != nullptr) done->plan->MarkFinished();  // a send's staging is free
+        done->work->Complete(absl::OkStatus());
+      }
     } else {
       ++index;
     }
@@ -473,6 +512,10 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   Operation& operation = *owner;
   const OpArgs& args = operation.args;
   if (!IsPointToPoint(args.op)) {
+    if (operation.plan != nullptr) {
+      ExecuteDeviceLocked(std::move(owner));
+      return;
+    }
     operation.work->Complete(RunCollectiveLocked(operation));
     return;
   }
@@ -497,6 +540,13 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   request.length = args.count * args.element_size();
   if (args.op == OpType::kSend) {
     request.data = static_cast<char*>(const_cast<void*>(args.input));
+    if (operation.plan != nullptr) {
+      absl::Status staged = AwaitDeviceSendLocked(operation);
+      if (!staged.ok()) {
+        operation.work->Complete(staged);
+        return;
+      }
+    }
     transport_->PostSend(&request);
   } else {
     request.data = static_cast<char*>(args.output);
@@ -530,6 +580,12 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
     OpContext context(*transport_, *config_.topology, operation.fingerprint, args,
                       operation.timeout,
                       config_.settings, scratch_, aborted_);
+    context.set_device_plan(operation.plan.get());
+    if (operation.plan != nullptr) {
+      context.set_device_poll([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        CompleteFinishedTransfersLocked();
+      });
+    }
     int64_t started = config_.debug_tuning ? NowNanos() : 0;
     status = operation.algorithm->run(context);
     if (config_.debug_tuning) {
@@ -588,6 +644,7 @@ void Engine::BreakLocked(const absl::Status& status) {
   for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
+  FailDeviceLocked(pending);
 }
 
 void Engine::Shutdown() {
@@ -619,6 +676,9 @@ void Engine::Shutdown() {
   for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
+  for (auto& operation : device_pending_) operation->work->Complete(destroyed);
+  device_pending_.clear();
+  device_pending_count_.store(0);
   transport_->DropRequests();
   transport_->Close(/*clean=*/!broken, Deadline::In(absl::Seconds(broken ? 1 : 2)));
 }

@@ -1,6 +1,7 @@
 #include "collectives/op_context.h"
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -316,6 +317,49 @@ char* OpContext::Scratch(size_t bytes) {
   if (scratch_.size() < needed) scratch_.resize(needed);
   uintptr_t base = reinterpret_cast<uintptr_t>(scratch_.data());
   return reinterpret_cast<char*>((base + 63) & ~uintptr_t{63});
+}
+
+absl::Status OpContext::WaitDevice(absl::FunctionRef<absl::StatusOr<bool>()> ready,
+                                   const char* what) {
+  COHORT_ASSIGN_OR_RETURN(bool done, ready());
+  if (done) return absl::OkStatus();
+  const int64_t spin_until = NowNanos() + int64_t{std::max(SpinMicros(), 20)} * 1000;
+  int64_t nap_nanos = 2000;
+  while (true) {
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    COHORT_RETURN_IF_ERROR(transport_.Progress(0));
+    if (device_poll_) device_poll_();
+    COHORT_ASSIGN_OR_RETURN(done, ready());
+    if (done) return absl::OkStatus();
+    if (deadline().Expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "timed out waiting for ", what,
+          ": the device work ahead of it on the stream has not finished (a kernel of this "
+          "rank's may be stuck, or its GPU busy); raise COHORT_TIMEOUT if the work is "
+          "legitimately slow"));
+    }
+    if (NowNanos() < spin_until) {
+      sched_yield();
+    } else {
+      struct timespec nap = {0, static_cast<long>(nap_nanos)};
+      nanosleep(&nap, nullptr);
+      nap_nanos = std::min<int64_t>(nap_nanos * 2, 100000);
+    }
+  }
+}
+
+absl::Status OpContext::RunNested(const OpArgs& args,
+                                  absl::FunctionRef<absl::Status(OpContext&)> body) {
+  OpContext nested(transport_, topology_, fingerprint_, args, timeout_, settings_, scratch_,
+                   aborted_);
+  if (deadline_set_) {
+    nested.deadline_ = deadline_;
+    nested.deadline_set_ = true;
+  }
+  COHORT_RETURN_IF_ERROR(body(nested));
+  return nested.WaitAll();
 }
 
 void OpContext::FinishAverage(void* data, size_t elements) const {

@@ -18,6 +18,9 @@
 namespace cohort {
 
 class Engine;
+namespace device {
+class Event;
+}
 
 class Work {
  public:
@@ -43,6 +46,9 @@ class Work {
   // The registered algorithm that runs (ran) this collective, as `cohort-bench algos` names it;
   // empty for point-to-point operations and for calls refused before an algorithm was chosen.
   std::string_view algorithm() const { return algorithm_; }
+  // An operation on CUDA buffers: the event recorded on its stream after its last device step
+  // (another stream that uses the results waits for it; the host need not), else nullptr.
+  const std::shared_ptr<device::Event>& device_event() const { return device_event_; }
 
   // Called by the engine.
   void Complete(absl::Status status);
@@ -52,6 +58,8 @@ class Work {
   void set_source_rank(int rank) { source_rank_.store(rank); }
   // Before the Work is handed out. `algorithm` must outlive it (the registry's names do).
   void set_algorithm(std::string_view algorithm) { algorithm_ = algorithm; }
+  // Before the Work is handed out.
+  void set_device_event(std::shared_ptr<device::Event> event) { device_event_ = std::move(event); }
 
  private:
   std::shared_ptr<Engine> engine_;
@@ -60,6 +68,7 @@ class Work {
   std::string_view algorithm_;
   std::atomic<bool> done_{false};
   std::atomic<int> source_rank_{-1};
+  std::shared_ptr<device::Event> device_event_;
   mutable absl::Mutex mutex_;
   absl::Status status_ ABSL_GUARDED_BY(mutex_);
   std::vector<std::function<void(const absl::Status&)>> callbacks_ ABSL_GUARDED_BY(mutex_);

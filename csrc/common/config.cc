@@ -110,10 +110,11 @@ const std::vector<Variable>& BuildRegistry() {
        "that it stays off the command line; --rdzv-conf password= wins."},
       {"COHORT_STOP_GRACE", Type::kDuration, "5s",
        "How long cohortrun waits after SIGTERM before it SIGKILLs workers it stops."},
-      {"COHORT_TORCH_CUDA", Type::kChoice, "auto",
-       "How the torch backend runs collectives on CUDA tensors: nccl, staged (copied through "
-       "host memory and run by cohort on the CPU), or auto (nccl when the extension was built "
-       "with NCCL, else staged).",
+      {"COHORT_CUDA_PATH", Type::kChoice, "auto",
+       "How collectives on CUDA buffers (torch's CUDA tensors) run: nccl (NCCL inside each host, "
+       "cohort's rails between hosts; an error where a host cannot have an NCCL group), staged "
+       "(copied through pinned host memory and run by cohort's host algorithms), or auto (nccl "
+       "where every host can: one GPU per rank and libnccl.so.2 loadable; else staged).",
        {"auto", "nccl", "staged"}},
       {"COHORT_BENCH_MIN_BW", Type::kString, "",
        "cohort-bench sweeps exit with code 7 when the average bus bandwidth (GB/s, e.g. 10.5) is "

@@ -81,6 +81,11 @@ PYBIND11_MODULE(_C, module) {
   module.def("local_address_toward", &cohort::torch_ext::LocalAddressToward);
   cohort::torch_ext::RegisterErrors(module);
   module.attr("torch_version_built") = TORCH_VERSION;
-  module.attr("with_nccl") = py::bool_(COHORT_TORCH_NCCL);
+#ifdef COHORT_HAVE_NCCL
+  constexpr bool kWithNccl = COHORT_TORCH_CUDA;  // libcohort's NCCL device groups, on CUDA tensors
+#else
+  constexpr bool kWithNccl = false;
+#endif
+  module.attr("with_nccl") = py::bool_(kWithNccl);
   module.attr("with_cuda") = py::bool_(COHORT_TORCH_CUDA);
 }

@@ -170,21 +170,10 @@ def init_error_body(rank, world, port):
 
 def test_bad_configuration_fails_at_init_naming_the_variable():
     results = harness.run(init_error_body, 2, init=False, args=(harness.free_port(),),
-                          env={"COHORT_TORCH_CUDA": "sometimes"})
+                          env={"COHORT_CUDA_PATH": "sometimes"})
     for message in results:
-        assert "COHORT_TORCH_CUDA" in message and "sometimes" in message, message
+        assert "COHORT_CUDA_PATH" in message and "sometimes" in message, message
         assert "auto" in message and "staged" in message, message
-
-
-def test_nccl_requested_without_nccl_in_the_build():
-    import cohort
-
-    if cohort._C.with_nccl:
-        pytest.skip("this build has NCCL")
-    results = harness.run(init_error_body, 2, init=False, args=(harness.free_port(),),
-                          env={"COHORT_TORCH_CUDA": "nccl"})
-    for message in results:
-        assert "COHORT_TORCH_CUDA=nccl" in message and "no NCCL" in message, message
 
 
 def monitored_barrier_body(rank, world):

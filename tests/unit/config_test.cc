@@ -67,11 +67,12 @@ TEST(Config, ChoicesAreCheckedCaseInsensitively) {
               AllOf(HasSubstr("COHORT_LOG_LEVEL"), HasSubstr("chatty"), HasSubstr("ERROR, WARN")));
 }
 
-// Found by tests/fuzz/config_fuzz: COHORT_TORCH_CUDA=STAGED was accepted, then compared with
-// "staged" and taken for auto. A choice reads back in its registered spelling.
+// Found by tests/fuzz/config_fuzz: COHORT_TORCH_CUDA=STAGED (now COHORT_CUDA_PATH) was
+// accepted, then compared with "staged" and taken for auto. A choice reads back in its
+// registered spelling.
 TEST(Config, ChoicesReadBackInTheirRegisteredSpelling) {
-  ScopedEnv torch("COHORT_TORCH_CUDA", "STAGED");
-  EXPECT_EQ(GetString("COHORT_TORCH_CUDA").value_or(""), "staged");
+  ScopedEnv cuda("COHORT_CUDA_PATH", "STAGED");
+  EXPECT_EQ(GetString("COHORT_CUDA_PATH").value_or(""), "staged");
   ScopedEnv level("COHORT_LOG_LEVEL", "WARn");
   EXPECT_EQ(GetString("COHORT_LOG_LEVEL").value_or(""), "WARN");
 }

@@ -7,11 +7,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status.h"
 
 namespace cohort {
 
 bool Algorithm::Serves(OpType op) const {
   return std::find(ops.begin(), ops.end(), op) != ops.end();
+}
+
+bool Algorithm::ServesMemory(MemoryKind kind) const {
+  return std::find(memory.begin(), memory.end(), kind) != memory.end();
 }
 
 const std::vector<Algorithm>& Algorithms() {
@@ -24,6 +29,8 @@ const std::vector<Algorithm>& Algorithms() {
     RegisterHierarchicalAlgorithms(entries);
     RegisterShotAlgorithms(entries);
     RegisterLaneAlgorithms(entries);
+    RegisterDeviceAlgorithms(entries);
+    RegisterDeviceHierarchicalAlgorithms(entries);
     return entries;
   }();
   return registry;
@@ -80,10 +87,31 @@ std::string DescribeCall(const OpArgs& args, const Tuning& tuning) {
 
 }  // namespace
 
+absl::Status CheckMemoryServed(const OpArgs& args, const std::string& forced) {
+  if (forced.empty() || forced == "auto") return absl::OkStatus();
+  for (const Algorithm& algorithm : Algorithms()) {
+    if (algorithm.name != forced || algorithm.ServesMemory(args.memory)) continue;
+    std::vector<std::string> kinds;
+    for (MemoryKind kind : algorithm.memory) kinds.push_back(MemoryKindName(kind));
+    std::vector<std::string> could;
+    for (const Algorithm& other : Algorithms()) {
+      if (other.Serves(args.op) && other.ServesMemory(args.memory)) could.push_back(other.name);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the forced algorithm \"", forced, "\" cannot run ", OpTypeName(args.op), " on ",
+        MemoryKindName(args.memory), " memory: it serves ", absl::StrJoin(kinds, ", "),
+        " memory only. Force one that serves ", MemoryKindName(args.memory), " memory (",
+        could.empty() ? std::string("none does") : absl::StrJoin(could, ", "),
+        ") or none, to let the tuner choose"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
                                                  double* predicted_seconds, Forcing forcing) {
   const int world_size = tuning.size();
+  COHORT_RETURN_IF_ERROR(CheckMemoryServed(args, forced));
   if (!forced.empty() && forced != "auto") {
     const Algorithm* named = nullptr;
     for (const Algorithm& algorithm : Algorithms()) {
@@ -98,7 +126,8 @@ absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tunin
     if (named->Serves(args.op) || forcing == Forcing::kCall) {
       std::vector<std::string> could;
       for (const Algorithm& algorithm : Algorithms()) {
-        if (algorithm.Serves(args.op) && algorithm.supports(args, tuning)) {
+        if (algorithm.Serves(args.op) && algorithm.ServesMemory(args.memory) &&
+            algorithm.supports(args, tuning)) {
           could.push_back(algorithm.name);
         }
       }
@@ -121,7 +150,10 @@ absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tunin
   const Algorithm* best = nullptr;
   double best_cost = std::numeric_limits<double>::infinity();
   for (const Algorithm& algorithm : Algorithms()) {
-    if (!algorithm.Serves(args.op) || !algorithm.supports(args, tuning)) continue;
+    if (!algorithm.Serves(args.op) || !algorithm.ServesMemory(args.memory) ||
+        !algorithm.supports(args, tuning)) {
+      continue;
+    }
     double cost = algorithm.cost(args, tuning);
     if (cost < best_cost) {
       best_cost = cost;
@@ -131,7 +163,8 @@ absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tunin
   if (predicted_seconds != nullptr) *predicted_seconds = best_cost;
   if (best == nullptr) {
     return absl::UnimplementedError(absl::StrCat("no algorithm serves ", OpTypeName(args.op),
-                                                 " on ", world_size, " ranks"));
+                                                 " on ", MemoryKindName(args.memory),
+                                                 " memory on ", world_size, " ranks"));
   }
   return best;
 }
