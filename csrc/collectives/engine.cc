@@ -348,8 +348,9 @@ int Engine::SpinMicros() const {
 
 void Engine::LearnSpin(int64_t waited_nanos) {
   if (config_.settings.spin_microseconds >= 0) return;  // set by the user: kept
-  const int preferred = transport_->PreferredSpinMicros();
-  const int current = SpinMicros();
+  const int preferred = transport_->PreferredSpinMicros();  // once: it asks every channel
+  const int learned = spin_budget_us_.load(std::memory_order_relaxed);
+  const int current = learned < 0 ? preferred : std::min(learned, preferred);
   const int next = waited_nanos <= int64_t{preferred} * 1000 ? std::min(preferred, current * 2 + 1)
                                                               : current / 2;
   spin_budget_us_.store(next, std::memory_order_relaxed);
