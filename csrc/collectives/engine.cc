@@ -339,18 +339,20 @@ std::shared_ptr<Engine::Operation> Engine::PopLocked() {
   return operation;
 }
 
-int Engine::SpinMicros() const {
-  if (config_.settings.spin_microseconds >= 0) return config_.settings.spin_microseconds;
-  const int preferred = transport_->PreferredSpinMicros();
+int Engine::LearnedSpin(int preferred) const {
   const int learned = spin_budget_us_.load(std::memory_order_relaxed);
   return learned < 0 ? preferred : std::min(learned, preferred);
+}
+
+int Engine::SpinMicros() const {
+  if (config_.settings.spin_microseconds >= 0) return config_.settings.spin_microseconds;
+  return LearnedSpin(transport_->PreferredSpinMicros());
 }
 
 void Engine::LearnSpin(int64_t waited_nanos) {
   if (config_.settings.spin_microseconds >= 0) return;  // set by the user: kept
   const int preferred = transport_->PreferredSpinMicros();  // once: it asks every channel
-  const int learned = spin_budget_us_.load(std::memory_order_relaxed);
-  const int current = learned < 0 ? preferred : std::min(learned, preferred);
+  const int current = LearnedSpin(preferred);
   const int next = waited_nanos <= int64_t{preferred} * 1000 ? std::min(preferred, current * 2 + 1)
                                                               : current / 2;
   spin_budget_us_.store(next, std::memory_order_relaxed);

@@ -171,6 +171,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // namespaces) a spinning waiter keeps its peer off the core, and the waits teach it to sleep.
   std::atomic<int> spin_budget_us_{-1};
   void LearnSpin(int64_t waited_nanos);
+  int LearnedSpin(int preferred) const;  // the learned budget, at most `preferred`
   // Device operations enqueue their steps in issue order (held across enqueue and queueing).
   absl::Mutex device_submit_mutex_;
 
