@@ -31,6 +31,14 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
       size_(transport_->size()) {
   config_.tuning.topology = config_.topology.get();
   config_.tuning.lane_bytes = LaneBytes();
+  FlightRecorder::Identity identity;
+  identity.communicator = config_.name;
+  identity.rank = rank_;
+  identity.size = size_;
+  identity.host = transport_->PeerHost(rank_);
+  identity.generation = config_.generation;
+  recorder_ = std::make_unique<FlightRecorder>(config_.trace_buffer, std::move(identity),
+                                               config_.trace_dir);
 }
 
 size_t Engine::LaneBytes() const {
@@ -183,6 +191,9 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     fingerprint.sequence = sequence;
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
     operation->work = work;
+    operation->trace_id = recorder_->Queued(
+        fingerprint, IsPointToPoint(operation->args.op) ? operation->args.root : -1,
+        operation->algorithm != nullptr ? &operation->algorithm->name : nullptr);
     // A bad argument fails this call only; the communicator stays usable.
     if (valid.ok()) valid = RefusalLocked(fingerprint);
     if (valid.ok()) {
@@ -197,6 +208,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     }
   }
   if (!valid.ok()) {
+    recorder_->Finished(operation->trace_id, valid, 0);
     work->Complete(valid);
     return work;
   }
@@ -249,7 +261,13 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     AfterRelease();
     return submit_and_wait(std::move(queued_args));
   }
-  if (status.ok()) status = RunCollectiveLocked(operation);
+  operation.trace_id = recorder_->StartedNow(
+      operation.fingerprint, -1, operation.algorithm != nullptr ? &operation.algorithm->name : nullptr);
+  if (status.ok()) {
+    status = RunCollectiveLocked(operation);
+  } else {
+    recorder_->Finished(operation.trace_id, status, 0);
+  }
   // The finished Work of the last call, when its caller let go of it, serves again.
   std::shared_ptr<Work> work;
   if (finished_work_ != nullptr && finished_work_.use_count() == 1) {
@@ -356,8 +374,10 @@ void Engine::RunLocked(const Work* until) {
         absl::MutexLock lock(&queue_mutex_);
         reason = abort_reason_;
       }
-      BreakLocked(absl::CancelledError(
-          absl::StrCat("communicator aborted on ", Where(), ": ", reason.message())));
+      FailureBlame blame = BlameOf(reason);
+      BreakLocked(WithBlame(absl::CancelledError(absl::StrCat("communicator aborted on ", Where(),
+                                                              ": ", reason.message())),
+                            blame.rank, blame.blame));
     }
     std::shared_ptr<Operation> operation = PopLocked();
     if (operation != nullptr) {
@@ -383,6 +403,11 @@ void Engine::CompleteFinishedTransfersLocked() {
   for (size_t index = 0; index < in_flight_.size();) {
     Operation& operation = *in_flight_[index];
     if (operation.request.complete) {
+      const int peer = operation.request.peer;
+      recorder_->Finished(operation.trace_id, absl::OkStatus(),
+                          peer >= 0 && peer != rank_
+                              ? uint8_t(1u << static_cast<int>(transport_->ChannelOf(peer)))
+                              : 0);
       operation.work->set_source_rank(operation.request.peer);
       operation.work->Complete(absl::OkStatus());
       in_flight_[index] = std::move(in_flight_.back());
@@ -397,18 +422,26 @@ void Engine::CompleteFinishedTransfersLocked() {
 void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   Operation& operation = *owner;
   const OpArgs& args = operation.args;
+  recorder_->Started(operation.trace_id);
   if (!IsPointToPoint(args.op)) {
     operation.work->Complete(RunCollectiveLocked(operation));
     return;
   }
   if (aborted_.load()) {
-    operation.work->Complete(absl::CancelledError("the communicator was aborted"));
+    absl::Status aborted = absl::CancelledError("the communicator was aborted");
+    recorder_->Finished(operation.trace_id, aborted, 0);
+    operation.work->Complete(aborted);
     return;
   }
   if (broken_flag_.load(std::memory_order_acquire)) {
-    absl::MutexLock lock(&queue_mutex_);
-    operation.work->Complete(absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier: ", broken_.message())));
+    absl::Status refused;
+    {
+      absl::MutexLock lock(&queue_mutex_);
+      refused = absl::FailedPreconditionError(
+          absl::StrCat("this communicator failed earlier: ", broken_.message()));
+    }
+    recorder_->Finished(operation.trace_id, refused, 0);
+    operation.work->Complete(refused);
     return;
   }
   Request& request = operation.request;
@@ -429,6 +462,13 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
 }
 
 absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
+  (void)transport_->TakeKindsUsed();  // what this operation uses, from here on
+  absl::Status status = RunCollectiveBodyLocked(operation);
+  recorder_->Finished(operation.trace_id, status, transport_->TakeKindsUsed());
+  return status;
+}
+
+absl::Status Engine::RunCollectiveBodyLocked(const Operation& operation) {
   const OpArgs& args = operation.args;
   if (aborted_.load()) return absl::CancelledError("the communicator was aborted");
   if (broken_flag_.load(std::memory_order_acquire)) {
@@ -458,13 +498,13 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
       // Break while the context (which owns the requests the transport still points to) and
       // the operation's buffers are alive: half-written frames are finished before the abort.
       absl::Status failure = Describe(operation, status);
-      BreakLocked(failure);
+      BreakLocked(failure, &operation);
       return failure;
     }
     return absl::OkStatus();
   }
   absl::Status failure = Describe(operation, status);
-  BreakLocked(failure);
+  BreakLocked(failure, &operation);
   return failure;
 }
 
@@ -473,29 +513,109 @@ absl::Status Engine::Describe(const Operation& operation, const absl::Status& st
   if (status.code() == absl::StatusCode::kDeadlineExceeded) {
     detail = absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ", detail);
   }
-  return absl::Status(status.code(),
-                      absl::StrCat(operation.fingerprint.Describe(), " #",
-                                   operation.fingerprint.sequence, " on ", Where(), " failed: ",
-                                   detail));
+  absl::Status described(status.code(),
+                         absl::StrCat(operation.fingerprint.Describe(), " #",
+                                      operation.fingerprint.sequence, " on ", Where(),
+                                      " failed: ", detail));
+  FailureBlame blame = BlameOf(status);
+  if (blame.blame == Blame::kNone) return described;
+  return WithBlame(std::move(described), blame.rank, blame.blame);
 }
 
-void Engine::BreakLocked(const absl::Status& status) {
+void Engine::BreakLocked(const absl::Status& status, const Operation* current) {
   std::deque<std::shared_ptr<Operation>> queued;
+  bool first = false;
   {
     absl::MutexLock lock(&queue_mutex_);
-    if (broken_.ok()) broken_ = status;
+    first = broken_.ok();
+    if (first) broken_ = status;
     broken_flag_.store(true, std::memory_order_release);
     queued.swap(queue_);
     queued_.store(0, std::memory_order_relaxed);
   }
-  COHORT_LOG(ERROR) << status.message();
-  transport_->AbortPeers(std::string(status.message()));
+  if (current != nullptr) recorder_->Finished(current->trace_id, status, transport_->TakeKindsUsed());
+  if (first) {
+    COHORT_LOG(ERROR) << status.message();
+    // Peers learn who is to blame from the abort frame's header, not only from its words.
+    FailureBlame blame = BlameOf(status);
+    transport_->NoteFailure(blame.rank, blame.blame);
+    transport_->AbortPeers(std::string(status.message()), blame);
+  } else {
+    transport_->DropRequests();  // told them already; forget what the failed call posted
+  }
   absl::Status pending(status.code(), absl::StrCat("not run because the communicator failed: ",
                                                    status.message()));
-  for (auto& operation : queued) operation->work->Complete(pending);
-  for (auto& operation : in_flight_) operation->work->Complete(pending);
+  FailureBlame blame = BlameOf(status);
+  if (blame.blame != Blame::kNone) pending = WithBlame(std::move(pending), blame.rank, blame.blame);
+  for (auto& operation : queued) {
+    recorder_->Finished(operation->trace_id, pending, 0);
+    operation->work->Complete(pending);
+  }
+  for (auto& operation : in_flight_) {
+    recorder_->Finished(operation->trace_id, pending, 0);
+    operation->work->Complete(pending);
+  }
   in_flight_.clear();
   in_flight_count_.store(0);
+  if (first && recorder_->enabled() && !config_.trace_dir.empty()) {
+    auto path = recorder_->Dump(
+        status.code() == absl::StatusCode::kDeadlineExceeded ? "timeout" : "error",
+        std::string(status.message()));
+    if (path.ok()) {
+      COHORT_LOG(WARN) << "flight recorder of communicator \"" << config_.name << "\" dumped to "
+                       << *path;
+    } else {
+      COHORT_LOG(WARN) << path.status().message();
+    }
+  }
+}
+
+void Engine::Revoke(const absl::Status& reason) {
+  Abort(reason);
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    stop_ = true;
+    wake_.Signal();
+  }
+  transport_->Wake();
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&executing_);
+  FailureBlame blame = BlameOf(reason);
+  BreakLocked(WithBlame(absl::CancelledError(absl::StrCat("communicator revoked on ", Where(),
+                                                          ": ", reason.message())),
+                        blame.rank, blame.blame));
+}
+
+absl::StatusOr<std::unique_ptr<Protocol>> Engine::ShrinkProtocol(
+    const std::vector<int>& survivors, const std::string& prefix) {
+  absl::MutexLock lock(&executing_);
+  return Protocol::Shrink(*transport_, survivors, prefix);
+}
+
+std::vector<FailureBlame> Engine::FailedRanks() {
+  absl::MutexLock lock(&executing_);
+  std::vector<FailureBlame> failed;
+  for (int rank = 0; rank < size_; ++rank) {
+    Blame blame = transport_->FailedBlame(rank);
+    if (blame != Blame::kNone) failed.push_back({rank, blame});
+  }
+  return failed;
+}
+
+absl::StatusOr<std::string> Engine::DumpTrace(const std::string& reason,
+                                              const std::string& directory) {
+  if (!recorder_->enabled()) {
+    return absl::FailedPreconditionError(
+        "the flight recorder is off (COHORT_TRACE_BUFFER=0); set it to a number of operations");
+  }
+  std::string error;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    error = std::string(broken_.message());
+  }
+  // Empty: the recorder's own folder (COHORT_TRACE_DIR), and where there is none, this one.
+  const bool here = directory.empty() && config_.trace_dir.empty();
+  return recorder_->Dump(reason, error, here ? std::string(".") : directory);
 }
 
 void Engine::Shutdown() {
@@ -519,8 +639,14 @@ void Engine::Shutdown() {
   }
   absl::Status destroyed = absl::CancelledError(
       "the communicator was destroyed before this operation ran");
-  for (auto& operation : queued) operation->work->Complete(destroyed);
-  for (auto& operation : in_flight_) operation->work->Complete(destroyed);
+  for (auto& operation : queued) {
+    recorder_->Finished(operation->trace_id, destroyed, 0);
+    operation->work->Complete(destroyed);
+  }
+  for (auto& operation : in_flight_) {
+    recorder_->Finished(operation->trace_id, destroyed, 0);
+    operation->work->Complete(destroyed);
+  }
   in_flight_.clear();
   in_flight_count_.store(0);
   transport_->DropRequests();

@@ -69,10 +69,29 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
           : absl::StrCat(request->direction == Request::Direction::kRecv ? "data from "
                                                                          : "sending to ",
                          "rank ", request->peer, " (", transport_.PeerHost(request->peer), ")");
-  return absl::DeadlineExceededError(
-      absl::StrCat("timed out waiting for ", waiting,
-                   ". That rank may be stuck, slow or in a different operation; raise "
-                   "COHORT_TIMEOUT if the work is legitimately slow"));
+  return Blamed(absl::DeadlineExceededError(
+                    absl::StrCat("timed out waiting for ", waiting,
+                                 ". That rank may be stuck, slow or in a different operation; "
+                                 "raise COHORT_TIMEOUT if the work is legitimately slow")),
+                request == nullptr ? -1 : request->peer);
+}
+
+absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
+  // The rank waited for may itself be waiting for a stopped one: a stopped process on this host
+  // is the better answer (every rank that times out, or hears of it, names the same one).
+  int stopped = transport_.StoppedLocalPeer();
+  if (stopped >= 0) {
+    return WithBlame(
+        absl::Status(timeout.code(),
+                     absl::StrCat(timeout.message(), " Rank ", stopped, " (",
+                                  transport_.PeerHost(stopped), ") is stopped: its process ",
+                                  transport_.Record(stopped).pid,
+                                  " is in state T (SIGSTOP or a debugger); resume it (SIGCONT) "
+                                  "or end it")),
+        stopped, Blame::kStopped);
+  }
+  if (peer < 0) return timeout;
+  return WithBlame(std::move(timeout), peer, Blame::kTimeout);
 }
 
 const Deadline& OpContext::deadline() {
@@ -123,10 +142,12 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
     if (lane.Reached(stage)) break;
     if (deadline().Expired()) {
       int laggard = lane.Laggard(stage);
-      return absl::DeadlineExceededError(absl::StrCat(
-          "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
-          ") to join through shared memory. That rank may be stuck, slow or in a different "
-          "operation; raise COHORT_TIMEOUT if the work is legitimately slow"));
+      return Blamed(absl::DeadlineExceededError(absl::StrCat(
+                        "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
+                        ") to join through shared memory. That rank may be stuck, slow or in a "
+                        "different operation; raise COHORT_TIMEOUT if the work is legitimately "
+                        "slow")),
+                    laggard);
     }
     lane.Sleep(stage, std::max(1, std::min(5, deadline().RemainingMillis(5))));
   }
@@ -226,10 +247,12 @@ absl::Status OpContext::Put(Window& window, int peer, const RemoteBuffer& remote
 }
 
 absl::Status OpContext::TimeoutWaitingFor(int peer, const std::string& what) const {
-  return absl::DeadlineExceededError(absl::StrCat(
-      "timed out waiting for ", what, " from rank ", peer, " (", transport_.PeerHost(peer),
-      "). That rank may be stuck, slow or in a different operation; raise COHORT_TIMEOUT if "
-      "the work is legitimately slow"));
+  return Blamed(absl::DeadlineExceededError(absl::StrCat(
+                    "timed out waiting for ", what, " from rank ", peer, " (",
+                    transport_.PeerHost(peer),
+                    "). That rank may be stuck, slow or in a different operation; raise "
+                    "COHORT_TIMEOUT if the work is legitimately slow")),
+                peer);
 }
 
 absl::Status OpContext::WaitSignal(Window& window, int slot, uint64_t value, int peer) {

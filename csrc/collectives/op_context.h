@@ -100,6 +100,8 @@ class OpContext {
  private:
   absl::Status TimeoutError(const Request* request) const;
   absl::Status TimeoutWaitingFor(int peer, const std::string& what) const;
+  // A timeout waiting for `peer` (-1: none in particular), with the rank to blame attached.
+  absl::Status Blamed(absl::Status timeout, int peer) const;
   int SpinMicros() const;
 
   Protocol& transport_;

@@ -145,6 +145,7 @@ absl::Status StreamChannel::OnHeader(Peer& peer) {
     peer.state = ReadState::kHeader;
     return absl::OkStatus();
   }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kAbort)) peer.aborted_in = header.epoch() + 1;
   if (header.reserved & kFrameRemote) {
     // Read the {address, id} descriptor first; the frame is announced when it is complete.
     peer.reading_descriptor = true;
@@ -165,8 +166,8 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
   }
   if (peer.reading_descriptor) {
     peer.reading_descriptor = false;
+    // The kFrameRemote bit stays set: whoever defers it knows the stream is not held up.
     FrameHeader header = peer.header;
-    header.reserved &= ~kFrameRemote;
     uint64_t id = ++peer.frames;
     COHORT_ASSIGN_OR_RETURN(Landing landing, sink_->OnFrame(peer.rank, header, id));
     if (landing.data == nullptr && header.length > 0) {
@@ -295,7 +296,7 @@ absl::Status StreamChannel::FlushSends(Peer& peer, bool once) {
 }
 
 absl::Status StreamChannel::WriteAllNow(Peer& peer, const iovec* iov, int count,
-                                        Deadline deadline) {
+                                        Deadline deadline, bool read_meanwhile) {
   std::vector<iovec> rest(iov, iov + count);
   size_t index = 0;
   while (index < rest.size()) {
@@ -307,6 +308,13 @@ absl::Status StreamChannel::WriteAllNow(Peer& peer, const iovec* iov, int count,
       }
       if (deadline.Expired()) {
         return absl::DeadlineExceededError(absl::StrCat(Name(peer.rank), " is not reading"));
+      }
+      if (read_meanwhile) {
+        // The peer may be doing the same towards us: take what it sends, so that neither
+        // waits for the other (errors change nothing here: this rank is failing already).
+        (void)ReadPeer(peer);
+        WaitWritable(peer, deadline.Earlier(Deadline::In(absl::Milliseconds(2))));
+        continue;
       }
       WaitWritable(peer, deadline);
       continue;
@@ -343,7 +351,7 @@ void StreamChannel::Abort(const std::string& reason, Deadline deadline) {
     }
     iov[count++] = {const_cast<char*>(PayloadData(*front)) + (offset - sizeof(FrameHeader)),
                     total - offset};
-    if (WriteAllNow(peer, iov, count, deadline).ok()) {
+    if (WriteAllNow(peer, iov, count, deadline, /*read_meanwhile=*/true).ok()) {
       front->transferred = total;
       peer.sends.pop_front();
       if (front->header.reserved & kFrameRemote) peer.awaiting_ack.push_back(front);
@@ -356,8 +364,7 @@ void StreamChannel::Abort(const std::string& reason, Deadline deadline) {
   DropRequests();
   for (Peer& peer : peers_) peer.awaiting_ack.swap(announced[peer.rank]);
   std::string text = reason.substr(0, 4096);
-  FrameHeader header = {};
-  header.kind = static_cast<uint8_t>(FrameKind::kAbort);
+  FrameHeader header = ControlHeader(FrameKind::kAbort);
   header.length = text.size();
   for (int rank : served_) {
     Peer& peer = peers_[rank];
@@ -380,13 +387,22 @@ void StreamChannel::DropRequests() {
       std::memcpy(peer.discard.data(), peer.target, peer.target_got);
       peer.target = peer.discard.data();
       peer.discarding = true;
+    } else if (peer.state == ReadState::kStalled) {
+      // A deferred frame nobody will claim now: read it into the discard buffer, so the stream
+      // moves on (a shrunk communicator goes on using it).
+      peer.discard.assign(peer.header.length, '\0');
+      peer.target = peer.discard.data();
+      peer.target_got = 0;
+      peer.payload_length = peer.header.length;
+      peer.discarding = true;
+      peer.state = ReadState::kPayload;
+      Arm(peer);
     }
   }
 }
 
 void StreamChannel::SayGoodbye(Deadline deadline) {
-  FrameHeader header = {};
-  header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
+  FrameHeader header = ControlHeader(FrameKind::kGoodbye);
   for (int rank : served_) {
     Peer& peer = peers_[rank];
     if (peer.closed || !peer.fd.valid() || peer.send_mid_frame) continue;

@@ -56,6 +56,7 @@ class StreamChannel : public Channel {
     bool served = false;  // this channel carries the pair
     Fd fd;                // tcp: the stream; shm: a socket that only reports the peer's close
     bool closed = false;
+    uint32_t aborted_in = 0;  // 1 + the epoch of its abort frame: it reads nothing more of ours
     bool send_mid_frame = false;
     std::deque<Request*> sends;
     std::deque<Request> owned;           // acknowledgements this channel sends
@@ -110,8 +111,10 @@ class StreamChannel : public Channel {
   absl::Status ReadPeer(Peer& peer);
   // Writes queued sends until the stream is full (once: a fair share only).
   absl::Status FlushSends(Peer& peer, bool once);
-  // Writes `iov` completely (control frames at abort or close), within `deadline`.
-  absl::Status WriteAllNow(Peer& peer, const iovec* iov, int count, Deadline deadline);
+  // Writes `iov` completely (control frames at abort or close), within `deadline`;
+  // `read_meanwhile`: reads what the peer sends while the stream is full.
+  absl::Status WriteAllNow(Peer& peer, const iovec* iov, int count, Deadline deadline,
+                           bool read_meanwhile = false);
   // Tells the protocol the peer's stream ended (once).
   absl::Status Lost(Peer& peer, const std::string& why);
   // Sends a goodbye frame to every open peer, within `deadline` (a clean close).

@@ -301,7 +301,8 @@ void ShmChannel::Abort(const std::string& reason, Deadline deadline) {
   Deadline reads = Deadline::In(absl::Milliseconds(500)).Earlier(deadline);
   for (int rank : served_) {
     Peer& peer = peers_[rank];
-    while (!peer.awaiting_ack.empty() && !peer.closed && !reads.Expired() &&
+    while (!peer.awaiting_ack.empty() && !peer.closed && peer.aborted_in != control_epoch() + 1 &&
+           !reads.Expired() &&
            peer.state != ReadState::kStalled) {
       if (locals_[rank].in.AvailableBytes() == 0 && peer.staged_end == peer.staged_begin) {
         std::this_thread::yield();
