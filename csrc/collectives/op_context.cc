@@ -76,6 +76,27 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
                 request == nullptr ? -1 : request->peer);
 }
 
+int OpContext::WaitMillis() {
+  return deadline().Expired() ? 1 : deadline().RemainingMillis(100);
+}
+
+bool OpContext::StillWaiting(int peer) {
+  if (peer < 0 || peer == rank_ || transport_.StoppedLocalPeer() >= 0) return false;
+  const int64_t now = NowNanos();
+  if (probed_peer_ != peer) {
+    probed_peer_ = peer;
+    answers_before_ = transport_.ProbeAnswers(peer);
+    alive_until_ = 0;
+    if (!transport_.ProbePeer(peer)) return false;
+    probe_until_ = now + 300'000'000;
+    return true;
+  }
+  if (alive_until_ == 0 && transport_.ProbeAnswers(peer) > answers_before_) {
+    alive_until_ = now + 1'000'000'000;
+  }
+  return now < (alive_until_ != 0 ? alive_until_ : probe_until_);
+}
+
 absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
   // The rank waited for may itself be waiting for a stopped one: a stopped process on this host
   // is the better answer (every rank that times out, or hears of it, names the same one).
@@ -140,7 +161,7 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
     }
     COHORT_RETURN_IF_ERROR(transport_.CheckPeers());
     if (lane.Reached(stage)) break;
-    if (deadline().Expired()) {
+    if (deadline().Expired() && !StillWaiting(lane.Laggard(stage))) {
       int laggard = lane.Laggard(stage);
       return Blamed(absl::DeadlineExceededError(absl::StrCat(
                         "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
@@ -167,9 +188,11 @@ absl::Status OpContext::Wait(Request* request) {
     // While polling, give the core away now and then: on a busy host the peer we wait for may
     // need it.
     if (spinning && (++polls & 15) == 0) sched_yield();
-    absl::Status status = transport_.Progress(spinning ? 0 : deadline().RemainingMillis(100));
+    absl::Status status = transport_.Progress(spinning ? 0 : WaitMillis());
     if (!status.ok()) return status;
-    if (!request->complete && deadline().Expired()) return TimeoutError(request);
+    if (!request->complete && deadline().Expired() && !StillWaiting(request->peer)) {
+      return TimeoutError(request);
+    }
   }
   return absl::OkStatus();
 }
@@ -273,10 +296,10 @@ absl::Status OpContext::WaitUntil(absl::FunctionRef<absl::StatusOr<bool>()> read
     }
     bool spinning = NowNanos() < spin_until;
     if (spinning && (++polls & 15) == 0) sched_yield();
-    COHORT_RETURN_IF_ERROR(transport_.Progress(spinning ? 0 : deadline().RemainingMillis(100)));
+    COHORT_RETURN_IF_ERROR(transport_.Progress(spinning ? 0 : WaitMillis()));
     COHORT_ASSIGN_OR_RETURN(done, ready());
     if (done) return absl::OkStatus();
-    if (deadline().Expired()) return TimeoutWaitingFor(peer, what);
+    if (deadline().Expired() && !StillWaiting(peer)) return TimeoutWaitingFor(peer, what);
   }
 }
 

@@ -172,6 +172,18 @@ class Channel {
   // Whether the channel holds sends to `peer` not yet handed to the wire or not yet complete.
   virtual bool HasPendingSends(int peer) const = 0;
 
+  // Liveness, for a timeout's verdict: asks `peer` to answer (its channel does, whenever that
+  // rank drives its transport, whatever it is waiting for) and counts the answers. A channel
+  // without probes returns false: the caller cannot tell.
+  virtual bool Probe(int peer) {
+    (void)peer;
+    return false;
+  }
+  virtual uint64_t ProbeAnswers(int peer) const {
+    (void)peer;
+    return 0;
+  }
+
   // Best effort within `deadline`: finishes or abandons half-sent frames, then sends every
   // peer an abort frame carrying `reason`, and forgets every queued request.
   virtual void Abort(const std::string& reason, Deadline deadline) = 0;

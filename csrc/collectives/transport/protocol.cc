@@ -255,6 +255,16 @@ int Protocol::StoppedLocalPeer() const {
   return -1;
 }
 
+bool Protocol::ProbePeer(int peer) {
+  if (peer < 0 || peer >= size_ || peer == rank_ || peers_[peer].channel == nullptr) return false;
+  return peers_[peer].channel->Probe(conn_of_[peer]);
+}
+
+uint64_t Protocol::ProbeAnswers(int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_ || peers_[peer].channel == nullptr) return 0;
+  return peers_[peer].channel->ProbeAnswers(conn_of_[peer]);
+}
+
 absl::Status Protocol::ClaimFrame(int rank, uint64_t id, Request* request) {
   if (ConnectionSet::Holds(id)) {
     return connections_->Claim(conn_of_[rank], id, request->data, Tagged(request, kRequestToken));

@@ -100,6 +100,10 @@ class Protocol final : public FrameSink {
   void NoteFailure(int rank, Blame blame);
   // A peer on this host whose process is stopped (SIGSTOP, a debugger), or -1.
   int StoppedLocalPeer() const;
+  // Asks `peer` whether it is there (its channel answers whenever it drives its transport);
+  // false when its channel cannot. ProbeAnswers counts the answers so far.
+  bool ProbePeer(int peer);
+  uint64_t ProbeAnswers(int peer) const;
   // Channel kinds used since the last call, as a bit mask (1 << ChannelKind).
   uint8_t TakeKindsUsed() {
     uint8_t used = kinds_used_;

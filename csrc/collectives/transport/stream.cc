@@ -69,13 +69,23 @@ absl::Status StreamChannel::Send(Request* request) {
   return absl::OkStatus();
 }
 
-void StreamChannel::QueueAck(Peer& peer, uint64_t id) {
+void StreamChannel::QueueAck(Peer& peer, uint64_t id) { QueueOwn(peer, FrameKind::kAck, id); }
+
+void StreamChannel::QueueOwn(Peer& peer, FrameKind kind, uint64_t sequence) {
   while (!peer.owned.empty() && peer.owned.front().complete) peer.owned.pop_front();
-  Request& ack = peer.owned.emplace_back();
-  ack.peer = peer.rank;
-  ack.header.kind = static_cast<uint8_t>(FrameKind::kAck);
-  ack.header.sequence = id;
-  peer.sends.push_back(&ack);
+  Request& frame = peer.owned.emplace_back();
+  frame.peer = peer.rank;
+  frame.header.kind = static_cast<uint8_t>(kind);
+  frame.header.sequence = sequence;
+  peer.sends.push_back(&frame);
+}
+
+bool StreamChannel::Probe(int rank) {
+  Peer& peer = peers_[rank];
+  if (peer.closed || peer.send_mid_frame) return false;
+  QueueOwn(peer, FrameKind::kProbe, 0);
+  if (peer.sends.size() == 1) (void)FlushSends(peer, /*once=*/false);
+  return true;
 }
 
 absl::Status StreamChannel::CopyRemote(Peer& peer, const FrameHeader& header,
@@ -142,6 +152,16 @@ absl::Status StreamChannel::OnHeader(Peer& peer) {
         break;
       }
     }
+    peer.state = ReadState::kHeader;
+    return absl::OkStatus();
+  }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kProbe)) {
+    peer.state = ReadState::kHeader;
+    QueueOwn(peer, FrameKind::kProbeReply, 0);
+    return FlushSends(peer, /*once=*/true);
+  }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kProbeReply)) {
+    ++peer.probe_answers;
     peer.state = ReadState::kHeader;
     return absl::OkStatus();
   }

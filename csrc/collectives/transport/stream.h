@@ -46,6 +46,8 @@ class StreamChannel : public Channel {
   absl::Status Send(Request* request) override;
   absl::Status Claim(int peer, uint64_t deferred_id, char* data, void* token) override;
   bool HasPendingSends(int peer) const override;
+  bool Probe(int peer) override;
+  uint64_t ProbeAnswers(int peer) const override { return peers_[peer].probe_answers; }
   void Abort(const std::string& reason, Deadline deadline) override;
   void DropRequests() override;
 
@@ -59,7 +61,8 @@ class StreamChannel : public Channel {
     uint32_t aborted_in = 0;  // 1 + the epoch of its abort frame: it reads nothing more of ours
     bool send_mid_frame = false;
     std::deque<Request*> sends;
-    std::deque<Request> owned;           // acknowledgements this channel sends
+    std::deque<Request> owned;           // acknowledgements and probe frames this channel sends
+    uint64_t probe_answers = 0;          // kProbeReply frames received
     std::vector<Request*> awaiting_ack;  // remote frames the peer has yet to read
     // Reading.
     ReadState state = ReadState::kHeader;
@@ -137,6 +140,8 @@ class StreamChannel : public Channel {
   absl::Status CopyRemote(Peer& peer, const FrameHeader& header, const uint64_t descriptor[2],
                           char* data, void* token);
   void QueueAck(Peer& peer, uint64_t id);
+  // Queues a frame of this channel's own (an acknowledgement, a probe or its answer).
+  void QueueOwn(Peer& peer, FrameKind kind, uint64_t sequence);
   size_t PayloadBytes(const Request& request) const;
   const char* PayloadData(const Request& request) const;
 };

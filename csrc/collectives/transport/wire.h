@@ -19,6 +19,8 @@ enum class FrameKind : uint8_t {
   kAbort = 3,       // the sender failed; payload is the reason
   kGoodbye = 4,     // the sender is closing its communicator cleanly
   kAck = 5,         // the sender finished reading a single-copy payload (id in `sequence`)
+  kProbe = 6,       // "are you there?": the channel answers it itself (a timeout's check)
+  kProbeReply = 7,  // the answer; neither reaches the protocol
 };
 
 // FrameHeader::reserved bits.
