@@ -67,7 +67,9 @@ absl::StatusOr<std::vector<int>> DecodeRanks(const std::string& text, int size) 
   return ranks;
 }
 
-bool Hard(Blame blame) { return blame == Blame::kLost || blame == Blame::kRemoved; }
+bool Hard(Blame blame) {
+  return blame == Blame::kLost || blame == Blame::kRemoved || blame == Blame::kStopped;
+}
 
 }  // namespace
 

@@ -217,6 +217,12 @@ class Communicator {
   absl::StatusOr<std::unique_ptr<Communicator>> Split(Bootstrap& bootstrap, int color, int key);
   // The ranks this rank learned have failed, and how (lost, stopped, timed out, removed).
   std::vector<FailureBlame> FailedRanks() const;
+  // Like Abort, for ranks a launcher removed from the job (cohortrun --on-failure shrink): they
+  // count as failed (Blame::kRemoved), so Shrink leaves them out without waiting for them.
+  void Remove(const std::vector<int>& ranks, const std::string& reason);
+  // The rank that `rank` had in the communicator Create made, before any Shrink (what a
+  // launcher's job ranks map to).
+  int root_rank(int rank) const;
   // Writes the flight recorder's dump to `directory` (empty: COHORT_TRACE_DIR, else the
   // working folder) and returns its path.
   absl::StatusOr<std::string> DumpTrace(const std::string& directory = "") const;

@@ -592,11 +592,22 @@ absl::StatusOr<std::unique_ptr<Protocol>> Engine::ShrinkProtocol(
   return Protocol::Shrink(*transport_, survivors, prefix);
 }
 
+void Engine::NoteRemoved(const std::vector<int>& ranks) {
+  absl::MutexLock lock(&queue_mutex_);
+  removed_.insert(removed_.end(), ranks.begin(), ranks.end());
+}
+
 std::vector<FailureBlame> Engine::FailedRanks() {
+  std::vector<int> removed;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    removed = removed_;
+  }
   absl::MutexLock lock(&executing_);
   std::vector<FailureBlame> failed;
   for (int rank = 0; rank < size_; ++rank) {
     Blame blame = transport_->FailedBlame(rank);
+    if (std::find(removed.begin(), removed.end(), rank) != removed.end()) blame = Blame::kRemoved;
     if (blame != Blame::kNone) failed.push_back({rank, blame});
   }
   return failed;

@@ -62,6 +62,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
                                                            const std::string& prefix);
   // The ranks this rank learned have failed, and how.
   std::vector<FailureBlame> FailedRanks();
+  // Ranks a launcher removed (thread-safe): FailedRanks reports them as Blame::kRemoved.
+  void NoteRemoved(const std::vector<int>& ranks);
   // Writes the flight recorder's dump (to `directory`, else COHORT_TRACE_DIR, else here).
   absl::StatusOr<std::string> DumpTrace(const std::string& reason, const std::string& directory);
   const EngineConfig& config() const { return config_; }
@@ -175,6 +177,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool shut_down_ ABSL_GUARDED_BY(queue_mutex_) = false;
   absl::Status broken_ ABSL_GUARDED_BY(queue_mutex_);
   absl::Status abort_reason_ ABSL_GUARDED_BY(queue_mutex_);
+  std::vector<int> removed_ ABSL_GUARDED_BY(queue_mutex_);
 
   std::thread thread_;
 };

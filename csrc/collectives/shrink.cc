@@ -21,6 +21,18 @@ const std::string& Communicator::name() const { return engine_->config().name; }
 
 std::vector<FailureBlame> Communicator::FailedRanks() const { return engine_->FailedRanks(); }
 
+int Communicator::root_rank(int rank) const { return engine_->transport().ConnectionRank(rank); }
+
+void Communicator::Remove(const std::vector<int>& ranks, const std::string& reason) {
+  std::vector<int> valid;
+  for (int rank : ranks) {
+    if (rank >= 0 && rank < size() && rank != this->rank()) valid.push_back(rank);
+  }
+  if (valid.empty()) return;
+  engine_->NoteRemoved(valid);
+  Abort(WithBlame(absl::CancelledError(reason), valid.front(), Blame::kRemoved));
+}
+
 absl::StatusOr<std::string> Communicator::DumpTrace(const std::string& directory) const {
   return engine_->DumpTrace("request", directory);
 }

@@ -86,6 +86,11 @@ const std::vector<Variable>& BuildRegistry() {
        "Folder the flight recorders dump to (trace-rank<R>-<communicator>.json); cohortrun sets "
        "it to <log dir>/attempt_<n>/traces. Empty: a failure dumps nothing, SIGUSR1 dumps into "
        "the working folder."},
+      {"COHORT_ON_FAILURE", Type::kChoice, "restart",
+       "Set by cohortrun for its workers (--on-failure): restart (a failure restarts every "
+       "worker) or shrink (the survivors go on; the torch backend then watches the launcher's "
+       "removals and fails operations with a removed rank at once).",
+       {"restart", "shrink"}},
       {"COHORT_SHRINK_WAIT", Type::kDuration, "30s",
        "How long Shrink's agreement waits for a rank that nobody reported as failed (a rank "
        "reported lost, stopped or timed out is waited for only a moment) before it leaves it "

@@ -13,7 +13,6 @@
 namespace py = pybind11;
 
 namespace cohort::torch_ext {
-namespace {
 
 ProcessGroupCohort& Ours(const c10::intrusive_ptr<BackendBase>& backend) {
   auto* ours = dynamic_cast<ProcessGroupCohort*>(backend.get());
@@ -22,7 +21,9 @@ ProcessGroupCohort& Ours(const c10::intrusive_ptr<BackendBase>& backend) {
   return *ours;
 }
 
-}  // namespace
+// failure_bindings.cc: cohort.shrink, the launcher's removals, the flight recorder.
+void DefineFailureCalls(py::module& module);
+
 }  // namespace cohort::torch_ext
 
 PYBIND11_MODULE(_C, module) {
@@ -87,6 +88,7 @@ PYBIND11_MODULE(_C, module) {
       },
       "The exception a failed Work holds, as a RuntimeError (None when it has none).");
   module.def("local_address_toward", &cohort::torch_ext::LocalAddressToward);
+  cohort::torch_ext::DefineFailureCalls(module);
   module.attr("torch_version_built") = TORCH_VERSION;
   module.attr("with_nccl") = py::bool_(COHORT_TORCH_NCCL);
   module.attr("with_cuda") = py::bool_(COHORT_TORCH_CUDA);

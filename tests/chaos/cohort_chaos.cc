@@ -342,7 +342,7 @@ int DriverMain(const std::map<std::string, std::string>& flags) {
       if (!namespaces.empty()) {
         int host = host_of(rank);
         args = {"ip", "netns", "exec", namespaces[host], "unshare", "--uts", "sh", "-c",
-                "hostname \"$0\"; shift; exec \"$@\"", absl::StrCat("node", host)};
+                "hostname \"$0\"; exec \"$@\"", absl::StrCat("node", host)};
       }
       std::vector<std::string> rank_args = {
           self, "rank", "--rank", absl::StrCat(rank), "--size", absl::StrCat(size), "--seed",
