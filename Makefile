@@ -4,7 +4,8 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all bootstrap configure build test install-python run bench docs compare compare-torch clean
+.PHONY: all bootstrap configure build test install-python run bench docs compare compare-torch clean \
+        fuzz fuzz-build fuzz-smoke test-asan test-tsan check-aarch64
 
 all: build
 
@@ -23,6 +24,53 @@ build: configure
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
 	PYTHONPATH=$(abspath $(BUILD))/python /usr/bin/python3 -m pytest tests/python -q -p no:cacheprovider
+	$(MAKE) fuzz-smoke
+	$(MAKE) check-aarch64
+
+# Fuzzing (tests/fuzz, docs/security.md): libFuzzer targets built with clang 14, ASan and UBSan
+# in $(FUZZ_BUILD). `make fuzz` runs each for FUZZ_SECONDS and reports executions and findings;
+# `make test` runs each for a few seconds (fuzz-smoke). Findings fail the run.
+FUZZ_BUILD ?= $(BUILD)-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+LAUNCHER := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache,)
+fuzz-build: bootstrap
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 $(LAUNCHER) -DCOHORT_FUZZ=ON \
+	  -DCOHORT_BUILD_TESTS=OFF -DCOHORT_WITH_TORCH=OFF -DCOHORT_WITH_CUDA=OFF -DCOHORT_WITH_UCX=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+
+fuzz: fuzz-build
+	scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
+
+# Sanitizer suites: every C++ test (ctest) built with clang 14 under ASan + UBSan, or TSan, in
+# their own build directories. The torch extension is left out (torch itself is not built with
+# them); .ci/run runs test-asan after make test.
+SANITIZER_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
+	  -DCMAKE_CXX_COMPILER=clang++-14 $(LAUNCHER) -DCOHORT_WITH_TORCH=OFF -DCOHORT_WITH_CUDA=OFF
+test-asan: bootstrap
+	cmake -S . -B $(BUILD)-asan $(SANITIZER_FLAGS) -DCOHORT_SANITIZE=address,undefined
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/sanitizers/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure --timeout 600 -j $(JOBS) $(SANITIZER_CTEST_FLAGS)
+
+# TSan: the units and multi-process suites that run threads (store, coordinator, communicators
+# with their progress threads, the launcher); the shell scripts of tests/cluster are left out.
+TSAN_TESTS ?= ^(store_|elastic_|failures_|bounded_waits_|lane_|collectives_|rendezvous_|launcher_options_|config_)
+test-tsan: bootstrap
+	cmake -S . -B $(BUILD)-tsan $(SANITIZER_FLAGS) -DCOHORT_SANITIZE=thread
+	cmake --build $(BUILD)-tsan -j $(JOBS)
+	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure --timeout 600 -j $(JOBS) -R '$(TSAN_TESTS)'
+
+# Cross-compiles and links libcohort, cohortrun and cohort-bench for aarch64 (scripts/check-aarch64).
+check-aarch64: bootstrap
+	scripts/check-aarch64 $(BUILD)-aarch64
 
 # Installs the `cohort` package (torch backend) into /usr/bin/python3's site-packages
 # (/usr/local/lib/python3.*/dist-packages), so `import cohort` works from anywhere.

@@ -330,6 +330,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   command->sweep.progress = true;  // shown only when stderr is a terminal
+  // Per-iteration statistics appear in the JSON report only.
+  command->sweep.iteration_times = !command->json_path.empty();
   command->validate.argv = command->argv;
   // The report's folder, made before any rank runs (rank 0 of a launched job makes it on its node).
   const char* launched_rank = std::getenv("RANK");

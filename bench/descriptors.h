@@ -19,13 +19,31 @@ struct BenchParams {
   int root = 0;
   std::string algorithm;
   bool blocking = false;  // -z 1: blocking calls (each returns finished, as MPI's do)
+  // -d cuda: the operations run on device buffers ordered on `stream` (device_buffers.h).
+  MemoryKind memory = MemoryKind::kHost;
+  std::shared_ptr<device::Stream> stream;
 };
 
+// A descriptor fills and checks the host vectors; with -d cuda, device copies of them (at the
+// same offsets, device_buffers.h) are what the operations run on. `run` uses In(), Out() and
+// Copy(), which mean the device copies when there are.
 struct Buffers {
   std::vector<char> input;
   std::vector<char> output;
   std::vector<char> scratch;  // sendrecv in place: the copy a receive-first rank sends from
   size_t count = 0;  // elements per rank block (allgather etc.) or whole buffer (allreduce)
+  // -d cuda: the device copies (as large as the vectors) and the stream they are ordered on.
+  char* device_input = nullptr;
+  char* device_output = nullptr;
+  char* device_scratch = nullptr;  // as large as `input`
+  device::Stream* stream = nullptr;
+
+  char* In() { return device_input != nullptr ? device_input : input.data(); }
+  char* Out() { return device_input != nullptr ? device_output : output.data(); }
+  // memcpy, or a copy on the stream between device buffers.
+  void Copy(void* destination, const void* source, size_t bytes);
+  // A copy of the input to send from while the input is received into (sendrecv in place).
+  char* CopyInputToScratch();
 };
 
 // Where a rank's result lies: `count` elements of the benchmark's type at `data`. A rank with no

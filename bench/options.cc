@@ -294,6 +294,14 @@ absl::StatusOr<Command> ParseCommand(const std::vector<std::string>& argv) {
     } else if (flag == "-o" || flag == "--op") {
       status = only(sweep_flags);
       ops_text = value;
+    } else if ((flag == "-d" || flag == "--device") &&
+               (value == "cuda" || value == "host" || value == "cpu")) {
+      // nccl-tests' -d is the data type; no type is called cuda or host, so -d also takes
+      // where the buffers live.
+      status = only(command.mode == Mode::kSweep);
+      sweep.params.memory = value == "cuda" ? MemoryKind::kCuda : MemoryKind::kHost;
+    } else if (flag == "--device") {
+      status = bad("cuda or host");
     } else if (flag == "-d" || flag == "--datatype") {
       status = only(sweep_flags);
       types_text = value;
@@ -400,6 +408,9 @@ void PrintUsage(FILE* out) {
       "  -o, --op OP               sum, prod, max, min, avg, band, bor, bxor or all (default sum)\n"
       "  -d, --datatype TYPE       int8 uint8 int32 int64 half float double bfloat16 or all\n"
       "                            (default float; also char int float16 float32 float64 bf16)\n"
+      "  -d, --device cuda|host    where the buffers live (default host); cuda: device memory\n"
+      "                            of GPU (local rank modulo GPUs), skipped without a GPU;\n"
+      "                            -d may be given twice (-d cuda -d half)\n"
       "  -r, --root R              root rank of rooted collectives (default 0)\n"
       "  -T, --timeout SECONDS     fail an operation that takes longer (default COHORT_TIMEOUT)\n"
       "  -J, --output_file FILE    write a JSON report (per-size per-iteration statistics)\n"

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/device_buffers.h"
 #include "bench/progress.h"
 #include "bench/run_info.h"
 #include "collectives/op_args.h"
@@ -97,6 +98,7 @@ std::string RowAlgorithm(const Communicator& comm, const Collective& collective,
     args.dtype = params.dtype;
     args.reduce_op = params.op;
     args.root = collective.rooted ? params.root : -1;
+    args.memory = params.memory;
     return comm.ChosenAlgorithm(args);
   }
   return "";
@@ -108,6 +110,7 @@ struct Column {
   const BenchParams& params;
   Progress& progress;
   std::string label;
+  DeviceMirror* device = nullptr;  // -d cuda: where the buffers live
 };
 
 absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, size_t count,
@@ -122,6 +125,7 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
       absl::StrCat(column.label, " ", SizeText(bytes), in_place ? " in-place" : " out-of-place");
   Buffers buffers;
   collective.prepare(buffers, params, rank, n, count);
+  if (column.device != nullptr) COHORT_RETURN_IF_ERROR(column.device->Upload(buffers));
   column.progress.Update(absl::StrCat(what, ": warm-up"), true);
   for (int i = 0; i < options.warmup; ++i) {
     COHORT_RETURN_IF_ERROR(WaitAll(collective.run(comm, buffers, params, in_place)));
@@ -140,16 +144,17 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   std::vector<Works> works(iterations);
   const int64_t start = NowNanos();
   int64_t previous_return = start;
+  const bool timed = options.iteration_times;
   for (int i = 0; i < iterations; ++i) {
     if (options.blocking) {
       // Blocking calls return finished: an iteration runs from the previous one's return to its
-      // own (one clock read per iteration).
-      works[i] = collective.run(comm, buffers, params, in_place);
-      absl::Status status = WaitAll(works[i]);
-      issued[i] = previous_return;
-      returned[i] = previous_return = NowNanos();
+      // own (one clock read per iteration, when iterations are timed).
+      absl::Status status = WaitAll(collective.run(comm, buffers, params, in_place));
+      if (timed) {
+        issued[i] = previous_return;
+        returned[i] = previous_return = NowNanos();
+      }
       if (!status.ok()) return AbortAndDrain(comm, works, status);
-      works[i].clear();  // finished: nothing to keep
       continue;
     }
     issued[i] = NowNanos();
@@ -168,9 +173,9 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   }
   const int64_t end = NowNanos();
 
-  std::vector<double> per_iteration(iterations);
+  std::vector<double> per_iteration(timed || !options.blocking ? iterations : 0);
   int64_t previous = start;
-  for (int i = 0; i < iterations; ++i) {
+  for (int i = 0; i < static_cast<int>(per_iteration.size()); ++i) {
     int64_t done = works[i].empty() || options.blocking ? returned[i] : 0;
     for (size_t j = 0; j < works[i].size() && j < kMaxWorks && !options.blocking; ++j) {
       std::atomic<int64_t>& slot = (*completed)[i * kMaxWorks + j];
@@ -196,7 +201,9 @@ absl::StatusOr<ColumnResult> Measure(Communicator& comm, const Column& column, s
   for (int check = 0; check < options.check; ++check) {
     column.progress.Update(absl::StrCat(what, ": checking"), true);
     collective.prepare(buffers, params, rank, n, count);
+    if (column.device != nullptr) COHORT_RETURN_IF_ERROR(column.device->Upload(buffers));
     COHORT_RETURN_IF_ERROR(WaitAll(collective.run(comm, buffers, params, in_place)));
+    if (column.device != nullptr) COHORT_RETURN_IF_ERROR(column.device->Download(buffers));
     if (rank == options.corrupt_rank) {
       CorruptResult(collective, buffers, params, rank, n, in_place, options.corrupt_elements);
     }
@@ -257,8 +264,9 @@ void PrintHeader(FILE* out, const Communicator& comm, const Collective& collecti
   for (int rank = 0; rank < topology.size(); ++rank) {
     const RankPlace& place = topology.place(rank);
     std::fprintf(out,
-                 "#  Rank %2d Group  0 on %10s local rank %2d device cpu numa %d cpus %s nic %s\n",
-                 rank, place.host_name.c_str(), place.local_rank, place.numa_node,
+                 "#  Rank %2d Group  0 on %10s local rank %2d device %s numa %d cpus %s nic %s\n",
+                 rank, place.host_name.c_str(), place.local_rank,
+                 options.params.memory == MemoryKind::kCuda ? "cuda" : "cpu", place.numa_node,
                  place.cpus.empty() ? "?" : place.cpus.c_str(),
                  place.nic.interface.empty() ? "-" : place.nic.interface.c_str());
   }
@@ -318,11 +326,35 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
   for (int peer = 0; peer < n; ++peer) {
     if (peer != comm.rank()) result.channels.push_back(ChannelKindName(comm.channel_kind(peer)));
   }
+  // -d cuda: every rank's buffers on its GPU, or (where any rank has none) the sweep is skipped.
+  std::unique_ptr<DeviceMirror> device;
+  BenchParams base = options.params;
+  if (base.memory == MemoryKind::kCuda) {
+    const int local_rank = comm.topology().place(comm.rank()).local_rank;
+    absl::StatusOr<std::unique_ptr<DeviceMirror>> opened =
+        options.fake_device ? DeviceMirror::OpenFake(local_rank) : DeviceMirror::Open(local_rank);
+    double usable = opened.ok() ? 1 : 0;
+    AllreduceOptions all;
+    all.input = &usable;
+    all.output = &usable;
+    all.count = 1;
+    all.dtype = DataType::kFloat64;
+    all.op = ReduceOp::kMin;
+    COHORT_RETURN_IF_ERROR(comm.Allreduce(all)->Wait());
+    if (usable == 0) {
+      result.skipped = opened.ok() ? std::string("another rank has no usable CUDA device")
+                                   : std::string(opened.status().message());
+      if (print) std::fprintf(out, "# SKIP -d cuda: %s\n", result.skipped.c_str());
+      return result;
+    }
+    device = std::move(*opened);
+    base.stream = device->stream();
+  }
   double bandwidth_sum = 0;
   int bandwidth_columns = 0;
   for (DataType dtype : dtypes) {
     for (ReduceOp op : ops) {
-      BenchParams params = options.params;
+      BenchParams params = base;
       params.dtype = dtype;
       params.op = op;
       if (collective.reduces) {
@@ -340,7 +372,8 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
       Column column{
           collective, options, params, progress,
           absl::StrCat("[", collective.name, " ", TableTypeName(dtype),
-                       collective.reduces ? absl::StrCat(" ", ReduceOpName(op)) : "", "]")};
+                       collective.reduces ? absl::StrCat(" ", ReduceOpName(op)) : "", "]"),
+          device.get()};
       for (size_t bytes = options.min_bytes; bytes <= options.max_bytes;) {
         const size_t blocks = collective.per_rank_blocks ? static_cast<size_t>(n) : 1;
         size_t count = bytes / element / blocks;
@@ -351,9 +384,10 @@ absl::StatusOr<SweepResult> RunSweep(Communicator& comm, const Collective& colle
         row.dtype = dtype;
         row.op = op;
         row.root = collective.rooted ? params.root : -1;
-        row.algorithm = RowAlgorithm(comm, collective, params, count);
         COHORT_ASSIGN_OR_RETURN(row.out_of_place, Measure(comm, column, count, used, false));
         COHORT_ASSIGN_OR_RETURN(row.in_place, Measure(comm, column, count, used, true));
+        // After the runs: a device sweep's choice exists once the device side is prepared.
+        row.algorithm = RowAlgorithm(comm, collective, params, count);
         result.wrong += row.out_of_place.wrong + row.in_place.wrong;
         bandwidth_sum += row.out_of_place.busbw + row.in_place.busbw;
         bandwidth_columns += 2;
@@ -441,9 +475,11 @@ nlohmann::json SweepJson(const Collective& collective, const SweepOptions& optio
         {"blocking", options.blocking},
         {"average", static_cast<int>(options.average)},
         {"algorithm", options.params.algorithm},
+        {"memory", MemoryKindName(options.params.memory)},
         {"min_bus_bandwidth_gbps",
          options.min_bus_bandwidth < 0 ? json(nullptr) : json(options.min_bus_bandwidth)}}},
       {"results", rows},
+      {"skipped", result.skipped.empty() ? json(nullptr) : json(result.skipped)},
       {"out_of_bounds", result.wrong},
       {"avg_bus_bandwidth_gbps", result.average_bus_bandwidth},
       {"bandwidth_ok", result.bandwidth_ok},

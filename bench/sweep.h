@@ -45,6 +45,11 @@ struct SweepOptions {
   int corrupt_rank = -1;
   size_t corrupt_elements = 0;
   bool progress = false;  // one-line progress display on stderr (rank 0)
+  // Time every iteration (the JSON report's statistics). Off, a blocking sweep reads the clock
+  // once per size, as MPI benchmarks do: at 8 bytes a clock read is a tenth of an allreduce.
+  bool iteration_times = true;
+  // Tests: -d cuda on the fake device backend (FakeStreams, host memory as "device" memory).
+  bool fake_device = false;
 };
 
 // One column (out-of-place or in-place) of one row.
@@ -78,6 +83,8 @@ struct SweepResult {
   // 0, or 7 (nccl-tests' exit code for wrong results) when results were wrong or the bandwidth
   // below COHORT_BENCH_MIN_BW.
   int exit_code = 0;
+  // -d cuda without a usable GPU on some rank: why, and nothing was measured (exit code 0).
+  std::string skipped;
 };
 
 // Runs the sweep on every rank of `comm`; rank 0 prints to `out` (when not null).

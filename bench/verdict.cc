@@ -14,6 +14,14 @@
 namespace cohort::bench {
 namespace {
 
+// A figure in a printf format chosen at run time (absl::StrFormat wants it at compile time).
+std::string FormatFigure(const char* format, double value) {
+  char text[64];
+  std::snprintf(text, sizeof(text), format, value);
+  return text;
+}
+
+
 using nlohmann::json;
 
 std::string Gbps(double value) { return absl::StrFormat("%.3g GB/s", value); }
@@ -617,7 +625,7 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
           } else if (found == values.end() || found->second < 0) {
             std::fprintf(out, " %10s", "failed");
           } else {
-            std::fprintf(out, " %10s", absl::StrFormat(format, found->second).c_str());
+            std::fprintf(out, " %10s", FormatFigure(format, found->second).c_str());
           }
         }
         std::fprintf(out, "\n");
@@ -642,7 +650,7 @@ void PrintReport(FILE* out, const Measurements& m, const Report& report,
   std::fprintf(out, "#  %-16s %-7s %12s %10s %10s %12s %8s\n", "", "", "(GB/s)", "(us)", "(GB/s)",
                "busbw(GB/s)", "(slowest)");
   auto figure = [](double value, const char* format) {
-    return value < 0 ? std::string("-") : absl::StrFormat(format, value);
+    return value < 0 ? std::string("-") : FormatFigure(format, value);
   };
   for (const NodeVerdict& node : report.nodes) {
     std::fprintf(out, "#  %-16s %-7s %12s %10s %10s %12s %8s  %s\n", node.name.c_str(),

@@ -52,6 +52,14 @@ cudaError_t StridedCopy(void* out, const int64_t* out_strides, const void* in,
                         const int64_t* in_strides, const int64_t* sizes, int dims,
                         size_t element_bytes, cudaStream_t stream);
 
+// Work enqueued on `stream` after this starts once the 64-bit word at `word` holds `value` or
+// more: one thread polls it (with __nanosleep between reads). `word` is pinned host memory mapped
+// into the device (cudaHostAlloc with cudaHostAllocMapped; its host address is its device address
+// under unified addressing) that the host raises: the gate between a collective's host part and
+// its device part (csrc/collectives/device_runtime.h). Spinning occupies one thread of one
+// multiprocessor until the host raises the word.
+cudaError_t WaitForValue(const void* word, uint64_t value, cudaStream_t stream);
+
 // The grid a kernel launches with. Zero fields take the defaults (512 threads per block, 4
 // blocks per multiprocessor, fewer when the buffer is small); benchmarks set them to compare.
 struct LaunchShape {

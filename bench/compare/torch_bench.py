@@ -4,6 +4,8 @@ cohort-bench's table format so bench/compare can put the two side by side.
 
 Each rank runs blocking dist.all_reduce calls (torch's in-place op); the time of a size is the
 slowest rank's mean over the timed iterations; busbw = algbw * 2(n-1)/n as in nccl-tests.
+--device cuda puts the tensors on GPU (rank modulo the GPUs there are) and synchronizes the
+device around the timed loop, as nccl-tests does (e.g. --backend nccl next to --backend cohort).
 -J FILE writes the sweep in cohort-bench's -J format (the in-place column), for the report page.
 """
 import argparse
@@ -81,11 +83,19 @@ def run_rank(rank, args, port):
     if args.backend == "cohort":
         import cohort  # noqa: F401  (registers the backend)
     torch.set_num_threads(1)
+    device = torch.device("cpu")
+    if args.device == "cuda":
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
     dist.init_process_group(args.backend, init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=args.nranks)
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     n = args.nranks
     if rank == 0:
-        print(f"# torch.distributed {args.backend} allreduce: {n} ranks, float32 sum, "
+        print(f"# torch.distributed {args.backend} allreduce on {args.device}: {n} ranks, float32 sum, "
               f"{args.minbytes} to {args.maxbytes} bytes, {args.iters} iterations, "
               f"{args.warmup} warm-up, blocking, torch {torch.__version__}")
         print("#")
@@ -100,23 +110,26 @@ def run_rank(rank, args, port):
     json_rows = []
     for size in sizes(args):
         count = size // 4
-        tensor = torch.ones(count, dtype=torch.float32)
+        tensor = torch.ones(count, dtype=torch.float32, device=device)
         for _ in range(args.warmup):
             dist.all_reduce(tensor)
+        synchronize()
         dist.barrier()
         start = time.perf_counter()
         for _ in range(args.iters):
             dist.all_reduce(tensor)
+        synchronize()
         seconds = (time.perf_counter() - start) / args.iters
-        slowest = torch.tensor([seconds], dtype=torch.float64)
+        slowest = torch.tensor([seconds], dtype=torch.float64, device=device)
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
         seconds = slowest.item()
         # Exact check: small integers sum exactly in float32.
-        tensor = (torch.arange(count, dtype=torch.float32) + rank * 3) % 7 + 1
+        tensor = ((torch.arange(count, dtype=torch.float32) + rank * 3) % 7 + 1).to(device)
         dist.all_reduce(tensor)
         expected = sum(((torch.arange(count, dtype=torch.float32) + r * 3) % 7 + 1)
                        for r in range(n)) if count else torch.zeros(0)
-        wrong = torch.tensor([int((tensor != expected).sum().item()) if count else 0])
+        wrong = torch.tensor([int((tensor.cpu() != expected).sum().item()) if count else 0],
+                             device=device)
         dist.all_reduce(wrong)
         wrong_total += int(wrong.item())
         algbw = size / seconds / 1e9 if seconds > 0 else 0.0
@@ -145,6 +158,7 @@ def run_rank(rank, args, port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", default="gloo")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--nranks", type=int, default=2)
     parser.add_argument("-b", "--minbytes", type=parse_bytes, default=parse_bytes("8"))
     parser.add_argument("-e", "--maxbytes", type=parse_bytes, default=parse_bytes("64M"))

@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "collectives/transport/tcp/address.h"
 #include "collectives/algorithms/registry.h"
+#include "collectives/device/backend.h"
 #include "collectives/engine.h"
 #include "common/config.h"
 #include "common/logging.h"
@@ -200,6 +201,25 @@ absl::StatusOr<Settings> Resolve(const CommOptions& options) {
                               [] { return config::GetString("COHORT_TRACE_DIR"); }));
   COHORT_ASSIGN_OR_RETURN(int64_t generation, config::GetInt("COHORT_GENERATION"));
   engine.generation = static_cast<int>(generation);
+  std::string cuda_path;
+  COHORT_RETURN_IF_ERROR(
+      Fill(options.cuda_path, cuda_path, [] { return config::GetString("COHORT_CUDA_PATH"); }));
+  COHORT_ASSIGN_OR_RETURN(engine.device_path, ParseDevicePath(cuda_path));
+  engine.device_backend =
+      options.device_backend != nullptr ? options.device_backend : device::DefaultDeviceBackend();
+  if (engine.device_path == DevicePath::kGroups) {
+    if (engine.device_backend == nullptr) {
+      return absl::FailedPreconditionError(
+          "COHORT_CUDA_PATH=nccl, but libcohort was built without the CUDA toolkit (no NCCL "
+          "path); use auto or staged, or build libcohort where nvcc is found");
+    }
+    absl::Status support = engine.device_backend->GroupSupport();
+    if (!support.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "COHORT_CUDA_PATH=nccl, but this process cannot make NCCL groups: ", support.message(),
+          "; use auto or staged"));
+    }
+  }
   std::string debug;
   COHORT_RETURN_IF_ERROR(
       Fill(options.debug, debug, [] { return config::GetString("COHORT_DEBUG"); }));
@@ -248,6 +268,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   }
   EngineConfig config = std::move(settings.engine);
   config.topology = std::make_shared<const Topology>(std::move(*topology));
+  config.bootstrap = &bootstrap;
+  config.name = options.name;
   COHORT_ASSIGN_OR_RETURN(config.tuning,
                           DefaultTuning(**transport, *config.topology, settings.topology_file));
   logging::SetRank(rank);
@@ -359,11 +381,18 @@ void Communicator::Abort(const absl::Status& reason) { engine_->Abort(reason); }
 
 const Topology& Communicator::topology() const { return engine_->topology(); }
 
+const device::DeviceGroup* Communicator::device_group() const {
+  const DeviceState& state = engine_->device().state();
+  return state.prepared.load(std::memory_order_acquire) ? state.group : nullptr;
+}
+
 std::string Communicator::ChosenAlgorithm(const OpArgs& args) const {
   return engine_->SelectName(args);
 }
 
 std::shared_ptr<Work> Communicator::Submit(OpArgs args, const CommonOptions& common) {
+  args.memory = common.memory;
+  args.stream = common.stream;
   if (common.blocking) return engine_->RunNow(std::move(args), common.algorithm, common.timeout);
   return engine_->Submit(std::move(args), common.algorithm, common.timeout);
 }

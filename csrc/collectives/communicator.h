@@ -21,6 +21,11 @@
 
 namespace cohort {
 
+namespace device {
+class DeviceBackend;
+class DeviceGroup;
+}  // namespace device
+
 struct CommOptions {
   // Prefix of this communicator's keys in the bootstrap; unique per communicator.
   std::string name = "cohort";
@@ -50,6 +55,12 @@ struct CommOptions {
   std::optional<std::string> debug;             // COHORT_DEBUG
   std::optional<size_t> trace_buffer;           // the flight recorder's size (COHORT_TRACE_BUFFER)
   std::optional<std::string> trace_dir;         // where it dumps (COHORT_TRACE_DIR)
+  // CUDA buffers (CommonOptions::memory): how their collectives run (COHORT_CUDA_PATH: "auto",
+  // "nccl" or "staged"; docs/backend.md), and the backend that runs them. Unset backend: CUDA
+  // where libcohort was built with the CUDA toolkit (device::DefaultDeviceBackend); tests pass
+  // a device::FakeDeviceBackend.
+  std::optional<std::string> cuda_path;
+  std::shared_ptr<device::DeviceBackend> device_backend;
 };
 
 // How Communicator::Shrink chooses the survivors.
@@ -63,6 +74,9 @@ struct ShrinkOptions {
   std::optional<absl::Duration> wait;
   // The new communicator's name; empty: "<name>/shrink<epoch>".
   std::string name;
+  // Where the new communicator's CUDA device groups agree (must outlive it); null: the
+  // bootstrap given to Shrink (which then must outlive it where it runs CUDA buffers).
+  Bootstrap* device_bootstrap = nullptr;
 };
 
 // Once, at program start, before the first communicator: process-wide settings a library
@@ -78,6 +92,12 @@ struct CommonOptions {
   // Return only once the operation finished (like MPI's blocking calls): the Work comes back
   // completed. Nothing queued ahead: the calling thread runs it at once, without the queue.
   bool blocking = false;
+  // Where the buffers live. kCuda: device memory of stream->device(), ordered on `stream` (the
+  // caller's, e.g. device::CudaStream::Wrap of torch's current stream). The call enqueues the
+  // operation's device steps on the stream and returns; the Work completes once the stream has
+  // passed them (Work::device_event() is the point to wait for on another stream).
+  MemoryKind memory = MemoryKind::kHost;
+  std::shared_ptr<device::Stream> stream;
 };
 
 struct AllreduceOptions : CommonOptions {
@@ -238,6 +258,9 @@ class Communicator {
   std::string ChosenAlgorithm(const OpArgs& args) const;
   // The hosts, local ranks and links every rank agreed on at creation.
   const Topology& topology() const;
+  // The device group of this rank's host (NCCL inside the host), once a CUDA operation made it;
+  // nullptr before, or where CUDA buffers are staged (for tools and tests).
+  const device::DeviceGroup* device_group() const;
 
  private:
   explicit Communicator(std::shared_ptr<Engine> engine);

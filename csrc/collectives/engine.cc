@@ -1,11 +1,13 @@
 #include "collectives/engine.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #include <algorithm>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/failure.h"
 #include "collectives/reduce.h"
 #include "collectives/transport/shm/lane.h"
 #include "common/logging.h"
@@ -29,6 +31,16 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
       config_(std::move(config)),
       rank_(transport_->rank()),
       size_(transport_->size()) {
+  DeviceRuntimeOptions device;
+  device.name = config_.name;
+  device.rank = rank_;
+  device.size = size_;
+  device.timeout = config_.timeout;
+  device.path = config_.device_path;
+  device.label = absl::StrCat("communicator '", config_.name, "' ", Where());
+  device.segment_bytes = config_.settings.segment_bytes;
+  device_ = std::make_unique<DeviceRuntime>(config_.device_backend, config_.bootstrap,
+                                            *config_.topology, std::move(device));
   config_.tuning.topology = config_.topology.get();
   config_.tuning.lane_bytes = LaneBytes();
   FlightRecorder::Identity identity;
@@ -39,6 +51,7 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
   identity.generation = config_.generation;
   recorder_ = std::make_unique<FlightRecorder>(config_.trace_buffer, std::move(identity),
                                                config_.trace_dir);
+  config_.tuning.device = &device_->state();
 }
 
 size_t Engine::LaneBytes() const {
@@ -58,7 +71,7 @@ std::string Engine::Where() const {
 
 const std::string& Engine::SelectName(const OpArgs& args) const {
   static const std::string none = "none";
-  auto algorithm = SelectAlgorithm(args, config_.tuning, config_.algorithm);
+  auto algorithm = SelectAlgorithm(args, config_.tuning, ForcedFor(args, ""));
   return algorithm.ok() ? (*algorithm)->name : none;
 }
 
@@ -99,11 +112,12 @@ absl::Status Engine::Validate(const OpArgs& args) const {
 }
 
 absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::string& forced,
-                                                double* predicted_seconds) {
+                                                Forcing forcing, double* predicted_seconds) {
   // The same call again (a training loop's): the tuner's last answer, without asking every
   // algorithm for its cost. Only calls described by their scalars are remembered.
-  const bool plain = forced.empty() && args.counts.empty() && args.recv_counts.empty() &&
-                     args.displacements.empty() && args.recv_displacements.empty();
+  const bool plain = forced.empty() && args.memory == MemoryKind::kHost && args.counts.empty() &&
+                     args.recv_counts.empty() && args.displacements.empty() &&
+                     args.recv_displacements.empty();
   if (plain) {
     absl::MutexLock lock(&selection_mutex_);
     const Selection& last = last_selection_;
@@ -113,7 +127,7 @@ absl::StatusOr<const Algorithm*> Engine::Select(const OpArgs& args, const std::s
       return last.algorithm;
     }
   }
-  auto selected = SelectAlgorithm(args, config_.tuning, forced, predicted_seconds);
+  auto selected = SelectAlgorithm(args, config_.tuning, forced, predicted_seconds, forcing);
   if (plain && selected.ok()) {
     absl::MutexLock lock(&selection_mutex_);
     last_selection_ = {args.op,   args.dtype, args.reduce_op,     args.count,
@@ -128,14 +142,18 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   absl::Status valid = Validate(args);
   const Algorithm* algorithm = nullptr;
   if (valid.ok() && !IsPointToPoint(args.op)) {
-    const std::string& forced = algorithm_name.empty() ? config_.algorithm : algorithm_name;
+    const bool per_call = !algorithm_name.empty();
+    const std::string& forced = ForcedFor(args, algorithm_name);
     valid = ValidateAlgorithmName(forced);
     if (valid.ok()) {
-      auto selected = Select(args, forced, &operation.predicted_seconds);
+      auto selected = Select(args, forced, per_call ? Forcing::kCall : Forcing::kCommunicator,
+                             &operation.predicted_seconds);
       if (selected.ok()) {
         algorithm = *selected;
       } else {
-        valid = selected.status();
+        valid = absl::Status(selected.status().code(),
+                             absl::StrCat(OpTypeName(args.op), " on ", Where(), ": ",
+                                          selected.status().message()));
       }
     }
   }
@@ -168,11 +186,34 @@ absl::Status Engine::Prepare(Operation& operation, OpArgs args,
   return valid;
 }
 
+absl::Status Engine::Failed(OpType op, uint64_t sequence, absl::Status status) const {
+  FailureDetails details;
+  details.op = OpTypeName(op);
+  details.sequence = sequence;
+  details.ranks.push_back(rank_);
+  // The rank a failure blames (a lost, stopped or removed peer) comes first among the peers.
+  std::vector<int> peers = FailedPeers(status);
+  FailureBlame blame = BlameOf(status);
+  if (blame.rank >= 0) peers.insert(peers.begin(), blame.rank);
+  for (int peer : peers) {
+    if (std::find(details.ranks.begin(), details.ranks.end(), peer) != details.ranks.end()) {
+      continue;
+    }
+    if (peer != rank_ && peer >= 0 && peer < size_) details.ranks.push_back(peer);
+  }
+  for (int rank : details.ranks) details.hosts.push_back(transport_->PeerHost(rank));
+  SetFailureDetails(status, details);
+  return status;
+}
+
 absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
   if (!broken_.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier and cannot run ", fingerprint.Describe(),
-                     ": ", broken_.message(), ". Create a new communicator to continue"));
+    return Failed(fingerprint.op, fingerprint.sequence,
+                  WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                                 absl::StrCat("this communicator failed earlier and cannot run ",
+                                              fingerprint.Describe(), ": ", broken_.message(),
+                                              ". Create a new communicator to continue"),
+                                 broken_));
   }
   if (shut_down_) return absl::FailedPreconditionError("the communicator has been destroyed");
   return absl::OkStatus();
@@ -180,6 +221,7 @@ absl::Status Engine::RefusalLocked(const Fingerprint& fingerprint) const {
 
 std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_name,
                                      absl::Duration timeout) {
+  if (args.memory != MemoryKind::kHost) return SubmitDevice(std::move(args), algorithm_name, timeout);
   auto operation = std::make_shared<Operation>();
   absl::Status valid = Prepare(*operation, std::move(args), algorithm_name, timeout);
   Fingerprint& fingerprint = operation->fingerprint;
@@ -190,6 +232,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     if (!IsPointToPoint(operation->args.op)) sequence = next_sequence_++;
     fingerprint.sequence = sequence;
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
+    if (operation->algorithm != nullptr) work->set_algorithm(operation->algorithm->name);
     operation->work = work;
     operation->trace_id = recorder_->Queued(
         fingerprint, IsPointToPoint(operation->args.op) ? operation->args.root : -1,
@@ -225,7 +268,9 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     work->Wait().IgnoreError();
     return work;
   };
-  if (IsPointToPoint(args.op) || !executing_.TryLock()) return submit_and_wait(std::move(args));
+  if (IsPointToPoint(args.op) || args.memory != MemoryKind::kHost || !executing_.TryLock()) {
+    return submit_and_wait(std::move(args));
+  }
   // A repeated call (a training loop's, a benchmark's) reuses the operation prepared for the
   // last one (its validation, algorithm and fingerprint); only the buffers change.
   Operation& operation = express_;
@@ -270,11 +315,14 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
   }
   // The finished Work of the last call, when its caller let go of it, serves again.
   std::shared_ptr<Work> work;
+  std::string_view algorithm =
+      operation.algorithm != nullptr ? std::string_view(operation.algorithm->name) : "";
   if (finished_work_ != nullptr && finished_work_.use_count() == 1) {
     work = finished_work_;
-    work->Reuse(operation.args.op, operation.fingerprint.sequence, std::move(status));
+    work->Reuse(operation.args.op, operation.fingerprint.sequence, algorithm, std::move(status));
   } else {
     work = std::make_shared<Work>(nullptr, operation.args.op, operation.fingerprint.sequence);
+    work->set_algorithm(algorithm);
     work->Complete(std::move(status));
     finished_work_ = work;
   }
@@ -302,6 +350,9 @@ void Engine::Abort(const absl::Status& reason) {
     KickLocked();
   }
   aborted_.store(true);
+  // The device group's kernels may be waiting for peers: they stop now, not when the progress
+  // thread gets to it.
+  device_->Fail(reason.ok() ? absl::CancelledError("aborted by the user") : reason);
   transport_->Wake();
 }
 
@@ -326,11 +377,14 @@ void Engine::AfterRelease() {
   // Nothing left: nothing to kick. (A submission racing with this check kicks for itself, or is
   // small and found by the napping progress thread within a millisecond.)
   if (queued_.load(std::memory_order_relaxed) == 0 &&
-      in_flight_count_.load(std::memory_order_relaxed) == 0) {
+      in_flight_count_.load(std::memory_order_relaxed) == 0 &&
+      device_pending_count_.load(std::memory_order_relaxed) == 0) {
     return;
   }
   absl::MutexLock lock(&queue_mutex_);
-  if (!queue_.empty() || in_flight_count_.load() > 0) KickLocked();
+  if (!queue_.empty() || in_flight_count_.load() > 0 || device_pending_count_.load() > 0) {
+    KickLocked();
+  }
 }
 
 void Engine::ProgressThread() {
@@ -347,7 +401,8 @@ void Engine::ProgressThread() {
         while (!kick_ && !stop_) wake_.Wait(&queue_mutex_);
       }
       if (stop_) return;
-      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0;
+      bool work = kick_ || !queue_.empty() || in_flight_count_.load() > 0 ||
+                  device_pending_count_.load() > 0;
       kick_ = false;
       if (!work) {
         // After a second without work, sleep until kicked: every submission kicks then.
@@ -366,6 +421,10 @@ void Engine::ProgressThread() {
 }
 
 void Engine::RunLocked(const Work* until) {
+  // A caller waiting for its transfer polls first, for the transport's spin budget (a peer on
+  // this host, or behind RDMA, usually answers within it), then sleeps; the progress thread
+  // (no caller) sleeps at once.
+  int64_t spin_until = 0;
   while (true) {
     if (until != nullptr && until->IsCompleted()) return;
     if (aborted_.load()) {
@@ -385,17 +444,73 @@ void Engine::RunLocked(const Work* until) {
       CompleteFinishedTransfersLocked();
       continue;
     }
-    if (in_flight_.empty()) return;
+    if (in_flight_.empty() && device_pending_.empty()) return;
     {
       absl::MutexLock lock(&queue_mutex_);
       if (stop_) return;
     }
-    // Only point-to-point transfers remain: drive them until something happens.
-    absl::Status status = transport_->Progress(until != nullptr ? 1 : 50);
+    // Only point-to-point transfers and device steps remain: drive them until something
+    // happens (device work completes without waking a descriptor: polled).
+    const bool device = !device_pending_.empty();
+    int timeout_ms = device ? 0 : until != nullptr ? 1 : 50;
+    if (until != nullptr && !device) {
+      if (spin_until == 0) {
+        const int spin = config_.settings.spin_microseconds >= 0
+                             ? config_.settings.spin_microseconds
+                             : transport_->PreferredSpinMicros();
+        spin_until = NowNanos() + int64_t{spin} * 1000;
+      }
+      if (NowNanos() < spin_until) timeout_ms = 0;
+    }
+    absl::Status status = transport_->Progress(timeout_ms);
     if (!status.ok()) {
       BreakLocked(status);
     }
     CompleteFinishedTransfersLocked();
+    if (device && !PollDeviceLocked()) {
+      // Nothing completed: nap a little longer each time (2 us to 100 us).
+      device_nap_nanos_ = std::clamp<int64_t>(device_nap_nanos_ * 2, 2000, 100000);
+      struct timespec nap = {0, static_cast<long>(device_nap_nanos_)};
+      nanosleep(&nap, nullptr);
+    } else {
+      device_nap_nanos_ = 0;
+    }
+    ExpireTransfersLocked();
+  }
+}
+
+void Engine::ExpireTransfersLocked() {
+  for (size_t index = 0; index < in_flight_.size(); ++index) {
+    Operation& operation = *in_flight_[index];
+    if (operation.request.complete || !operation.deadline.Expired()) continue;
+    const OpArgs& args = operation.args;
+    const bool send = args.op == OpType::kSend;
+    const int peer = operation.request.peer;
+    std::string other = peer == kAnySource
+                            ? std::string("any rank")
+                            : absl::StrCat("rank ", peer, " (", transport_->PeerHost(peer), ")");
+    absl::Status failure = absl::DeadlineExceededError(absl::StrCat(
+        OpTypeName(args.op), " of ", operation.request.length, " bytes (tag ", args.tag, ") ",
+        send ? "to " : "from ", other, " on ", Where(), " timed out after ",
+        absl::FormatDuration(operation.timeout), ": ", send ? "the receiver" : "the sender",
+        " did not take part. That rank may be stuck, slow or blocked in a call of its own (two "
+        "ranks that both send first with blocking calls wait for each other); post the "
+        "receive before the send, or raise COHORT_TIMEOUT if the work is legitimately slow"));
+    if (peer != kAnySource) AddFailedPeer(failure, peer);
+    failure = Failed(args.op, 0, std::move(failure));
+    std::shared_ptr<Operation> expired = std::move(in_flight_[index]);
+    in_flight_[index] = std::move(in_flight_.back());
+    in_flight_.pop_back();
+    in_flight_count_.fetch_sub(1);
+    // The connection to that peer may be mid-frame: the communicator cannot go on. Break it
+    // while the expired transfer's request is alive (the transport still points to it), and
+    // let the transport forget the transfers first: finishing a half-sent frame to a peer that
+    // does not read (the reason for the timeout) would only hold the caller up to the abort's
+    // own deadline. Peers learn of the failure from the abort, or the close.
+    transport_->DropRequests();
+    BreakLocked(failure, expired.get());
+    expired->work->Complete(failure);
+    return;
   }
 }
 
@@ -409,10 +524,16 @@ void Engine::CompleteFinishedTransfersLocked() {
                               ? uint8_t(1u << static_cast<int>(transport_->ChannelOf(peer)))
                               : 0);
       operation.work->set_source_rank(operation.request.peer);
-      operation.work->Complete(absl::OkStatus());
+      std::shared_ptr<Operation> done = std::move(in_flight_[index]);
       in_flight_[index] = std::move(in_flight_.back());
       in_flight_.pop_back();
       in_flight_count_.fetch_sub(1);
+      if (done->plan != nullptr && done->args.op == OpType::kRecv) {
+        AwaitDeviceLocked(std::move(done));  // the data go on to the device
+      } else {
+        if (done->plan != nullptr) done->plan->MarkFinished();  // a send's staging is free
+        done->work->Complete(absl::OkStatus());
+      }
     } else {
       ++index;
     }
@@ -424,11 +545,16 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   const OpArgs& args = operation.args;
   recorder_->Started(operation.trace_id);
   if (!IsPointToPoint(args.op)) {
+    if (operation.plan != nullptr) {
+      ExecuteDeviceLocked(std::move(owner));
+      return;
+    }
     operation.work->Complete(RunCollectiveLocked(operation));
     return;
   }
   if (aborted_.load()) {
-    absl::Status aborted = absl::CancelledError("the communicator was aborted");
+    absl::Status aborted =
+        Failed(args.op, 0, absl::CancelledError("the communicator was aborted"));
     recorder_->Finished(operation.trace_id, aborted, 0);
     operation.work->Complete(aborted);
     return;
@@ -437,8 +563,11 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
     absl::Status refused;
     {
       absl::MutexLock lock(&queue_mutex_);
-      refused = absl::FailedPreconditionError(
-          absl::StrCat("this communicator failed earlier: ", broken_.message()));
+      refused = Failed(
+          args.op, 0,
+          WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                         absl::StrCat("this communicator failed earlier: ", broken_.message()),
+                         broken_));
     }
     recorder_->Finished(operation.trace_id, refused, 0);
     operation.work->Complete(refused);
@@ -451,11 +580,20 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   request.length = args.count * args.element_size();
   if (args.op == OpType::kSend) {
     request.data = static_cast<char*>(const_cast<void*>(args.input));
+    if (operation.plan != nullptr) {
+      absl::Status staged = AwaitDeviceSendLocked(operation);
+      if (!staged.ok()) {
+        recorder_->Finished(operation.trace_id, staged, 0);
+        operation.work->Complete(staged);
+        return;
+      }
+    }
     transport_->PostSend(&request);
   } else {
     request.data = static_cast<char*>(args.output);
     transport_->PostRecv(&request);
   }
+  operation.deadline = Deadline::In(operation.timeout);
   in_flight_.push_back(std::move(owner));
   in_flight_count_.fetch_add(1);
   CompleteFinishedTransfersLocked();
@@ -470,11 +608,17 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
 
 absl::Status Engine::RunCollectiveBodyLocked(const Operation& operation) {
   const OpArgs& args = operation.args;
-  if (aborted_.load()) return absl::CancelledError("the communicator was aborted");
+  const uint64_t sequence = operation.fingerprint.sequence;
+  if (aborted_.load()) {
+    return Failed(args.op, sequence, absl::CancelledError("the communicator was aborted"));
+  }
   if (broken_flag_.load(std::memory_order_acquire)) {
     absl::MutexLock lock(&queue_mutex_);
-    return absl::FailedPreconditionError(
-        absl::StrCat("this communicator failed earlier: ", broken_.message()));
+    return Failed(
+        args.op, sequence,
+        WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("this communicator failed earlier: ", broken_.message()),
+                       broken_));
   }
   bool nothing_to_move = operation.fingerprint.count == 0 && args.op != OpType::kBarrier &&
                          !(args.op == OpType::kAlltoall && !args.counts.empty());
@@ -484,6 +628,12 @@ absl::Status Engine::RunCollectiveBodyLocked(const Operation& operation) {
     OpContext context(*transport_, *config_.topology, operation.fingerprint, args,
                       operation.timeout,
                       config_.settings, scratch_, aborted_);
+    context.set_device_plan(operation.plan.get());
+    if (operation.plan != nullptr) {
+      context.set_device_poll([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        CompleteFinishedTransfersLocked();
+      });
+    }
     int64_t started = config_.debug_tuning ? NowNanos() : 0;
     status = operation.algorithm->run(context);
     if (config_.debug_tuning) {
@@ -513,13 +663,12 @@ absl::Status Engine::Describe(const Operation& operation, const absl::Status& st
   if (status.code() == absl::StatusCode::kDeadlineExceeded) {
     detail = absl::StrCat("timed out after ", absl::FormatDuration(operation.timeout), ": ", detail);
   }
-  absl::Status described(status.code(),
-                         absl::StrCat(operation.fingerprint.Describe(), " #",
-                                      operation.fingerprint.sequence, " on ", Where(),
-                                      " failed: ", detail));
-  FailureBlame blame = BlameOf(status);
-  if (blame.blame == Blame::kNone) return described;
-  return WithBlame(std::move(described), blame.rank, blame.blame);
+  return Failed(operation.args.op, operation.fingerprint.sequence,
+                WithPayloadsOf(status.code(),
+                               absl::StrCat(operation.fingerprint.Describe(), " #",
+                                            operation.fingerprint.sequence, " on ", Where(),
+                                            " failed: ", detail),
+                               status));
 }
 
 void Engine::BreakLocked(const absl::Status& status, const Operation* current) {
@@ -543,20 +692,20 @@ void Engine::BreakLocked(const absl::Status& status, const Operation* current) {
   } else {
     transport_->DropRequests();  // told them already; forget what the failed call posted
   }
-  absl::Status pending(status.code(), absl::StrCat("not run because the communicator failed: ",
-                                                   status.message()));
-  FailureBlame blame = BlameOf(status);
-  if (blame.blame != Blame::kNone) pending = WithBlame(std::move(pending), blame.rank, blame.blame);
-  for (auto& operation : queued) {
-    recorder_->Finished(operation->trace_id, pending, 0);
-    operation->work->Complete(pending);
-  }
-  for (auto& operation : in_flight_) {
-    recorder_->Finished(operation->trace_id, pending, 0);
-    operation->work->Complete(pending);
-  }
+  // WithPayloadsOf keeps the failure's details and whom it blames.
+  absl::Status pending = WithPayloadsOf(
+      status.code(), absl::StrCat("not run because the communicator failed: ", status.message()),
+      status);
+  auto fail = [&](const std::shared_ptr<Operation>& operation) {
+    absl::Status failed = Failed(operation->args.op, operation->fingerprint.sequence, pending);
+    recorder_->Finished(operation->trace_id, failed, 0);
+    operation->work->Complete(failed);
+  };
+  for (const auto& operation : queued) fail(operation);
+  for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
+  FailDeviceLocked(pending);
   if (first && recorder_->enabled() && !config_.trace_dir.empty()) {
     auto path = recorder_->Dump(
         status.code() == absl::StatusCode::kDeadlineExceeded ? "timeout" : "error",
@@ -650,16 +799,18 @@ void Engine::Shutdown() {
   }
   absl::Status destroyed = absl::CancelledError(
       "the communicator was destroyed before this operation ran");
-  for (auto& operation : queued) {
-    recorder_->Finished(operation->trace_id, destroyed, 0);
-    operation->work->Complete(destroyed);
-  }
-  for (auto& operation : in_flight_) {
-    recorder_->Finished(operation->trace_id, destroyed, 0);
-    operation->work->Complete(destroyed);
-  }
+  auto fail = [&](const std::shared_ptr<Operation>& operation) {
+    absl::Status failed = Failed(operation->args.op, operation->fingerprint.sequence, destroyed);
+    recorder_->Finished(operation->trace_id, failed, 0);
+    operation->work->Complete(failed);
+  };
+  for (const auto& operation : queued) fail(operation);
+  for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
+  for (auto& operation : device_pending_) operation->work->Complete(destroyed);
+  device_pending_.clear();
+  device_pending_count_.store(0);
   transport_->DropRequests();
   transport_->Close(/*clean=*/!broken, Deadline::In(absl::Seconds(broken ? 1 : 2)));
 }

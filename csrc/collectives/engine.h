@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "collectives/algorithms/registry.h"
 #include "collectives/flight_recorder.h"
+#include "collectives/device_runtime.h"
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
 #include "collectives/transport/protocol.h"
@@ -29,7 +30,12 @@ struct EngineConfig {
   std::shared_ptr<const Topology> topology;
   Tuning tuning;          // its topology pointer is set to `topology` by the engine
   bool debug_tuning = false;  // COHORT_DEBUG=TUNING: log each choice, predicted and measured
-  std::string name;           // the communicator's (CommOptions::name)
+  // CUDA buffers (device_runtime.h): the backend (may be null), the bootstrap device groups are
+  // made from (outlives the communicator), the communicator's name and the path they take.
+  std::shared_ptr<device::DeviceBackend> device_backend;
+  Bootstrap* bootstrap = nullptr;
+  std::string name;            // the communicator's (CommOptions::name)
+  DevicePath device_path = DevicePath::kAuto;
   size_t trace_buffer = 2000;  // the flight recorder's entries (COHORT_TRACE_BUFFER)
   std::string trace_dir;       // where it dumps (COHORT_TRACE_DIR)
   int generation = 0;          // cohortrun's (COHORT_GENERATION), for the dumps
@@ -79,12 +85,14 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void SetTuning(const Tuning& tuning) {
     config_.tuning = tuning;
     config_.tuning.topology = config_.topology.get();
+    config_.tuning.device = &device_->state();
     config_.tuning.lane_bytes = LaneBytes();
     absl::MutexLock lock(&selection_mutex_);
     last_selection_ = {};
     tuning_generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   const std::string& SelectName(const OpArgs& args) const;
+  const DeviceRuntime& device() const { return *device_; }
 
  private:
   struct Operation {
@@ -96,11 +104,18 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::shared_ptr<Work> work;
     Request request;  // point-to-point operations
     uint64_t trace_id = 0;  // its flight-recorder entry
+    // Point-to-point: `timeout` from when the transfer was posted; an unfinished transfer past
+    // it fails (and breaks the communicator, whose connection to that peer is then mid-frame).
+    Deadline deadline = Deadline::Never();
+    // CUDA buffers: the device steps enqueued at submit (device_runtime.h), and when the wait for
+    // them (after the host part) gives up.
+    std::unique_ptr<DevicePlan> plan;
+    Deadline device_deadline = Deadline::Never();
   };
 
   size_t LaneBytes() const;
   absl::StatusOr<const Algorithm*> Select(const OpArgs& args, const std::string& forced,
-                                          double* predicted_seconds);
+                                          Forcing forcing, double* predicted_seconds);
   void ProgressThread();
   // Sets kick_ and wakes the progress thread.
   void KickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
@@ -121,6 +136,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   absl::Status RefusalLocked(const Fingerprint& fingerprint) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mutex_);
   void CompleteFinishedTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Fails the first in-flight transfer past its deadline (and with it the communicator).
+  void ExpireTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   // Fails everything pending with `status`; the first time also tells the peers (blaming whom
   // `status` blames) and dumps the flight recorder. `current`: the operation that failed.
   void BreakLocked(const absl::Status& status, const Operation* current = nullptr)
@@ -131,7 +148,31 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // The error a user sees: the op, its sequence number, this rank and host, then the cause.
   absl::Status Describe(const Operation& operation, const absl::Status& status) const;
   std::string Where() const;
+  // `status` with the failure's details (collectives/failure.h): the op, its sequence, this
+  // rank and the peers the status names.
+  absl::Status Failed(OpType op, uint64_t sequence, absl::Status status) const;
 
+  // Operations on CUDA buffers (engine_device.cc).
+  std::shared_ptr<Work> SubmitDevice(OpArgs args, const std::string& algorithm,
+                                     absl::Duration timeout);
+  // The device steps of `operation` (a collective, or a staged point-to-point transfer).
+  absl::Status EnqueueDevice(Operation& operation);
+  // A collective's host part, then the wait for its device steps (device_pending_).
+  void ExecuteDeviceLocked(std::shared_ptr<Operation> operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // A device send: until its data reached the staging memory it is sent from.
+  absl::Status AwaitDeviceSendLocked(Operation& operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  void AwaitDeviceLocked(std::shared_ptr<Operation> operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Completes device operations whose steps are done; fails on a device error, NCCL's
+  // asynchronous error or a deadline. Returns whether one completed.
+  bool PollDeviceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  void FailDeviceLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // The communicator-level forced algorithm for `args` (a host-only one does not apply to CUDA
+  // buffers: their device algorithm is the tuner's, and a staged one runs it inside).
+  const std::string& ForcedFor(const OpArgs& args, const std::string& per_call) const;
+
+  std::unique_ptr<DeviceRuntime> device_;  // first: outlives every operation's plan
   std::unique_ptr<Protocol> transport_;
   EngineConfig config_;
   std::unique_ptr<FlightRecorder> recorder_;
@@ -143,6 +184,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::vector<std::shared_ptr<Operation>> in_flight_ ABSL_GUARDED_BY(executing_);
   std::atomic<int> in_flight_count_{0};
   std::atomic<bool> aborted_{false};
+  // Device operations whose host part is done, waiting for their device steps.
+  std::deque<std::shared_ptr<Operation>> device_pending_ ABSL_GUARDED_BY(executing_);
+  std::atomic<int> device_pending_count_{0};
+  int64_t device_nap_nanos_ ABSL_GUARDED_BY(executing_) = 0;
+  // Device operations enqueue their steps in issue order (held across enqueue and queueing).
+  absl::Mutex device_submit_mutex_;
 
   struct Selection {
     OpType op = OpType::kBarrier;

@@ -148,8 +148,9 @@ std::vector<NicInfo> NicSource::Interfaces() const {
     std::string flags_text = ReadLine(path / "flags");
     if (absl::StartsWith(flags_text, "0x")) flags_text = flags_text.substr(2);
     if (!absl::SimpleHexAtoi(flags_text, &flags)) flags = 0;
-    absl::SimpleAtoi(ReadLine(path / "type"), &type);
-    absl::SimpleAtoi(ReadLine(path / "mtu"), &mtu);
+    // Missing or unreadable files read as 0 (clang insists the result is looked at).
+    if (!absl::SimpleAtoi(ReadLine(path / "type"), &type)) type = 0;
+    if (!absl::SimpleAtoi(ReadLine(path / "mtu"), &mtu)) mtu = 0;
     nic.mtu = static_cast<int>(mtu);
     if (!absl::SimpleAtoi(ReadLine(path / "speed"), &nic.speed_mbps) || nic.speed_mbps <= 0) {
       nic.speed_mbps = -1;
@@ -165,7 +166,7 @@ std::vector<NicInfo> NicSource::Interfaces() const {
       std::vector<fs::path> rdma = SortedEntries(path / "device/infiniband");
       if (!rdma.empty()) {
         nic.rdma_device = rdma.front().filename().string();
-        absl::SimpleAtoi(ReadLine(path / "dev_port"), &dev_port);
+        if (!absl::SimpleAtoi(ReadLine(path / "dev_port"), &dev_port)) dev_port = 0;
         nic.rdma_port = static_cast<int>(dev_port) + 1;
       }
     }

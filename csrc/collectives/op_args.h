@@ -1,13 +1,19 @@
-// The description of one operation as the engine and the algorithms see it: buffers, element
-// counts (equal or per rank), type, reduce op, root or peer.
+// The description of one operation as the engine and the algorithms see it: buffers and where
+// they live, element counts (equal or per rank), type, reduce op, root or peer.
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <vector>
 
+#include "collectives/memory_kind.h"
 #include "collectives/types.h"
 
 namespace cohort {
+
+namespace device {
+class Stream;
+}
 
 struct OpArgs {
   OpType op = OpType::kBarrier;
@@ -28,6 +34,11 @@ struct OpArgs {
   // Element offsets of each rank's block; computed as prefix sums when empty.
   std::vector<size_t> displacements;
   std::vector<size_t> recv_displacements;
+  // Where input and output live. kCuda: memory of `stream`'s device, ordered on `stream` (the
+  // caller's): the operation's device steps are enqueued there when it is submitted
+  // (device_runtime.h).
+  MemoryKind memory = MemoryKind::kHost;
+  std::shared_ptr<device::Stream> stream;
 
   size_t element_size() const { return DataTypeSize(dtype); }
 };

@@ -1,13 +1,16 @@
 #include "collectives/op_context.h"
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/failure.h"
 #include "collectives/transport/shm/lane.h"
+#include "common/cpu.h"
 #include "common/status.h"
 
 namespace cohort {
@@ -102,7 +105,7 @@ absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
   // is the better answer (every rank that times out, or hears of it, names the same one).
   int stopped = transport_.StoppedLocalPeer();
   if (stopped >= 0) {
-    return WithBlame(
+    absl::Status blamed = WithBlame(
         absl::Status(timeout.code(),
                      absl::StrCat(timeout.message(), " Rank ", stopped, " (",
                                   transport_.PeerHost(stopped), ") is stopped: its process ",
@@ -110,8 +113,11 @@ absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
                                   " is in state T (SIGSTOP or a debugger); resume it (SIGCONT) "
                                   "or end it")),
         stopped, Blame::kStopped);
+    AddFailedPeer(blamed, stopped);
+    return blamed;
   }
   if (peer < 0) return timeout;
+  AddFailedPeer(timeout, peer);
   return WithBlame(std::move(timeout), peer, Blame::kTimeout);
 }
 
@@ -132,28 +138,45 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
   shm::Lane& lane = *transport_.MappedWindow();
   if (lane.Reached(stage)) return absl::OkStatus();
   // Poll while the peers are likely to be a moment away: the whole spin budget when every rank
-  // has a core, else a few yields. Polling for a rank that last ran on this very CPU only keeps
-  // it from running (the scheduler often wakes both onto one core): yield to it instead.
-  // The peer is usually a few hundred nanoseconds away: look without pausing first (a pause
-  // costs over a hundred cycles on recent cores).
-  for (int poll = 0; poll < 256; ++poll) {
+  // has a core, else a few rounds. A rank that has not arrived and last ran on this very CPU
+  // cannot arrive while we poll (ranks outnumber cores, or the scheduler put two on one core):
+  // hand the CPU to it at once, round after round, for up to a millisecond. Otherwise look
+  // without pausing first (the peer is usually a few hundred nanoseconds away; a pause costs
+  // over a hundred cycles on recent cores), then with pauses. A few looks come before the CPU
+  // check, which costs more than a look and is rarely needed.
+  for (int poll = 0; poll < 32; ++poll) {
     if (lane.Reached(stage)) return absl::OkStatus();
+  }
+  bool here = lane.LaggardSharesCpu(stage);
+  if (!here) {
+    for (int poll = 0; poll < 224; ++poll) {
+      if (lane.Reached(stage)) return absl::OkStatus();
+    }
   }
   const int spin = SpinMicros();
   int64_t spin_until = 0;
+  int64_t yield_until = 0;
   for (uint32_t round = 0;; ++round) {
-    for (int poll = 0; poll < 64; ++poll) {
-      if (lane.Reached(stage)) return absl::OkStatus();
-      __builtin_ia32_pause();
+    if (!here) {
+      for (int poll = 0; poll < 64; ++poll) {
+        if (lane.Reached(stage)) return absl::OkStatus();
+        CpuRelax();
+      }
     }
-    if (round == 0) spin_until = NowNanos() + int64_t{spin} * 1000;
+    if (round == 0) {
+      const int64_t now = NowNanos();
+      spin_until = now + int64_t{spin} * 1000;
+      yield_until = now + 1'000'000;
+    }
     if (aborted_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("the communicator was aborted");
     }
-    if (spin == 0 ? round >= 8 : NowNanos() >= spin_until) break;
-    int laggard = lane.Laggard(stage);
-    if (laggard < 0) return absl::OkStatus();
-    if (spin == 0 || lane.SharesCpuWith(laggard) || (round & 31) == 31) sched_yield();
+    if (lane.Reached(stage)) return absl::OkStatus();
+    here = lane.LaggardSharesCpu(stage);
+    if (here ? NowNanos() >= yield_until : spin == 0 ? round >= 8 : NowNanos() >= spin_until) {
+      break;
+    }
+    if (here || spin == 0 || (round & 31) == 31) sched_yield();
   }
   while (!lane.Reached(stage)) {
     if (aborted_.load(std::memory_order_relaxed)) {
@@ -243,19 +266,32 @@ absl::Status OpContext::Expose(Window& window, int peer, uint32_t tag, const voi
   return absl::OkStatus();
 }
 
-absl::StatusOr<RemoteBuffer> OpContext::Learn(int peer, uint32_t tag) {
+OpContext::PendingLearn OpContext::PostLearn(int peer, uint32_t tag) {
+  PendingLearn pending;
+  pending.frame = std::make_unique<char[]>(sizeof(ExposedBuffer));
+  pending.request = Recv(peer, tag, pending.frame.get(), sizeof(ExposedBuffer));
+  return pending;
+}
+
+absl::StatusOr<RemoteBuffer> OpContext::Learned(const PendingLearn& pending) const {
   ExposedBuffer frame;
-  COHORT_RETURN_IF_ERROR(Wait(Recv(peer, tag, &frame, sizeof(frame))));
+  std::memcpy(&frame, pending.frame.get(), sizeof(frame));
   if (frame.key_bytes > sizeof(frame.key)) {
-    return absl::DataLossError(absl::StrCat("rank ", peer, " described its window with a ",
-                                            frame.key_bytes, "-byte key; the frame holds ",
-                                            sizeof(frame.key)));
+    return absl::DataLossError(absl::StrCat("rank ", pending.request->peer,
+                                            " described its window with a ", frame.key_bytes,
+                                            "-byte key; the frame holds ", sizeof(frame.key)));
   }
   RemoteBuffer remote;
   remote.address = frame.address;
   remote.bytes = frame.bytes;
   remote.key.assign(frame.key, frame.key_bytes);
   return remote;
+}
+
+absl::StatusOr<RemoteBuffer> OpContext::Learn(int peer, uint32_t tag) {
+  PendingLearn pending = PostLearn(peer, tag);
+  COHORT_RETURN_IF_ERROR(Wait(pending.request));
+  return Learned(pending);
 }
 
 absl::Status OpContext::Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,
@@ -326,6 +362,49 @@ char* OpContext::Scratch(size_t bytes) {
   if (scratch_.size() < needed) scratch_.resize(needed);
   uintptr_t base = reinterpret_cast<uintptr_t>(scratch_.data());
   return reinterpret_cast<char*>((base + 63) & ~uintptr_t{63});
+}
+
+absl::Status OpContext::WaitDevice(absl::FunctionRef<absl::StatusOr<bool>()> ready,
+                                   const char* what) {
+  COHORT_ASSIGN_OR_RETURN(bool done, ready());
+  if (done) return absl::OkStatus();
+  const int64_t spin_until = NowNanos() + int64_t{std::max(SpinMicros(), 20)} * 1000;
+  int64_t nap_nanos = 2000;
+  while (true) {
+    if (aborted_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the communicator was aborted");
+    }
+    COHORT_RETURN_IF_ERROR(transport_.Progress(0));
+    if (device_poll_) device_poll_();
+    COHORT_ASSIGN_OR_RETURN(done, ready());
+    if (done) return absl::OkStatus();
+    if (deadline().Expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "timed out waiting for ", what,
+          ": the device work ahead of it on the stream has not finished (a kernel of this "
+          "rank's may be stuck, or its GPU busy); raise COHORT_TIMEOUT if the work is "
+          "legitimately slow"));
+    }
+    if (NowNanos() < spin_until) {
+      sched_yield();
+    } else {
+      struct timespec nap = {0, static_cast<long>(nap_nanos)};
+      nanosleep(&nap, nullptr);
+      nap_nanos = std::min<int64_t>(nap_nanos * 2, 100000);
+    }
+  }
+}
+
+absl::Status OpContext::RunNested(const OpArgs& args,
+                                  absl::FunctionRef<absl::Status(OpContext&)> body) {
+  OpContext nested(transport_, topology_, fingerprint_, args, timeout_, settings_, scratch_,
+                   aborted_);
+  if (deadline_set_) {
+    nested.deadline_ = deadline_;
+    nested.deadline_set_ = true;
+  }
+  COHORT_RETURN_IF_ERROR(body(nested));
+  return nested.WaitAll();
 }
 
 void OpContext::FinishAverage(void* data, size_t elements) const {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,8 @@
 #include "common/clock.h"
 
 namespace cohort {
+
+class DevicePlan;
 
 struct EngineSettings {
   size_t segment_bytes = 512 << 10;
@@ -66,6 +69,14 @@ class OpContext {
   absl::Status Expose(Window& window, int peer, uint32_t tag, const void* base, size_t bytes);
   // The buffer `peer` exposed to this rank with `tag`.
   absl::StatusOr<RemoteBuffer> Learn(int peer, uint32_t tag);
+  // The same without waiting: the receive of the description, to read with Learned once it
+  // completed (for algorithms that advance when polled).
+  struct PendingLearn {
+    Request* request = nullptr;
+    std::unique_ptr<char[]> frame;
+  };
+  PendingLearn PostLearn(int peer, uint32_t tag);
+  absl::StatusOr<RemoteBuffer> Learned(const PendingLearn& pending) const;
   // Puts `bytes` from `local` into `peer`'s exposed buffer at `offset`; `local` must stay
   // untouched until the operation's transfers complete (WaitAll).
   absl::Status Put(Window& window, int peer, const RemoteBuffer& remote, size_t offset,
@@ -89,6 +100,21 @@ class OpContext {
 
   // Scratch memory reused across operations; at least `bytes`, 64-byte aligned.
   char* Scratch(size_t bytes);
+
+  // An operation on CUDA buffers: its device steps, enqueued when it was submitted
+  // (device_runtime.h); nullptr for host operations.
+  DevicePlan* device_plan() const { return device_plan_; }
+  void set_device_plan(DevicePlan* plan) { device_plan_ = plan; }
+  // Run between looks by WaitDevice: the engine finishes point-to-point transfers that arrived
+  // meanwhile (a device receive's gate may hold the stream this operation waits for).
+  void set_device_poll(std::function<void()> poll) { device_poll_ = std::move(poll); }
+  // Until `ready` says true (or fails), driving the transport without blocking in it between
+  // looks (device work completes without waking a descriptor), napping up to 100 us once the
+  // spin budget is spent; checks the deadline and abort like Wait. `what` names it in errors.
+  absl::Status WaitDevice(absl::FunctionRef<absl::StatusOr<bool>()> ready, const char* what);
+  // Runs `body` with a context for `args` (another view of this operation's buffers, e.g. its
+  // staging memory: same fingerprint, deadline budget and settings) and waits for its transfers.
+  absl::Status RunNested(const OpArgs& args, absl::FunctionRef<absl::Status(OpContext&)> body);
 
   ReduceFn reduce() const { return reduce_; }
   void Reduce(void* out, const void* a, const void* b, size_t elements) const {
@@ -135,6 +161,8 @@ class OpContext {
   uint64_t answers_before_ = 0;
   int64_t probe_until_ = 0;
   int64_t alive_until_ = 0;
+  DevicePlan* device_plan_ = nullptr;
+  std::function<void()> device_poll_;
 };
 
 }  // namespace cohort

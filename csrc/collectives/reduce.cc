@@ -20,11 +20,15 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -575,6 +579,65 @@ COHORT_DEFINE_REDUCE_ISA(Avx512Isa, COHORT_AVX512_ATTRIBUTE, true);
 #undef COHORT_DEFINE_REDUCE_ISA
 
 // ---------------------------------------------------------------------------------------------
+// Streaming copies: stores that bypass the caches (non-temporal), for results too large to stay
+// in cache. A plain store first reads the destination line (a write-allocate) and later writes it
+// back; a streaming store writes the line once. Each level streams in its widest register; the
+// head up to the first 64-byte boundary and the tail go through memcpy. Ends with a store fence,
+// so the data is visible to other cores before anything this thread writes afterwards.
+
+#if defined(__x86_64__)
+// One body per level (a macro: a shared template could not inline each level's intrinsics).
+// `Vector` is the register type, `LOAD(p)` an unaligned load from char* p, `STREAM(p, v)` a
+// streaming store to 64-byte aligned char* p.
+#define COHORT_STREAM_COPY(Name, Attribute, Vector, LOAD, STREAM)                           \
+  Attribute void Name(void* to_ptr, const void* from_ptr, size_t bytes) {                  \
+    auto* to = static_cast<char*>(to_ptr);                                                 \
+    const auto* from = static_cast<const char*>(from_ptr);                                 \
+    const size_t head = std::min(bytes, (64 - reinterpret_cast<uintptr_t>(to) % 64) % 64); \
+    std::memcpy(to, from, head);                                                           \
+    to += head;                                                                            \
+    from += head;                                                                          \
+    bytes -= head;                                                                         \
+    constexpr size_t kWidth = sizeof(Vector);                                              \
+    constexpr size_t kUnroll = 256 / kWidth; /* four cache lines per round */              \
+    for (; bytes >= 256; bytes -= 256, to += 256, from += 256) {                           \
+      Vector lanes[kUnroll];                                                               \
+      for (size_t i = 0; i < kUnroll; ++i) lanes[i] = LOAD(from + i * kWidth);             \
+      for (size_t i = 0; i < kUnroll; ++i) STREAM(to + i * kWidth, lanes[i]);              \
+    }                                                                                      \
+    for (; bytes >= kWidth; bytes -= kWidth, to += kWidth, from += kWidth) {               \
+      STREAM(to, LOAD(from));                                                              \
+    }                                                                                      \
+    std::memcpy(to, from, bytes);                                                          \
+    _mm_sfence();                                                                          \
+  }
+
+#define COHORT_LOAD_SSE2(p) _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+#define COHORT_STREAM_SSE2(p, v) _mm_stream_si128(reinterpret_cast<__m128i*>(p), v)
+#define COHORT_LOAD_AVX2(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+#define COHORT_STREAM_AVX2(p, v) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v)
+#define COHORT_LOAD_AVX512(p) _mm512_loadu_si512(p)
+#define COHORT_STREAM_AVX512(p, v) _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v)
+COHORT_STREAM_COPY(StreamCopyBaseline, , __m128i, COHORT_LOAD_SSE2, COHORT_STREAM_SSE2)
+COHORT_STREAM_COPY(StreamCopyAvx2, [[gnu::target("avx2")]], __m256i, COHORT_LOAD_AVX2,
+                   COHORT_STREAM_AVX2)
+COHORT_STREAM_COPY(StreamCopyAvx512, [[gnu::target("avx512f")]], __m512i, COHORT_LOAD_AVX512,
+                   COHORT_STREAM_AVX512)
+#undef COHORT_LOAD_SSE2
+#undef COHORT_STREAM_SSE2
+#undef COHORT_LOAD_AVX2
+#undef COHORT_STREAM_AVX2
+#undef COHORT_LOAD_AVX512
+#undef COHORT_STREAM_AVX512
+#undef COHORT_STREAM_COPY
+#else
+// Elsewhere memcpy (which may stream large copies itself).
+void StreamCopyBaseline(void* to, const void* from, size_t bytes) {
+  std::memcpy(to, from, bytes);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
 // The table. An entry is supported exactly when it is non-null; the error messages list the
 // accepted ops from the table, so the two cannot disagree.
 
@@ -780,6 +843,52 @@ void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor, R
   if (table == nullptr || static_cast<int>(type) >= kNumDataTypes) return;
   const ScaleFn scale = table->scale[static_cast<int>(type)];
   if (scale != nullptr) scale(data, count, divisor);
+}
+
+StreamCopyFn GetStreamCopyFn(ReduceIsa isa) {
+  if (!ReduceIsaAvailable(isa)) return nullptr;
+  switch (isa) {
+    case ReduceIsa::kBaseline:
+      return &StreamCopyBaseline;
+#if defined(__x86_64__)
+    case ReduceIsa::kAvx2:
+      return &StreamCopyAvx2;
+    case ReduceIsa::kAvx512:
+      return &StreamCopyAvx512;
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+StreamCopyFn GetStreamCopyFn() {
+  static const StreamCopyFn best = GetStreamCopyFn(BestReduceIsa());
+  return best;
+}
+
+size_t LastLevelCacheBytes() {
+  static const size_t bytes = [] {
+    // sysfs first: under a hypervisor CPUID (which the C library reads) may describe the
+    // host's caches rather than this machine's share (384 MiB for a 32 MiB L3 has been seen).
+    size_t largest = 0;
+    for (int index = 0; index < 16; ++index) {
+      const std::string base =
+          absl::StrCat("/sys/devices/system/cpu/cpu0/cache/index", index, "/");
+      std::ifstream level_file(base + "level");
+      std::ifstream size_file(base + "size");
+      int level = 0;
+      std::string size;
+      if (!(level_file >> level) || !(size_file >> size) || size.empty()) continue;
+      size_t value = std::strtoull(size.c_str(), nullptr, 10);
+      if (size.back() == 'K') value <<= 10;
+      if (size.back() == 'M') value <<= 20;
+      if (level >= 2) largest = std::max(largest, value);
+    }
+    if (largest > 0) return largest;
+    const long reported = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return reported > 0 ? static_cast<size_t>(reported) : size_t{32} << 20;
+  }();
+  return bytes;
 }
 
 float HalfToFloat(uint16_t bits) { return HalfBitsToFloat(bits); }

@@ -49,6 +49,16 @@ ReduceManyFn GetReduceManyFn(DataType type, ReduceOp op, ReduceIsa isa);
 // As above for one level; does nothing when the level is not available.
 void ScaleForAverage(void* data, DataType type, size_t count, int64_t divisor, ReduceIsa isa);
 
+// Copies `bytes` from `from` to `to` (the two do not overlap) with stores that bypass the caches:
+// for results larger than the caches, it saves reading each destination line before writing it.
+// What it wrote is visible to other cores before anything the caller writes afterwards.
+using StreamCopyFn = void (*)(void* to, const void* from, size_t bytes);
+StreamCopyFn GetStreamCopyFn();                // the best level this CPU runs
+StreamCopyFn GetStreamCopyFn(ReduceIsa isa);   // nullptr when the level is not available
+// The size of this CPU's last-level cache as Linux describes it (sysfs), else as the C library
+// reports it, else 32 MiB: where streaming a result starts to pay.
+size_t LastLevelCacheBytes();
+
 // Conversions used by the kernels and by tests' references.
 float HalfToFloat(uint16_t bits);
 uint16_t FloatToHalf(float value);  // round to nearest even

@@ -82,6 +82,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Shrink(Bootstrap& bo
   if (!child_protocol.ok()) return failed(child_protocol.status());
   EngineConfig child_config = config;
   child_config.name = child_name;
+  // Not the parent's bootstrap: the caller may drop it with the parent.
+  child_config.bootstrap =
+      options.device_bootstrap != nullptr ? options.device_bootstrap : &bootstrap;
   child_config.topology = std::make_shared<const Topology>(topology().Subset(survivors));
   auto engine = std::make_shared<Engine>(std::move(*child_protocol), std::move(child_config));
   engine->Start();

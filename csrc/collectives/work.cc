@@ -69,10 +69,11 @@ void Work::Complete(absl::Status status) {
 
 namespace cohort {
 
-void Work::Reuse(OpType op, uint64_t sequence, absl::Status status) {
+void Work::Reuse(OpType op, uint64_t sequence, std::string_view algorithm, absl::Status status) {
   // Only the engine holds this Work now: nobody reads it while it changes.
   op_ = op;
   sequence_ = sequence;
+  algorithm_ = algorithm;
   status_ = std::move(status);
   source_rank_.store(-1);
   callbacks_.clear();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -17,6 +18,9 @@
 namespace cohort {
 
 class Engine;
+namespace device {
+class Event;
+}
 
 class Work {
  public:
@@ -39,19 +43,32 @@ class Work {
   uint64_t sequence() const { return sequence_; }
   // For a receive from any source: the rank the message came from.
   int source_rank() const { return source_rank_.load(); }
+  // The registered algorithm that runs (ran) this collective, as `cohort-bench algos` names it;
+  // empty for point-to-point operations and for calls refused before an algorithm was chosen.
+  std::string_view algorithm() const { return algorithm_; }
+  // An operation on CUDA buffers: the event recorded on its stream after its last device step
+  // (another stream that uses the results waits for it; the host need not), else nullptr.
+  const std::shared_ptr<device::Event>& device_event() const { return device_event_; }
 
   // Called by the engine.
   void Complete(absl::Status status);
   // The engine hands out a finished Work nobody else holds again for its next blocking call.
-  void Reuse(OpType op, uint64_t sequence, absl::Status status) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  void Reuse(OpType op, uint64_t sequence, std::string_view algorithm, absl::Status status)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS;
   void set_source_rank(int rank) { source_rank_.store(rank); }
+  // Before the Work is handed out. `algorithm` must outlive it (the registry's names do).
+  void set_algorithm(std::string_view algorithm) { algorithm_ = algorithm; }
+  // Before the Work is handed out.
+  void set_device_event(std::shared_ptr<device::Event> event) { device_event_ = std::move(event); }
 
  private:
   std::shared_ptr<Engine> engine_;
   OpType op_;
   uint64_t sequence_;
+  std::string_view algorithm_;
   std::atomic<bool> done_{false};
   std::atomic<int> source_rank_{-1};
+  std::shared_ptr<device::Event> device_event_;
   mutable absl::Mutex mutex_;
   absl::Status status_ ABSL_GUARDED_BY(mutex_);
   std::vector<std::function<void(const absl::Status&)>> callbacks_ ABSL_GUARDED_BY(mutex_);

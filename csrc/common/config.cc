@@ -25,8 +25,8 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_TIMEOUT", Type::kDuration, "300s",
        "Longest any collective, connection or bootstrap wait may take before it fails."},
       {"COHORT_ALGO", Type::kString, "",
-       "Forces one collective algorithm by name (see `cohort-bench algos`); empty lets the tuner "
-       "choose."},
+       "Forces one collective algorithm by name (see `cohort-bench algos`) for every op it "
+       "implements; a call it cannot serve fails naming why. Empty lets the tuner choose."},
       {"COHORT_CHUNK_BYTES", Type::kBytes, "512K",
        "Pipeline segment size: large transfers are split into segments of this size so sending "
        "overlaps reducing.",
@@ -122,12 +122,16 @@ const std::vector<Variable>& BuildRegistry() {
        {}, 0, INT64_MAX},
       {"COHORT_PYTHON", Type::kString, "python3",
        "Interpreter cohortrun runs training scripts with (not used with --no-python)."},
+      {"COHORT_ETCD_PASSWORD", Type::kString, "",
+       "Password of the etcd user (--rdzv-conf user=) for --rdzv-backend etcd, read here so "
+       "that it stays off the command line; --rdzv-conf password= wins."},
       {"COHORT_STOP_GRACE", Type::kDuration, "5s",
        "How long cohortrun waits after SIGTERM before it SIGKILLs workers it stops."},
-      {"COHORT_TORCH_CUDA", Type::kChoice, "auto",
-       "How the torch backend runs collectives on CUDA tensors: nccl, staged (copied through "
-       "host memory and run by cohort on the CPU), or auto (nccl when the extension was built "
-       "with NCCL, else staged).",
+      {"COHORT_CUDA_PATH", Type::kChoice, "auto",
+       "How collectives on CUDA buffers (torch's CUDA tensors) run: nccl (NCCL inside each host, "
+       "cohort's rails between hosts; an error where a host cannot have an NCCL group), staged "
+       "(copied through pinned host memory and run by cohort's host algorithms), or auto (nccl "
+       "where every host can: one GPU per rank and libnccl.so.2 loadable; else staged).",
        {"auto", "nccl", "staged"}},
       {"COHORT_BENCH_MIN_BW", Type::kString, "",
        "cohort-bench sweeps exit with code 7 when the average bus bandwidth (GB/s, e.g. 10.5) is "
@@ -200,6 +204,12 @@ absl::StatusOr<std::string> CheckedRaw(const std::string& name, Type expected) {
   std::string value = RawValue(*variable);
   absl::Status status = CheckValue(*variable, value);
   if (!status.ok()) return status;
+  // A choice is accepted in any case; callers compare with the registered spelling.
+  if (variable->type == Type::kChoice) {
+    for (const std::string& choice : variable->choices) {
+      if (absl::EqualsIgnoreCase(choice, value)) return choice;
+    }
+  }
   return value;
 }
 

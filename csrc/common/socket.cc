@@ -113,7 +113,10 @@ absl::StatusOr<Fd> ListenTcp(const std::string& host, int port, int backlog) {
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
     }
     if (::bind(fd.get(), info->ai_addr, info->ai_addrlen) != 0) {
-      last = ErrnoError(absl::StrCat("bind to ", HostPort{host, port}.ToString()), errno);
+      const int error = errno;
+      last = ErrnoError(absl::StrCat("bind to ", HostPort{host, port}.ToString()), error);
+      // Callers tell a taken port from other failures by this code (never by the text).
+      if (error == EADDRINUSE) last = absl::AlreadyExistsError(last.message());
       continue;
     }
     if (::listen(fd.get(), backlog) != 0) {

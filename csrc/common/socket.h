@@ -50,7 +50,8 @@ struct HostPort {
 // "host:port", "[v6]:port" or ":port" (empty host). Errors name the text and the form expected.
 absl::StatusOr<HostPort> ParseHostPort(const std::string& text);
 
-// A listening TCP socket on host (empty: all interfaces) and port (0: ephemeral).
+// A listening TCP socket on host (empty: all interfaces) and port (0: ephemeral). A port
+// another socket holds (EADDRINUSE) gives AlreadyExists; other failures Unavailable.
 absl::StatusOr<Fd> ListenTcp(const std::string& host, int port, int backlog = 1024);
 // The port a bound socket listens on.
 absl::StatusOr<int> LocalPort(int fd);

@@ -1,9 +1,16 @@
 // The agent's side of the rendezvous: joins rounds and waits to be admitted, heartbeats the
 // coordinator from its own thread, reports worker failures and completions, watches for the end
-// of its generation, and says goodbye when it leaves. Used by cohortrun's agent loop.
+// of its generation, and says goodbye when it leaves. Used by cohortrun's agent loop, over
+// either backend (backend.h).
+//
+// One thread ("cohort-heartbeat") does the backend's waiting: between beats it parks on what
+// the agent waits for (its admission, its generation's end) and keeps what arrives; Join and
+// PollEnd read that and never call the backend in a loop, so an idle agent costs the
+// coordinator one beat per interval and nothing else.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "elastic/backend.h"
 #include "elastic/rendezvous.h"
 #include "elastic/store/store_client.h"
 
@@ -29,9 +37,14 @@ struct AgentClientOptions {
 
 class AgentClient {
  public:
-  // Connects and starts heartbeating as `node_id` on the "cohort-heartbeat" thread.
+  // Connects to the embedded store and starts heartbeating as `node_id` on the
+  // "cohort-heartbeat" thread.
   static absl::StatusOr<std::unique_ptr<AgentClient>> Connect(const AgentClientOptions& options,
                                                               const std::string& node_id);
+  // The same over any backend (etcd_backend.h makes etcd's).
+  static absl::StatusOr<std::unique_ptr<AgentClient>> Start(std::unique_ptr<AgentBackend> backend,
+                                                            const RendezvousSettings& settings,
+                                                            const std::string& node_id);
   ~AgentClient();
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
@@ -51,31 +64,41 @@ class AgentClient {
   // Tells the coordinator this node leaves (it ends the generation at once, without waiting
   // for missed heartbeats), and stops heartbeating.
   absl::Status Leave(const std::string& reason);
+  // Stops heartbeating and leaves the backend cleanly (etcd: revokes the lease). The agent
+  // cannot be used afterwards but for reading what it learned.
+  void Close();
   // Counts this agent among those that saw the job end; returns how many did.
   absl::StatusOr<int64_t> AcknowledgeEnd();
   absl::StatusOr<int64_t> AcknowledgedCount();
   // How many agents the coordinator turned away (they acknowledge too before leaving).
   absl::StatusOr<int64_t> RefusedCount();
-  // Why heartbeats stopped (the store went away), or OK.
+  // Why heartbeats stopped (the store went away, the lease expired), or OK.
   absl::Status health() const;
+  // An address of this host that the other nodes can reach (from the connection), or empty.
+  std::string LocalAddressHint() { return backend_->LocalAddressHint(); }
 
-  store::StoreClient& store() { return *client_; }
+  AgentBackend& backend() { return *backend_; }
   const std::string& node_id() const { return node_id_; }
 
  private:
-  AgentClient(const AgentClientOptions& options, std::unique_ptr<store::StoreClient> client,
+  AgentClient(std::unique_ptr<AgentBackend> backend, const RendezvousSettings& settings,
               std::string node_id);
-  absl::Status Ring();
   void HeartbeatLoop();
   void StopHeartbeats();
 
-  const AgentClientOptions options_;
-  std::unique_ptr<store::StoreClient> client_;
+  std::unique_ptr<AgentBackend> backend_;
+  const RendezvousSettings settings_;
   const std::string node_id_;
   mutable absl::Mutex mutex_;
-  absl::CondVar wake_;
+  absl::CondVar changed_;  // news arrived, or the interest changed, or stop
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   absl::Status health_ ABSL_GUARDED_BY(mutex_);
+  Interest interest_ ABSL_GUARDED_BY(mutex_);
+  // Admission (or refusal) after the latest join, and generation ends seen.
+  std::optional<int64_t> admitted_ ABSL_GUARDED_BY(mutex_);
+  std::optional<World> admitted_world_ ABSL_GUARDED_BY(mutex_);
+  std::optional<std::string> refused_ ABSL_GUARDED_BY(mutex_);
+  std::map<int64_t, GenerationEnd> ends_ ABSL_GUARDED_BY(mutex_);
   std::thread heartbeat_thread_;
 };
 

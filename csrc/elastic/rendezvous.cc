@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "common/config.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace cohort::elastic {
@@ -27,15 +29,47 @@ Json NodeToJson(const NodeInfo& node) {
               {"labels", node.labels}};
 }
 
+// Bounds of what a record may say: a world of up to kMaxNodes nodes of up to kMaxLocalRanks
+// ranks each keeps every rank count and offset within an int.
+constexpr int64_t kMaxNodes = 1 << 15;
+constexpr int64_t kMaxLocalRanks = 1 << 15;
+
+// An integer field within [min, max]; anything else (a float such as 1e300, which converting
+// would be undefined, a string, a value out of range) throws, and ParseJson reports it.
+int64_t Integer(const Json& object, const char* key, int64_t min, int64_t max) {
+  const Json& value = object.at(key);
+  bool fits = false;
+  int64_t result = 0;
+  if (value.is_number_unsigned()) {
+    uint64_t unsigned_value = value.get<uint64_t>();
+    fits = unsigned_value <= static_cast<uint64_t>(max);
+    result = fits ? static_cast<int64_t>(unsigned_value) : 0;
+  } else if (value.is_number_integer()) {
+    result = value.get<int64_t>();
+    fits = true;
+  } else {
+    throw std::invalid_argument(absl::StrCat("\"", key, "\" is not an integer"));
+  }
+  if (!fits || result < min || result > max) {
+    throw std::out_of_range(
+        absl::StrCat("\"", key, "\" is ", value.dump(), ", outside ", min, " to ", max));
+  }
+  return result;
+}
+
+int SmallInteger(const Json& object, const char* key, int64_t min, int64_t max) {
+  return static_cast<int>(Integer(object, key, min, max));
+}
+
 NodeInfo NodeFromJson(const Json& json) {
   NodeInfo node;
   node.node_id = json.at("id").get<std::string>();
   node.host = json.at("host").get<std::string>();
   node.address = json.at("address").get<std::string>();
-  node.master_port = json.at("master_port").get<int>();
-  node.local_world_size = json.at("local_world_size").get<int>();
+  node.master_port = SmallInteger(json, "master_port", 0, 65535);
+  node.local_world_size = SmallInteger(json, "local_world_size", 0, kMaxLocalRanks);
   node.role = json.at("role").get<std::string>();
-  node.node_rank = json.at("node_rank").get<int>();
+  node.node_rank = SmallInteger(json, "node_rank", -1, kMaxNodes);
   node.labels = json.at("labels").get<std::map<std::string, std::string>>();
   return node;
 }
@@ -57,7 +91,8 @@ absl::Status BadConf(absl::string_view entry, absl::string_view why) {
       ". Accepted keys: join_timeout (alias timeout), last_call_timeout, close_timeout, "
       "heartbeat_interval (alias keep_alive_interval), heartbeat_timeout, "
       "keep_alive_max_attempt, read_timeout (durations such as 30, 30s, 500ms), is_host "
-      "(true/false)"));
+      "(true/false); for etcd: protocol (http/https), cacert, cert, key (file paths), user "
+      "(alias username), password, etcd_prefix"));
 }
 
 }  // namespace
@@ -115,6 +150,24 @@ absl::Status ParseRendezvousConf(const std::string& text, RendezvousSettings* se
       } else {
         return BadConf(entry, "is_host takes true or false");
       }
+      continue;
+    }
+    std::string* etcd_text = nullptr;
+    if (key == "cacert") etcd_text = &settings->etcd.ca_file;
+    if (key == "cert") etcd_text = &settings->etcd.cert_file;
+    if (key == "key") etcd_text = &settings->etcd.key_file;
+    if (key == "user" || key == "username") etcd_text = &settings->etcd.user;
+    if (key == "password") etcd_text = &settings->etcd.password;
+    if (key == "etcd_prefix") etcd_text = &settings->etcd.prefix;
+    if (etcd_text != nullptr) {
+      if (value.empty()) return BadConf(entry, absl::StrCat(key, " takes a value"));
+      *etcd_text = value;
+      continue;
+    }
+    if (key == "protocol") {
+      std::string lower = absl::AsciiStrToLower(value);
+      if (lower != "http" && lower != "https") return BadConf(entry, "protocol takes http or https");
+      settings->etcd.protocol = lower;
       continue;
     }
     if (key == "keep_alive_max_attempt") {
@@ -194,29 +247,198 @@ absl::StatusOr<NodeInfo> DecodeNode(const std::string& text) {
   return ParseJson<NodeInfo>(text, "node", [](const Json& json) { return NodeFromJson(json); });
 }
 
-std::string EncodeWorld(const World& world) {
-  Json nodes = Json::array();
-  for (const NodeInfo& node : world.nodes) nodes.push_back(NodeToJson(node));
-  return Json{{"generation", world.generation},
-              {"restart_count", world.restart_count},
-              {"nodes", nodes},
-              {"master_addr", world.master_addr},
-              {"master_port", world.master_port},
-              {"worker_store", world.worker_store}}
-      .dump();
+namespace {
+
+constexpr absl::string_view kWorldHeader = "cohort-world 1";
+
+bool NeedsEscape(char c) {
+  auto byte = static_cast<unsigned char>(c);
+  return c == '%' || c == '\t' || c == '\n' || c == '=' || c == ';' || byte < 0x20 || byte == 0x7f;
 }
 
-absl::StatusOr<World> DecodeWorld(const std::string& text) {
-  return ParseJson<World>(text, "world", [](const Json& json) {
-    World world;
-    world.generation = json.at("generation").get<int64_t>();
-    world.restart_count = json.at("restart_count").get<int64_t>();
-    for (const Json& node : json.at("nodes")) world.nodes.push_back(NodeFromJson(node));
-    world.master_addr = json.at("master_addr").get<std::string>();
-    world.master_port = json.at("master_port").get<int>();
-    world.worker_store = json.at("worker_store").get<std::string>();
-    return world;
-  });
+void AppendField(std::string* out, absl::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (char c : text) {
+    if (NeedsEscape(c)) {
+      auto byte = static_cast<unsigned char>(c);
+      out->push_back('%');
+      out->push_back(kHex[byte >> 4]);
+      out->push_back(kHex[byte & 15]);
+    } else {
+      out->push_back(c);
+    }
+  }
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+bool Unescape(absl::string_view field, std::string* out) {
+  out->clear();
+  if (field.find('%') == absl::string_view::npos) {
+    out->assign(field.data(), field.size());
+    return true;
+  }
+  out->reserve(field.size());
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] != '%') {
+      out->push_back(field[i]);
+      continue;
+    }
+    if (i + 2 >= field.size()) return false;
+    int high = HexValue(field[i + 1]), low = HexValue(field[i + 2]);
+    if (high < 0 || low < 0) return false;
+    out->push_back(static_cast<char>(high * 16 + low));
+    i += 2;
+  }
+  return true;
+}
+
+// Splits one line into exactly `count` tab-separated fields.
+bool SplitFields(absl::string_view line, size_t count, absl::string_view* fields) {
+  size_t found = 0;
+  while (found + 1 < count) {
+    size_t tab = line.find('\t');
+    if (tab == absl::string_view::npos) return false;
+    fields[found++] = line.substr(0, tab);
+    line.remove_prefix(tab + 1);
+  }
+  if (line.find('\t') != absl::string_view::npos) return false;
+  fields[found] = line;
+  return true;
+}
+
+// The next line of `text` (without its newline); false at the end.
+bool NextLine(absl::string_view* text, absl::string_view* line) {
+  if (text->empty()) return false;
+  size_t newline = text->find('\n');
+  if (newline == absl::string_view::npos) {
+    *line = *text;
+    text->remove_prefix(text->size());
+  } else {
+    *line = text->substr(0, newline);
+    text->remove_prefix(newline + 1);
+  }
+  return true;
+}
+
+// An integer field of the world text within [min, max]; false with `why` naming the field.
+template <typename T>
+bool TextInteger(absl::string_view field, const char* name, int64_t min, int64_t max, T* out,
+                 std::string* why) {
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(field, &value)) {
+    *why = absl::StrCat(name, " \"", field, "\" is not an integer");
+    return false;
+  }
+  if (value < min || value > max) {
+    *why = absl::StrCat(name, " is ", value, ", outside ", min, " to ", max);
+    return false;
+  }
+  *out = static_cast<T>(value);
+  return true;
+}
+
+absl::Status BadWorld(size_t line, absl::string_view why) {
+  return absl::DataLossError(
+      absl::StrCat("malformed world in the rendezvous store: line ", line, ": ", why,
+                   " (run the same cohort version on every node)"));
+}
+
+}  // namespace
+
+std::string EncodeWorld(const World& world) {
+  std::string out;
+  out.reserve(64 + world.nodes.size() * 96);
+  absl::StrAppend(&out, kWorldHeader, "\n", world.generation, "\t", world.restart_count, "\t");
+  AppendField(&out, world.master_addr);
+  absl::StrAppend(&out, "\t", world.master_port, "\t");
+  AppendField(&out, world.worker_store);
+  absl::StrAppend(&out, "\t", world.nodes.size(), "\n");
+  for (const NodeInfo& node : world.nodes) {
+    AppendField(&out, node.node_id);
+    out.push_back('\t');
+    AppendField(&out, node.host);
+    out.push_back('\t');
+    AppendField(&out, node.address);
+    absl::StrAppend(&out, "\t", node.master_port, "\t", node.local_world_size, "\t");
+    AppendField(&out, node.role);
+    absl::StrAppend(&out, "\t", node.node_rank, "\t");
+    bool first = true;
+    for (const auto& [key, value] : node.labels) {
+      if (!first) out.push_back(';');
+      first = false;
+      AppendField(&out, key);
+      out.push_back('=');
+      AppendField(&out, value);
+    }
+    out.push_back('\n');
+  }
+  return out;
+}
+
+absl::StatusOr<World> DecodeWorld(absl::string_view text) {
+  World world;
+  absl::string_view line;
+  if (!NextLine(&text, &line) || line != kWorldHeader) {
+    return BadWorld(1, absl::StrCat("expected \"", kWorldHeader, "\""));
+  }
+  absl::string_view fields[8];
+  if (!NextLine(&text, &line) || !SplitFields(line, 6, fields)) {
+    return BadWorld(2, "expected 6 tab-separated fields");
+  }
+  int64_t count = 0;
+  std::string why;
+  if (!TextInteger(fields[0], "generation", 0, INT64_MAX, &world.generation, &why) ||
+      !TextInteger(fields[1], "restart_count", 0, INT64_MAX, &world.restart_count, &why) ||
+      !TextInteger(fields[3], "master_port", 0, 65535, &world.master_port, &why) ||
+      !TextInteger(fields[5], "node count", 0, kMaxNodes, &count, &why)) {
+    return BadWorld(2, why);
+  }
+  if (!Unescape(fields[2], &world.master_addr) || !Unescape(fields[4], &world.worker_store)) {
+    return BadWorld(2, "master_addr or worker_store is not validly escaped");
+  }
+  // Each node takes at least 15 bytes, so a corrupt count cannot make us reserve much.
+  if (static_cast<size_t>(count) > text.size() / 15 + 1) {
+    return BadWorld(2, "more nodes than the text holds");
+  }
+  world.nodes.reserve(count);
+  std::string label_key, label_value;
+  for (int64_t i = 0; i < count; ++i) {
+    size_t number = static_cast<size_t>(i) + 3;
+    if (!NextLine(&text, &line) || !SplitFields(line, 8, fields)) {
+      return BadWorld(number, "expected 8 tab-separated fields");
+    }
+    NodeInfo& node = world.nodes.emplace_back();
+    if (!TextInteger(fields[3], "master_port", 0, 65535, &node.master_port, &why) ||
+        !TextInteger(fields[4], "local_world_size", 0, kMaxLocalRanks, &node.local_world_size,
+                     &why) ||
+        !TextInteger(fields[6], "node_rank", -1, kMaxNodes, &node.node_rank, &why)) {
+      return BadWorld(number, why);
+    }
+    if (!Unescape(fields[0], &node.node_id) || !Unescape(fields[1], &node.host) ||
+        !Unescape(fields[2], &node.address) || !Unescape(fields[5], &node.role)) {
+      return BadWorld(number, "a text field is not validly escaped");
+    }
+    absl::string_view labels = fields[7];
+    while (!labels.empty()) {
+      size_t end = labels.find(';');
+      absl::string_view label = labels.substr(0, end);
+      labels.remove_prefix(end == absl::string_view::npos ? labels.size() : end + 1);
+      size_t equals = label.find('=');
+      if (equals == absl::string_view::npos || !Unescape(label.substr(0, equals), &label_key) ||
+          !Unescape(label.substr(equals + 1), &label_value)) {
+        return BadWorld(number, "a label is not key=value");
+      }
+      node.labels[label_key] = label_value;
+    }
+  }
+  if (!text.empty()) return BadWorld(count + 3, "text after the last node");
+  return world;
 }
 
 std::string EncodeEnd(const GenerationEnd& end) {
@@ -277,23 +499,58 @@ absl::StatusOr<std::vector<WorkerFailure>> DecodeFailures(const std::string& tex
   });
 }
 
+absl::StatusOr<std::optional<AgentEvent>> DecodeInboxEntry(absl::string_view key,
+                                                           const std::string& value,
+                                                           int64_t revision) {
+  if (!absl::ConsumePrefix(&key, keys::kInbox)) return std::optional<AgentEvent>();
+  AgentEvent event;
+  event.order = revision;
+  std::vector<absl::string_view> parts = absl::StrSplit(key, absl::MaxSplits('/', 2));
+  if (parts.size() == 2 && parts[0] == "join") {
+    event.kind = AgentEvent::Kind::kJoined;
+    event.node_id = std::string(parts[1]);
+    COHORT_ASSIGN_OR_RETURN(event.info, DecodeNode(value));
+    if (event.info.node_id != event.node_id) {
+      return absl::DataLossError(absl::StrCat("join of node ", event.node_id,
+                                              " carries the record of node ", event.info.node_id));
+    }
+  } else if (parts.size() == 2 && parts[0] == "left") {
+    event.kind = AgentEvent::Kind::kLeft;
+    event.node_id = std::string(parts[1]);
+    event.reason = value;
+  } else if (parts.size() == 3 && (parts[0] == "failure" || parts[0] == "done")) {
+    if (!absl::SimpleAtoi(parts[1], &event.generation)) {
+      return absl::DataLossError(absl::StrCat("bad generation in key ", key));
+    }
+    event.node_id = std::string(parts[2]);
+    if (parts[0] == "done") {
+      event.kind = AgentEvent::Kind::kDone;
+    } else {
+      event.kind = AgentEvent::Kind::kFailed;
+      COHORT_ASSIGN_OR_RETURN(event.failures, DecodeFailures(value));
+    }
+  } else {
+    return std::optional<AgentEvent>();
+  }
+  return std::optional<AgentEvent>(std::move(event));
+}
+
 namespace keys {
-std::string Node(const std::string& node_id) { return absl::StrCat("node/", node_id); }
-std::string Waiting(const std::string& node_id) { return absl::StrCat(kWaitingPrefix, node_id); }
-std::string Admit(const std::string& node_id) { return absl::StrCat("admit/", node_id); }
-std::string Heartbeat(const std::string& node_id) { return absl::StrCat("hb/", node_id); }
-std::string Left(const std::string& node_id) { return absl::StrCat(kLeftPrefix, node_id); }
-std::string World(int64_t generation) { return absl::StrCat("gen/", generation, "/world"); }
-std::string End(int64_t generation) { return absl::StrCat("gen/", generation, "/end"); }
+std::string Join(const std::string& node_id) { return absl::StrCat(kInbox, "join/", node_id); }
+std::string Left(const std::string& node_id) { return absl::StrCat(kInbox, "left/", node_id); }
 std::string Failure(int64_t generation, const std::string& node_id) {
   return absl::StrCat(FailurePrefix(generation), node_id);
 }
-std::string FailurePrefix(int64_t generation) { return absl::StrCat("gen/", generation, "/failure/"); }
-std::string Done(int64_t generation, const std::string& node_id) {
-  return absl::StrCat(DonePrefix(generation), node_id);
+std::string FailurePrefix(int64_t generation) {
+  return absl::StrCat(kInbox, "failure/", generation, "/");
 }
-std::string DonePrefix(int64_t generation) { return absl::StrCat("gen/", generation, "/done/"); }
-std::string Ring(int64_t number) { return absl::StrCat("ring/", number); }
+std::string Done(int64_t generation, const std::string& node_id) {
+  return absl::StrCat(kInbox, "done/", generation, "/", node_id);
+}
+std::string Heartbeat(const std::string& node_id) { return absl::StrCat(kHeartbeatPrefix, node_id); }
+std::string Admit(const std::string& node_id) { return absl::StrCat("admit/", node_id); }
+std::string World(int64_t generation) { return absl::StrCat("gen/", generation, "/world"); }
+std::string End(int64_t generation) { return absl::StrCat("gen/", generation, "/end"); }
 }  // namespace keys
 
 }  // namespace cohort::elastic

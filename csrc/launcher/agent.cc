@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "common/status.h"
 #include "elastic/agent_client.h"
 #include "elastic/coordinator.h"
+#include "elastic/etcd_backend.h"
 #include "elastic/store/store_server.h"
 #include "launcher/summary.h"
 #include "launcher/workers.h"
@@ -166,11 +168,37 @@ class Agent {
 
     host_ = logging::HostName();
     node_id_ = absl::StrCat(host_, "-", ::getpid(), "-", crypto::RandomHex(3));
-    COHORT_ASSIGN_OR_RETURN(HostPort endpoint, ParseHostPort(options_.rdzv_endpoint));
-    const bool loopback = IsLoopbackName(endpoint.host);
     auto token = config::GetString("COHORT_JOB_TOKEN");
     COHORT_RETURN_IF_ERROR(token.status());
     token_ = *token;
+    if (options_.rdzv_backend == "etcd") {
+      COHORT_RETURN_IF_ERROR(ConnectEtcd());
+    } else {
+      COHORT_RETURN_IF_ERROR(ConnectEmbedded());
+    }
+    if (address_.empty()) address_ = options_.local_addr;
+    if (address_.empty()) address_ = client_->LocalAddressHint();
+    if (address_.empty()) address_ = host_;
+
+    // Logs and error files: --log-dir/<run id>_<random>/attempt_<n>/<local rank>/.
+    std::string suffix = crypto::RandomHex(4);
+    if (!options_.log_dir.empty()) {
+      run_log_dir_ = absl::StrCat(options_.log_dir, "/", options_.rdzv_id, "_", suffix);
+    } else {
+      run_log_dir_ = absl::StrCat(fs::temp_directory_path().string(), "/cohortrun_", options_.rdzv_id,
+                                  "_", suffix);
+      temporary_log_dir_ = true;
+    }
+    std::error_code error;
+    fs::create_directories(run_log_dir_, error);
+    if (error) return absl::InternalError(absl::StrCat("cannot create ", run_log_dir_, ": ", error.message()));
+    return absl::OkStatus();
+  }
+
+  // The embedded store: this agent runs it and the coordinator when it is the endpoint host.
+  absl::Status ConnectEmbedded() {
+    COHORT_ASSIGN_OR_RETURN(HostPort endpoint, ParseHostPort(options_.rdzv_endpoint));
+    const bool loopback = IsLoopbackName(endpoint.host);
     if (token_.empty()) {
       if (options_.max_nodes == 1 && loopback) {
         token_ = crypto::RandomHex(16);  // one node: nobody else needs to know it
@@ -190,6 +218,13 @@ class Agent {
     }
     const std::string listen_host = loopback ? "127.0.0.1" : "";
     if (try_host) {
+      // The store keeps two connections per agent: a thousand agents pass the usual soft limit
+      // of 1,024 descriptors.
+      rlimit files = {};
+      if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+      }
       store::StoreServerOptions server_options;
       server_options.host = listen_host;
       server_options.port = endpoint.port;
@@ -198,7 +233,7 @@ class Agent {
       auto server = store::StoreServer::Start(server_options);
       if (server.ok()) {
         server_ = std::move(*server);
-      } else if (absl::StrContains(server.status().message(), std::strerror(EADDRINUSE)) &&
+      } else if (server.status().code() == absl::StatusCode::kAlreadyExists &&
                  options_.is_host != 1 && !options_.settings.static_ranks) {
         COHORT_LOG(INFO) << "another agent on this host runs the rendezvous store at "
                          << options_.rdzv_endpoint;
@@ -220,6 +255,7 @@ class Agent {
       coordinator_options.settings = options_.settings;
       coordinator_options.worker_store_listen_host = listen_host;
       coordinator_options.worker_store_public_host = store_host;
+      coordinator_options.host = host_;
       COHORT_ASSIGN_OR_RETURN(coordinator_, elastic::Coordinator::Start(coordinator_options));
       if (!loopback) store_host = "127.0.0.1";
     }
@@ -232,24 +268,30 @@ class Agent {
     client_options.connect_timeout = options_.settings.join_timeout;
     COHORT_ASSIGN_OR_RETURN(client_, elastic::AgentClient::Connect(client_options, node_id_));
 
-    address_ = options_.local_addr;
-    if (address_.empty()) {
-      address_ = server_ != nullptr && !loopback ? endpoint.host : client_->store().LocalAddressHint();
-    }
-    if (address_.empty()) address_ = host_;
+    if (options_.local_addr.empty() && server_ != nullptr && !loopback) address_ = endpoint.host;
+    return absl::OkStatus();
+  }
 
-    // Logs and error files: --log-dir/<run id>_<random>/attempt_<n>/<local rank>/.
-    std::string suffix = crypto::RandomHex(4);
-    if (!options_.log_dir.empty()) {
-      run_log_dir_ = absl::StrCat(options_.log_dir, "/", options_.rdzv_id, "_", suffix);
-    } else {
-      run_log_dir_ = absl::StrCat(fs::temp_directory_path().string(), "/cohortrun_", options_.rdzv_id,
-                                  "_", suffix);
-      temporary_log_dir_ = true;
-    }
-    std::error_code error;
-    fs::create_directories(run_log_dir_, error);
-    if (error) return absl::InternalError(absl::StrCat("cannot create ", run_log_dir_, ": ", error.message()));
+  // etcd: every agent is a candidate for the coordinator role; the job token, unless given,
+  // is shared through etcd.
+  absl::Status ConnectEtcd() {
+    elastic::EtcdAgentOptions etcd_options;
+    etcd_options.settings = options_.settings;
+    etcd_options.job_id = options_.rdzv_id;
+    etcd_options.node_id = node_id_;
+    etcd_options.host = host_;
+    etcd_options.campaign = true;
+    etcd_options.coordinator.job_id = options_.rdzv_id;
+    etcd_options.coordinator.token = token_;
+    etcd_options.coordinator.settings = options_.settings;
+    etcd_options.coordinator.worker_store_listen_host = "";
+    etcd_options.coordinator.worker_store_public_host = options_.local_addr;  // empty: etcd's view
+    etcd_options.coordinator.host = host_;
+    COHORT_ASSIGN_OR_RETURN(std::unique_ptr<elastic::EtcdAgentBackend> backend,
+                            elastic::EtcdAgentBackend::Connect(etcd_options));
+    token_ = backend->job_token();
+    COHORT_ASSIGN_OR_RETURN(client_, elastic::AgentClient::Start(std::move(backend),
+                                                                 options_.settings, node_id_));
     return absl::OkStatus();
   }
 
@@ -511,8 +553,11 @@ class Agent {
   }
 
   void Shutdown(int64_t expected_acks) {
-    if (server_ != nullptr && client_ != nullptr) {
-      // The other agents read the job's end from our store: wait until they did.
+    // The coordinator's agent (on etcd, whichever holds the role now) stays until the others
+    // read the job's end: from its store, or from etcd, which it then clears of the job.
+    const bool coordinates =
+        client_ != nullptr && (server_ != nullptr || client_->backend().RunsCoordinator());
+    if (coordinates) {
       Deadline deadline = Deadline::In(expected_acks > 1 ? options_.settings.close_timeout
                                                          : absl::Milliseconds(200));
       while (!deadline.Expired()) {
@@ -520,7 +565,12 @@ class Agent {
         if (!acks.ok() || *acks >= std::max<int64_t>(expected_acks, 1)) break;
         ::usleep(10'000);
       }
+      absl::Status removed = client_->backend().RemoveJobKeys();  // only once the job ended
+      if (!removed.ok()) {
+        COHORT_LOG(WARN) << "could not remove the job's keys: " << removed.message();
+      }
     }
+    if (client_ != nullptr) client_->Close();
     client_.reset();
     if (coordinator_ != nullptr) coordinator_->RequestStop();
     if (server_ != nullptr) server_->Stop();  // the coordinator's calls fail: it stops at once
@@ -653,13 +703,21 @@ std::string DescribeDryRun(const LaunchOptions& options) {
                   " heartbeat_interval=", absl::FormatDuration(s.heartbeat_interval),
                   " heartbeat_timeout=", absl::FormatDuration(s.heartbeat_timeout),
                   " read_timeout=", absl::FormatDuration(s.read_timeout), "\n");
-  auto endpoint = ParseHostPort(options.rdzv_endpoint);
-  bool hosts = options.settings.static_ranks ? options.node_rank == 0
-               : options.is_host >= 0        ? options.is_host == 1
-                                             : (endpoint.ok() && IsLocalHost(endpoint->host));
-  absl::StrAppend(&out, "this node (", logging::HostName(), ") ",
-                  hosts ? "runs the rendezvous store and coordinator" : "joins the store at the endpoint",
-                  "\n");
+  if (options.rdzv_backend == "etcd") {
+    absl::StrAppend(&out, "this node (", logging::HostName(), ") joins the rendezvous in etcd at ",
+                    absl::StrJoin(options.settings.etcd.endpoints, ", "), " (keys under ",
+                    elastic::EtcdJobPrefix(options.settings, options.rdzv_id),
+                    "); any node may take the coordinator role\n");
+  } else {
+    auto endpoint = ParseHostPort(options.rdzv_endpoint);
+    bool hosts = options.settings.static_ranks ? options.node_rank == 0
+                 : options.is_host >= 0        ? options.is_host == 1
+                                               : (endpoint.ok() && IsLocalHost(endpoint->host));
+    absl::StrAppend(&out, "this node (", logging::HostName(), ") ",
+                    hosts ? "runs the rendezvous store and coordinator"
+                          : "joins the store at the endpoint",
+                    "\n");
+  }
   std::string program;
   std::vector<std::string> argv = WorkerCommand(options, &program);
   absl::StrAppend(&out, "worker command: ", absl::StrJoin(argv, " "), "\n");

@@ -36,12 +36,16 @@ const std::vector<Flag>& Flags() {
       {"nproc-per-node", true, nullptr, "workers per node: N, auto, cpu or gpu (default 1)"},
       {"node-rank", true, nullptr,
        "this node's rank; static rendezvous orders nodes by it (default 0 there)"},
-      {"rdzv-backend", true, nullptr, "c10d (embedded store, default) or static"},
-      {"rdzv-endpoint", true, nullptr, "host:port of the rendezvous store (its host runs it)"},
+      {"rdzv-backend", true, nullptr,
+       "c10d (embedded store, default), static, or etcd (alias etcd-v3: etcd's v3 API)"},
+      {"rdzv-endpoint", true, nullptr,
+       "host:port of the rendezvous store (its host runs it); with etcd, its client URLs, "
+       "comma-separated"},
       {"rdzv-id", true, nullptr, "job id shared by the nodes of one job (default none)"},
       {"rdzv-conf", true, nullptr,
        "k=v,...: join_timeout, last_call_timeout, close_timeout, heartbeat_interval, "
-       "heartbeat_timeout, keep_alive_interval, keep_alive_max_attempt, read_timeout, is_host"},
+       "heartbeat_timeout, keep_alive_interval, keep_alive_max_attempt, read_timeout, is_host; "
+       "etcd: protocol, cacert, cert, key, user, password, etcd_prefix"},
       {"standalone", false, nullptr, "single node: a private store on a free local port"},
       {"max-restarts", true, nullptr, "restarts of the job after failures (default 0)"},
       {"monitor-interval", true, nullptr, "seconds between worker checks (default 0.1)"},
@@ -228,6 +232,9 @@ std::map<std::string, std::string> CurrentEnvironment() {
   return environment;
 }
 
+// More hosts than any Slurm cluster has: a node list naming more is malformed.
+constexpr size_t kMaxNodelistHosts = 100000;
+
 absl::StatusOr<std::vector<std::string>> ExpandSlurmNodelist(const std::string& nodelist) {
   // Split at top-level commas (commas inside brackets separate ranges).
   std::vector<std::string> items;
@@ -267,12 +274,25 @@ absl::StatusOr<std::vector<std::string>> ExpandSlurmNodelist(const std::string& 
           return absl::InvalidArgumentError(absl::StrCat("bad Slurm node list \"", nodelist,
                                                          "\": range \"", range, "\""));
         }
+        if (alternatives.size() + static_cast<size_t>(high - low) >= kMaxNodelistHosts) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "bad Slurm node list \"", nodelist.substr(0, 200), "\": it names more than ",
+              kMaxNodelistHosts, " hosts"));
+        }
         size_t width = bounds[0].size();  // zero padding, as in node[001-010]
         for (int64_t n = low; n <= high; ++n) {
           std::string digits = absl::StrCat(n);
           if (digits.size() < width) digits.insert(0, width - digits.size(), '0');
           alternatives.push_back(digits);
         }
+      }
+      // Several bracket groups multiply ("a[0-999][0-999]" is a million names): bound the
+      // whole list, as each range is bounded.
+      if (alternatives.size() > kMaxNodelistHosts / std::max<size_t>(1, expanded.size()) ||
+          hosts.size() + expanded.size() * alternatives.size() > kMaxNodelistHosts) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "bad Slurm node list \"", nodelist.substr(0, 200), "\": it names more than ",
+            kMaxNodelistHosts, " hosts"));
       }
       std::vector<std::string> next;
       for (const std::string& host : expanded) {
@@ -394,7 +414,10 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
     return options;
   }
 
-  auto [scheduler_values, scheduler] = SchedulerValues(environment);
+  // Not a structured binding: the lambda below captures these (clang 14 cannot capture those).
+  const auto scheduler_found = SchedulerValues(environment);
+  const auto& scheduler_values = scheduler_found.first;
+  const auto& scheduler = scheduler_found.second;
   options.scheduler = scheduler;
   // The value of a flag: the command line, then PET_<NAME>, then the scheduler's environment.
   auto value_of = [&](const char* name) -> std::optional<std::string> {
@@ -442,13 +465,14 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
   }
   if (auto value = value_of("rdzv-backend")) {
     std::string backend = absl::AsciiStrToLower(*value);
-    if (backend == "etcd" || backend == "etcd-v2") {
-      return absl::UnimplementedError(absl::StrCat(
-          "--rdzv-backend ", backend, " is not available in this cohortrun; use c10d (the "
-          "embedded store on the endpoint host) or static"));
+    if (backend == "etcd-v2") {
+      return absl::UnimplementedError(
+          "--rdzv-backend etcd-v2 is not available: etcd's v2 API is off by default since etcd "
+          "3.4 and gone in 3.6; use --rdzv-backend etcd (the v3 API)");
     }
-    if (backend != "c10d" && backend != "static") {
-      return BadValue("rdzv-backend", *value, "c10d or static");
+    if (backend == "etcd-v3") backend = "etcd";
+    if (backend != "c10d" && backend != "static" && backend != "etcd") {
+      return BadValue("rdzv-backend", *value, "c10d, static or etcd (alias etcd-v3)");
     }
     options.rdzv_backend = backend;
   }
@@ -564,6 +588,23 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
       options.rdzv_endpoint = absl::StrCat(options.master_addr, ":", StorePortBesideMaster(options));
       options.sources["rdzv-endpoint"] = "--master-addr:--master-port";
     }
+  } else if (options.rdzv_backend == "etcd") {
+    // A scheduler's guess (its first host, port 29400) is where an embedded store would run,
+    // not where etcd runs.
+    const std::string& source = options.sources["rdzv-endpoint"];
+    if (options.rdzv_endpoint.empty() || (source != "flag" && !absl::StartsWith(source, "PET_"))) {
+      return absl::InvalidArgumentError(
+          "--rdzv-backend etcd needs --rdzv-endpoint: etcd's client URLs, comma-separated (e.g. "
+          "http://etcd0:2379,http://etcd1:2379,http://etcd2:2379)");
+    }
+    for (absl::string_view endpoint : absl::StrSplit(options.rdzv_endpoint, ',', absl::SkipWhitespace())) {
+      endpoint = absl::StripAsciiWhitespace(endpoint);
+      if (!absl::StrContains(endpoint, "://") && !absl::StrContains(endpoint, ':')) {
+        return BadValue("rdzv-endpoint", std::string(endpoint),
+                        "etcd client URLs (http://host:port, https://host:port) or host:port");
+      }
+      options.settings.etcd.endpoints.emplace_back(endpoint);
+    }
   } else if (options.rdzv_endpoint.empty()) {
     if (options.max_nodes == 1 && !options.master_addr_given) {
       options.rdzv_endpoint = "localhost:0";  // one node: a private store
@@ -584,6 +625,10 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
   options.settings.static_ranks = options.rdzv_backend == "static";
   COHORT_RETURN_IF_ERROR(
       elastic::ParseRendezvousConf(options.rdzv_conf, &options.settings, &options.is_host));
+  // The etcd password stays off the command line when it comes from the environment.
+  if (options.settings.etcd.password.empty()) {
+    options.settings.etcd.password = Get(environment, "COHORT_ETCD_PASSWORD");
+  }
   if (options.training_script.empty() && !options.dry_run) {
     return absl::InvalidArgumentError(
         "missing the training script: cohortrun [flags] script.py [script args] (see --help)");

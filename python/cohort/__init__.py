@@ -19,9 +19,19 @@ from . import _C, failures
 from .failures import dump_trace, failed_ranks, root_ranks, shrink
 
 __all__ = [
-    "BACKEND", "abort", "communicator_name", "create_backend", "dump_trace", "failed_ranks",
-    "is_available", "monitored_barrier", "root_ranks", "shrink", "work_exception",
+    "BACKEND", "CollectiveError", "abort", "communicator_name", "create_backend", "dump_trace",
+    "failed_ranks", "is_available", "monitored_barrier", "root_ranks", "shrink", "work_exception",
 ]
+
+# A collective or point-to-point operation that failed because of its peers or the
+# communicator (a lost or silent rank, ranks that disagree, an abort), never because of its
+# arguments: catch it to tell a peer's failure from a programming error. A RuntimeError on
+# torch 1.13, torch.distributed.DistBackendError (itself a RuntimeError) on torch >= 2.1 (the
+# base is chosen when the extension is compiled). Attributes: op ("allreduce", "recv", ...),
+# sequence (the collective's number on its group; None for send/recv), rank (this rank), ranks
+# (this rank first, then the peers involved: the one lost, waited for or disagreeing) and
+# hosts (the host of each, where known).
+CollectiveError = _C.CollectiveError
 
 BACKEND = "cohort"
 __version__ = "0.1.0"
@@ -83,7 +93,8 @@ def abort(group=None, reason="aborted by the user"):
 
 
 def work_exception(work):
-    """The error a failed Work holds as a RuntimeError, None when it has none.
+    """The error a failed Work holds (a CollectiveError, or a RuntimeError), None when it
+    has none.
 
     Same as ``work.exception()``, which torch 1.13 cannot return to Python for any backend.
     """

@@ -8,6 +8,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "collectives/communicator.h"
+#include "errors.h"
 #include "process_group.h"
 
 namespace py = pybind11;
@@ -74,22 +75,19 @@ PYBIND11_MODULE(_C, module) {
         // every backend): this returns it as a RuntimeError, or None.
         std::exception_ptr error = work->exception();
         if (!error) return py::none();
-        std::string message;
-        try {
-          std::rethrow_exception(error);
-        } catch (const c10::Error& caught) {
-          message = caught.what_without_backtrace();
-        } catch (const std::exception& caught) {
-          message = caught.what();
-        } catch (...) {
-          message = "unknown error";
-        }
-        return py::module_::import("builtins").attr("RuntimeError")(message);
+        return cohort::torch_ext::ExceptionObject(error);
       },
-      "The exception a failed Work holds, as a RuntimeError (None when it has none).");
+      "The exception a failed Work holds: a CollectiveError (or a RuntimeError), None when it "
+      "has none.");
   module.def("local_address_toward", &cohort::torch_ext::LocalAddressToward);
+  cohort::torch_ext::RegisterErrors(module);
   cohort::torch_ext::DefineFailureCalls(module);
   module.attr("torch_version_built") = TORCH_VERSION;
-  module.attr("with_nccl") = py::bool_(COHORT_TORCH_NCCL);
+#ifdef COHORT_HAVE_NCCL
+  constexpr bool kWithNccl = COHORT_TORCH_CUDA;  // libcohort's NCCL device groups, on CUDA tensors
+#else
+  constexpr bool kWithNccl = false;
+#endif
+  module.attr("with_nccl") = py::bool_(kWithNccl);
   module.attr("with_cuda") = py::bool_(COHORT_TORCH_CUDA);
 }

@@ -1,7 +1,8 @@
-// ProcessGroupCohort: torch's process-group backend "cohort". CPU tensors run on a libcohort
-// Communicator bootstrapped through torch's store; CUDA tensors go to NCCL (nccl_path.h) when
-// the extension was built with it, else they are staged through host memory. Registered from
-// Python by `import cohort` (python/cohort/__init__.py), created by module.cc's creator.
+// ProcessGroupCohort: torch's process-group backend "cohort". CPU and CUDA tensors alike run on
+// one libcohort Communicator bootstrapped through torch's store: CUDA tensors on the group's
+// stream for their device (tensor_call.h), where libcohort runs NCCL inside a host and its own
+// rails between hosts, or stages through host memory (docs/backend.md). Registered from Python
+// by `import cohort` (python/cohort/__init__.py), created by module.cc's creator.
 #pragma once
 
 #include <chrono>
@@ -13,12 +14,11 @@
 
 #include "collectives/communicator.h"
 #include "store_bootstrap.h"
+#include "tensor_call.h"
 #include "torch_compat.h"
 #include "work.h"
 
 namespace cohort::torch_ext {
-
-class NcclPath;
 
 class ProcessGroupCohort final : public BackendBase {
  public:
@@ -57,15 +57,13 @@ class ProcessGroupCohort final : public BackendBase {
   c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& output_tensors,
                                          std::vector<std::vector<at::Tensor>>& input_tensors,
                                          const c10d::ScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> reduce_scatter(
-      std::vector<at::Tensor>& output_tensors,
-      std::vector<std::vector<at::Tensor>>& input_tensors,
-      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& output_tensors,
+                                                std::vector<std::vector<at::Tensor>>& input_tensors,
+                                                const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
       at::Tensor& output_buffer, at::Tensor& input_buffer,
       const c10d::ReduceScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output_buffer,
-                                               at::Tensor& input_buffer,
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output_buffer, at::Tensor& input_buffer,
                                                std::vector<int64_t>& output_split_sizes,
                                                std::vector<int64_t>& input_split_sizes,
                                                const c10d::AllToAllOptions& opts) override;
@@ -80,8 +78,7 @@ class ProcessGroupCohort final : public BackendBase {
                                       int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src_rank,
                                       int tag) override;
-  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors,
-                                               int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
 
 #if COHORT_TORCH_BACKEND_CLASS
   // torch 2.x: coalescing groups (the _coalescing_manager) and the tensor-list variants of
@@ -114,7 +111,7 @@ class ProcessGroupCohort final : public BackendBase {
   // A group over a communicator made elsewhere (Shrink's result).
   ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store,
                      std::unique_ptr<StoreBootstrap> bootstrap, std::unique_ptr<Communicator> comm,
-                     std::chrono::milliseconds timeout, bool use_nccl);
+                     std::chrono::milliseconds timeout);
   // Ranks the launcher removed, by their rank in the group before any shrink.
   void RemoveRootRanks(const std::vector<int>& root_ranks, const std::string& reason);
   // The rank each rank of this group had before any shrink.
@@ -126,8 +123,9 @@ class ProcessGroupCohort final : public BackendBase {
   // Notes `work` as a member of the open coalescing group, if any; returns it.
   c10::intrusive_ptr<c10d::Work> Record(c10::intrusive_ptr<c10d::Work> work);
   // Creates the Work for one operation; `inputs` feed the profiler, `outputs` are its result.
-  c10::intrusive_ptr<CohortWork> MakeWork(c10d::OpType type, const char* title,
-                                          c10::ArrayRef<at::Tensor> inputs,
+  // On CUDA tensors it runs on the call's stream, which both are marked as used on.
+  c10::intrusive_ptr<CohortWork> MakeWork(const TensorCall& call, c10d::OpType type,
+                                          const char* title, c10::ArrayRef<at::Tensor> inputs,
                                           c10::ArrayRef<at::Tensor> outputs);
   // Hands the Work its libcohort operation, records it in an open coalescing group, returns it.
   c10::intrusive_ptr<c10d::Work> Launch(const c10::intrusive_ptr<CohortWork>& work,
@@ -135,68 +133,60 @@ class ProcessGroupCohort final : public BackendBase {
   absl::Duration OpTimeout(std::chrono::milliseconds timeout) const;
   Communicator& comm() const;
 
-  // The CPU implementations. `after` (may be empty) runs after the operation's own epilogue:
-  // the host-staging path uses it to copy results back to the GPU.
-  using After = std::function<void()>;
-  c10::intrusive_ptr<c10d::Work> BroadcastCpu(std::vector<at::Tensor>& tensors,
-                                              const c10d::BroadcastOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> AllreduceCpu(std::vector<at::Tensor>& tensors,
-                                              const c10d::AllreduceOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> AllreduceCoalescedCpu(std::vector<at::Tensor>& tensors,
+  // The implementations, for CPU and CUDA tensors alike: `call` says where (tensor_call.h).
+  c10::intrusive_ptr<c10d::Work> RunBroadcast(std::vector<at::Tensor>& tensors,
+                                              const c10d::BroadcastOptions& opts,
+                                              const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunAllreduce(std::vector<at::Tensor>& tensors,
+                                              const c10d::AllreduceOptions& opts,
+                                              const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunAllreduceCoalesced(std::vector<at::Tensor>& tensors,
                                                        const c10d::AllreduceOptions& opts,
-                                                       After after);
-  c10::intrusive_ptr<c10d::Work> ReduceCpu(std::vector<at::Tensor>& tensors,
-                                           const c10d::ReduceOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> AllgatherCpu(std::vector<std::vector<at::Tensor>>& outputs,
-                                              std::vector<at::Tensor>& inputs, After after,
-                                              absl::Duration timeout);
-  c10::intrusive_ptr<c10d::Work> AllgatherBaseCpu(at::Tensor& output, at::Tensor& input,
-                                                  After after, absl::Duration timeout);
-  c10::intrusive_ptr<c10d::Work> AllgatherCoalescedCpu(
+                                                       const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunReduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::ReduceOptions& opts, const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunAllgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                              std::vector<at::Tensor>& inputs,
+                                              const TensorCall& call, absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> RunAllgatherBase(at::Tensor& output, at::Tensor& input,
+                                                  const TensorCall& call, absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> RunAllgatherCoalesced(
       std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
-      After after, absl::Duration timeout);
-  c10::intrusive_ptr<c10d::Work> GatherCpu(std::vector<std::vector<at::Tensor>>& outputs,
+      const TensorCall& call, absl::Duration timeout);
+  c10::intrusive_ptr<c10d::Work> RunGather(std::vector<std::vector<at::Tensor>>& outputs,
                                            std::vector<at::Tensor>& inputs,
-                                           const c10d::GatherOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> ScatterCpu(std::vector<at::Tensor>& outputs,
+                                           const c10d::GatherOptions& opts, const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunScatter(std::vector<at::Tensor>& outputs,
                                             std::vector<std::vector<at::Tensor>>& inputs,
-                                            const c10d::ScatterOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> ReduceScatterCpu(std::vector<at::Tensor>& outputs,
+                                            const c10d::ScatterOptions& opts,
+                                            const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunReduceScatter(std::vector<at::Tensor>& outputs,
                                                   std::vector<std::vector<at::Tensor>>& inputs,
                                                   const c10d::ReduceScatterOptions& opts,
-                                                  After after);
-  c10::intrusive_ptr<c10d::Work> ReduceScatterBaseCpu(at::Tensor& output, at::Tensor& input,
+                                                  const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunReduceScatterBase(at::Tensor& output, at::Tensor& input,
                                                       const c10d::ReduceScatterOptions& opts,
-                                                      After after);
-  c10::intrusive_ptr<c10d::Work> AlltoallBaseCpu(at::Tensor& output, at::Tensor& input,
+                                                      const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunAlltoallBase(at::Tensor& output, at::Tensor& input,
                                                  const std::vector<int64_t>& output_splits,
                                                  const std::vector<int64_t>& input_splits,
-                                                 const c10d::AllToAllOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> AlltoallCpu(std::vector<at::Tensor>& outputs,
+                                                 const c10d::AllToAllOptions& opts,
+                                                 const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunAlltoall(std::vector<at::Tensor>& outputs,
                                              std::vector<at::Tensor>& inputs,
-                                             const c10d::AllToAllOptions& opts, After after);
-  c10::intrusive_ptr<c10d::Work> SendCpu(std::vector<at::Tensor>& tensors, int dst_rank, int tag);
-  c10::intrusive_ptr<c10d::Work> RecvCpu(std::vector<at::Tensor>& tensors, int src_rank, int tag,
-                                         After after);
-
-#if COHORT_TORCH_NCCL
-  NcclPath& Nccl();
-  // Keeps a receive that no message matches posted on the CPU communicator: it fails only when
-  // that communicator breaks (a peer's connection closed), and then aborts NCCL, so a dead peer
-  // stops GPU collectives within seconds instead of at the timeout.
-  void WatchPeersForNccl();
-  std::shared_ptr<NcclPath> nccl_;
-  std::mutex nccl_mutex_;
-  std::shared_ptr<cohort::Work> peer_watch_;
-  char peer_watch_byte_ = 0;
-#endif
+                                             const c10d::AllToAllOptions& opts,
+                                             const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunSend(std::vector<at::Tensor>& tensors, int dst_rank, int tag,
+                                         const TensorCall& call);
+  c10::intrusive_ptr<c10d::Work> RunRecv(std::vector<at::Tensor>& tensors, int src_rank, int tag,
+                                         const TensorCall& call);
 
   c10::intrusive_ptr<c10d::Store> store_;
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<Communicator> comm_;
   std::string name_;
   std::chrono::milliseconds timeout_;
-  bool use_nccl_ = false;  // CUDA tensors: NCCL, or host staging (COHORT_TORCH_CUDA)
+  CallStreams streams_;  // CUDA tensors: the streams calls run on, per device
 
   std::mutex coalescing_mutex_;
   bool coalescing_ = false;

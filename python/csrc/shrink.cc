@@ -40,13 +40,12 @@ std::unique_ptr<Bootstrap> WorkerStore() {
 ProcessGroupCohort::ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store,
                                        std::unique_ptr<StoreBootstrap> bootstrap,
                                        std::unique_ptr<Communicator> comm,
-                                       std::chrono::milliseconds timeout, bool use_nccl)
+                                       std::chrono::milliseconds timeout)
     : BackendBase(comm->rank(), comm->size()),
       store_(store),
       bootstrap_(std::move(bootstrap)),
       comm_(std::move(comm)),
-      timeout_(timeout),
-      use_nccl_(use_nccl) {
+      timeout_(timeout) {
   name_ = comm_->name();
   init();
 }
@@ -55,19 +54,16 @@ c10::intrusive_ptr<ProcessGroupCohort> ProcessGroupCohort::Shrink(
     const std::vector<int>& exclude) {
   std::unique_ptr<Bootstrap> worker_store = WorkerStore();
   Bootstrap& arbiter = worker_store != nullptr ? *worker_store : *bootstrap_;
+  // The new group owns the bootstrap its CUDA device groups agree through (the worker store
+  // client above lives only for the agreement).
+  auto bootstrap = std::make_unique<StoreBootstrap>(store_, bootstrap_->LocalAddressHint());
   ShrinkOptions options;
   options.exclude = exclude;
+  options.device_bootstrap = bootstrap.get();
   absl::StatusOr<std::unique_ptr<Communicator>> shrunk = comm().Shrink(arbiter, options);
   TORCH_CHECK(shrunk.ok(), "cohort: ", shrunk.status().message());
-#if COHORT_TORCH_NCCL
-  {
-    std::lock_guard<std::mutex> lock(nccl_mutex_);
-    if (nccl_ != nullptr) nccl_->Abort("the group was shrunk");
-  }
-#endif
-  auto bootstrap = std::make_unique<StoreBootstrap>(store_, bootstrap_->LocalAddressHint());
   return c10::make_intrusive<ProcessGroupCohort>(store_, std::move(bootstrap),
-                                                 std::move(*shrunk), timeout_, use_nccl_);
+                                                 std::move(*shrunk), timeout_);
 }
 
 void ProcessGroupCohort::RemoveRootRanks(const std::vector<int>& root_ranks,

@@ -81,8 +81,8 @@ ReduceOp ToReduceOp(const c10d::ReduceOp& op, at::ScalarType type, const char* w
       return ReduceOp::kBxor;
     case c10d::ReduceOp::PREMUL_SUM:
       TORCH_CHECK(false, "cohort: ", what,
-                  ": ReduceOp.PREMUL_SUM is only supported on CUDA tensors through NCCL; "
-                  "multiply the CPU tensor by the factor and use ReduceOp.SUM");
+                  ": ReduceOp.PREMUL_SUM is not supported; multiply the tensor by the factor "
+                  "and use ReduceOp.SUM");
     default:
       break;
   }
@@ -103,12 +103,12 @@ Elements ReducedElements(const at::Tensor& tensor, const c10d::ReduceOp& op, con
     TORCH_CHECK(reduce_op == ReduceOp::kSum || reduce_op == ReduceOp::kAvg, "cohort: ", what,
                 ": reduce op ", ReduceOpName(reduce_op), " is not defined for complex tensors (",
                 DescribeTensor(tensor), "); sum and avg are");
-    TORCH_CHECK(tensor.scalar_type() == at::kComplexFloat ||
-                    tensor.scalar_type() == at::kComplexDouble,
-                "cohort: ", what, ": cannot reduce ", DescribeTensor(tensor),
-                "; complex64 and complex128 can be summed and averaged");
-    elements.type = tensor.scalar_type() == at::kComplexFloat ? DataType::kFloat32
-                                                               : DataType::kFloat64;
+    TORCH_CHECK(
+        tensor.scalar_type() == at::kComplexFloat || tensor.scalar_type() == at::kComplexDouble,
+        "cohort: ", what, ": cannot reduce ", DescribeTensor(tensor),
+        "; complex64 and complex128 can be summed and averaged");
+    elements.type =
+        tensor.scalar_type() == at::kComplexFloat ? DataType::kFloat32 : DataType::kFloat64;
     elements.count = static_cast<size_t>(tensor.numel()) * 2;
     return elements;
   }
@@ -116,15 +116,6 @@ Elements ReducedElements(const at::Tensor& tensor, const c10d::ReduceOp& op, con
               c10::toString(tensor.scalar_type()),
               "; reductions take float32, float64, float16, bfloat16, int8, uint8, int32, int64, "
               "bool, and complex64/complex128 for sum and avg");
-}
-
-void CheckCpuDense(const at::Tensor& tensor, const char* what) {
-  TORCH_CHECK(tensor.defined(), "cohort: ", what, ": got an undefined tensor");
-  TORCH_CHECK(tensor.layout() == at::kStrided, "cohort: ", what,
-              ": only dense (strided) tensors are supported; got a ", tensor.layout(),
-              " tensor (sparse allreduce is not implemented; use the gloo backend for it)");
-  TORCH_CHECK(tensor.device().is_cpu(), "cohort: ", what, ": expected a CPU tensor, got ",
-              DescribeTensor(tensor));
 }
 
 void CheckSingle(const std::vector<at::Tensor>& tensors, const char* what) {
@@ -147,9 +138,30 @@ at::Tensor ContiguousInput(const at::Tensor& tensor) {
   return tensor.is_contiguous() ? tensor : tensor.contiguous();
 }
 
+namespace {
+
+// `bytes` bytes at `data` on `device` (host or device memory) as a byte tensor, not owned.
+at::Tensor BytesAt(const void* data, size_t bytes, const at::Device& device) {
+  return at::from_blob(const_cast<void*>(data), {static_cast<int64_t>(bytes)},
+                       at::TensorOptions().dtype(at::kByte).device(device));
+}
+
+// A contiguous tensor's bytes as a one-dimensional byte tensor (a view).
+at::Tensor BytesOf(const at::Tensor& contiguous) {
+  return contiguous.reshape({-1}).view(at::kByte);
+}
+
+}  // namespace
+
 void CopyBytesInto(at::Tensor& destination, const void* source) {
   size_t bytes = static_cast<size_t>(destination.numel()) * destination.element_size();
   if (bytes == 0) return;
+  if (!destination.is_cpu()) {
+    // On the current stream (the call's: tensor_call.h), like every device copy of a call.
+    at::Tensor from = BytesAt(source, bytes, destination.device());
+    destination.copy_(from.view(destination.scalar_type()).view(destination.sizes()));
+    return;
+  }
   if (destination.is_contiguous()) {
     std::memcpy(destination.data_ptr(), source, bytes);
     return;
@@ -163,6 +175,10 @@ void CopyBytesFrom(const at::Tensor& source, void* destination) {
   size_t bytes = static_cast<size_t>(source.numel()) * source.element_size();
   if (bytes == 0) return;
   at::Tensor contiguous = ContiguousInput(source);
+  if (!source.is_cpu()) {
+    BytesAt(destination, bytes, source.device()).copy_(BytesOf(contiguous));
+    return;
+  }
   std::memcpy(destination, contiguous.data_ptr(), bytes);
 }
 
@@ -189,7 +205,10 @@ PackedTensors::PackedTensors(const std::vector<at::Tensor>& tensors, bool fill)
     return;
   }
   copied_ = true;
-  storage_ = at::empty({static_cast<int64_t>(bytes_)}, at::TensorOptions().dtype(at::kByte));
+  // Where the tensors are (a CUDA call's allocations go to its stream, tensor_call.h).
+  const at::Device device = tensors.empty() ? at::Device(at::kCPU) : tensors.front().device();
+  storage_ = at::empty({static_cast<int64_t>(bytes_)},
+                       at::TensorOptions().dtype(at::kByte).device(device));
   data_ = storage_.data_ptr();
   if (!fill) return;
   char* cursor = static_cast<char*>(data_);

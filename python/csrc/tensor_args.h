@@ -1,7 +1,7 @@
 // Turning torch's arguments into libcohort's: element types and reduce ops, checks with messages
 // that say what was passed and what is accepted, and the staging helpers that let collectives
 // run on contiguous buffers when torch hands over non-contiguous tensors or tensor lists.
-// Used by ProcessGroupCohort; CPU tensors only (CUDA tensors are handled before they get here).
+// Used by ProcessGroupCohort, for CPU and CUDA tensors (device copies run on the current stream).
 #pragma once
 
 #include <cstddef>
@@ -32,7 +32,6 @@ Elements ReducedElements(const at::Tensor& tensor, const c10d::ReduceOp& op, con
 ReduceOp ToReduceOp(const c10d::ReduceOp& op, at::ScalarType type, const char* what);
 
 // Checks shared by every operation; each names the operation (`what`) in its message.
-void CheckCpuDense(const at::Tensor& tensor, const char* what);
 void CheckSingle(const std::vector<at::Tensor>& tensors, const char* what);
 void CheckSameDtype(const at::Tensor& expected, const at::Tensor& tensor, const char* what);
 void CheckRoot(int64_t root, int size, const char* what);
@@ -64,7 +63,8 @@ class PackedTensors {
   bool copied_ = false;
 };
 
-// Copies `bytes` from a contiguous source into a tensor of any layout, and back.
+// Copies `bytes` from a contiguous source into a tensor of any layout, and back; `source` /
+// `destination` are memory of the tensor's device.
 void CopyBytesInto(at::Tensor& destination, const void* source);
 void CopyBytesFrom(const at::Tensor& source, void* destination);
 

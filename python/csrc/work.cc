@@ -1,24 +1,16 @@
 #include "work.h"
 
-#include <stdexcept>
-
 #include <ATen/record_function.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <stdexcept>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "errors.h"
 
 namespace cohort::torch_ext {
-
-std::exception_ptr ToException(const absl::Status& status) {
-  std::string message(status.message());
-  // libcohort's advice names its own variable; through torch, the timeout is the one given to
-  // init_process_group / new_group (COHORT_TIMEOUT does not apply).
-  static const std::string kAdvice = "raise COHORT_TIMEOUT";
-  if (auto at = message.find(kAdvice); at != std::string::npos) {
-    message.replace(at, kAdvice.size(), "raise the timeout given to init_process_group");
-  }
-  return std::make_exception_ptr(std::runtime_error(message));
-}
 
 namespace {
 
@@ -51,8 +43,33 @@ CohortWork::~CohortWork() {
   }
 }
 
+void CohortWork::AddMember(c10::intrusive_ptr<CohortWork> member) {
+  if (member->device_stream_.has_value()) {
+    if (!device_stream_.has_value()) device_stream_ = member->device_stream_;
+    end_events_.insert(end_events_.end(), member->end_events_.begin(), member->end_events_.end());
+  }
+  members_.push_back(std::move(member));
+}
+
 void CohortWork::Attach(Parts parts) {
   parts_ = std::move(parts);
+  if (device_stream_.has_value()) {
+    // On the call's stream (current now), after libcohort's device steps: the copies out of
+    // staging buffers, then the end everything that uses the results waits for. Skipped when
+    // libcohort refused the call at once (its error is the Work's).
+    bool refused = false;
+    for (const auto& part : parts_) refused |= part->IsCompleted() && !part->status().ok();
+    if (!refused && !epilogues_.empty()) {
+      at::NoGradGuard no_grad;
+      for (auto& epilogue : epilogues_) epilogue();
+    }
+    epilogues_.clear();
+    auto end = std::make_shared<c10::Event>(device_stream_->device_type());
+    end->record(*device_stream_);
+    end_events_.push_back(std::move(end));
+    if (parts_.empty()) FinishIfDone();
+    return;
+  }
   if (parts_.empty()) {
     FinishIfDone();  // nothing to move (e.g. a zero-rank split): done now
     return;
@@ -129,8 +146,18 @@ void CohortWork::Finish() {
     future = future_;
   }
   finish(error);
-  if (future) MarkFuture(*future);
+  // A CUDA Work's Future completed when it was made (the CUDA way).
+  if (future && !device_stream_.has_value()) MarkFuture(*future);
 }
+
+void CohortWork::BlockCurrentStreams() const {
+  for (const auto& end : end_events_) {
+    c10::impl::VirtualGuardImpl impl(end->device_type());
+    end->block(impl.getStream(end->device()));
+  }
+}
+
+void CohortWork::synchronize() { BlockCurrentStreams(); }
 
 void CohortWork::MarkFuture(c10::ivalue::Future& future) const {
   if (error_) {
@@ -141,18 +168,27 @@ void CohortWork::MarkFuture(c10::ivalue::Future& future) const {
 }
 
 bool CohortWork::wait(std::chrono::milliseconds timeout) {
-  if (timeout == kNoTimeout && wait_limit_.count() > 0) {
-    absl::Time deadline = absl::Now() + absl::FromChrono(wait_limit_);
-    for (const auto& part : parts_) {
-      part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).IgnoreError();
-      if (!part->IsCompleted()) {
-        TORCH_CHECK(false, "cohort: ", c10d::opTypeToString(type_), " on rank ", rank_,
-                    " timed out after ", wait_limit_.count(),
-                    " ms (the timeout given to init_process_group): the peer never sent or "
-                    "received the matching message");
+  if (device_stream_.has_value()) {
+    // The caller's streams wait; the host waits only when given a timeout (torch's blocking
+    // wait), and raises what is known to have failed already.
+    BlockCurrentStreams();
+    if (timeout != kNoTimeout) {
+      absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
+      for (const auto& part : parts_) {
+        absl::Status status = part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+        TORCH_CHECK(part->IsCompleted(), "cohort: rank ", rank_, ": ", c10d::opTypeToString(type_),
+                    " did not finish on the device within the wait timeout of ", timeout.count(),
+                    " ms; it is still running (", status.message(), ")");
       }
     }
-  } else if (timeout == kNoTimeout) {
+    if (FinishIfDone()) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [this] { return completed_; });
+      if (exception_) std::rethrow_exception(exception_);
+    }
+    return true;
+  }
+  if (timeout == kNoTimeout) {
     // An untimed wait runs the operation on this thread when the progress thread is idle (no
     // hand-off on the latency path). Every operation has its own timeout, so this ends.
     // A failed part's status becomes this Work's exception in Finish().
@@ -162,9 +198,16 @@ bool CohortWork::wait(std::chrono::milliseconds timeout) {
     for (const auto& part : parts_) {
       absl::Status status = part->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration()));
       if (!part->IsCompleted()) {
-        TORCH_CHECK(false, "cohort: rank ", rank_, ": ", c10d::opTypeToString(type_),
-                    " did not finish within the wait timeout of ", timeout.count(),
-                    " ms; it is still running (", status.message(), ")");
+        // The operation goes on; the caller hears that its peers have not finished it in time.
+        FailureDetails details;
+        details.op = OpTypeName(part->op());
+        details.sequence = part->sequence();
+        details.ranks = {rank_};
+        throw CollectiveFailure(
+            absl::StrCat("cohort: rank ", rank_, ": ", c10d::opTypeToString(type_),
+                         " did not finish within the wait timeout of ", timeout.count(),
+                         " ms; it is still running (", status.message(), ")"),
+            std::move(details));
       }
     }
   }
@@ -209,6 +252,24 @@ std::vector<at::Tensor> CohortWork::result() {
 
 c10::intrusive_ptr<c10::ivalue::Future> CohortWork::getFuture() {
   c10::intrusive_ptr<c10::ivalue::Future> future;
+  if (device_stream_.has_value()) {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    if (!future_) {
+      // Completed now, the CUDA way: the Future records its events on the call's stream (made
+      // current for this), and whoever uses its value orders its streams after them.
+      future_ = c10::make_intrusive<c10::ivalue::Future>(
+          c10::ListType::create(c10::TensorType::get()),
+          std::vector<c10::Device>{device_stream_->device()});
+      c10::StreamGuard guard(*device_stream_);
+      if (done_ && error_) {
+        future_->setError(error_);
+      } else {
+        future_->markCompleted(
+            c10::IValue(std::vector<at::Tensor>(outputs_.begin(), outputs_.end())));
+      }
+    }
+    return future_;
+  }
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!future_) {

@@ -1,7 +1,16 @@
-// The Work torch gets back from every ProcessGroupCohort operation on CPU tensors. It wraps
-// one or more libcohort Works (an operation that takes several libcohort calls, or a coalesced
-// group) and finishes once they all have: it then runs the operation's epilogue (copying results
-// out of staging buffers), releases the buffers, and completes torch's Work and its Future.
+// The Work torch gets back from every ProcessGroupCohort operation, on CPU or CUDA tensors. It
+// wraps one or more libcohort Works (an operation that takes several libcohort calls, or a
+// coalesced group) and finishes once they all have: it then runs the operation's epilogue
+// (copying results out of staging buffers), releases the buffers, and completes torch's Work and
+// its Future.
+//
+// On CUDA tensors (SetDeviceStream) everything is ordered on the call's stream instead: the
+// epilogues are enqueued there at once, an end event is recorded after them, wait() and
+// synchronize() make the caller's current stream wait for it (the host does not block; a wait
+// with a timeout also waits on the host), and the Future completes the CUDA way, as
+// ProcessGroupNCCL's (its consumers' streams wait). The Work itself finishes, on the host, once
+// libcohort's operations completed on the device; a failure (a lost peer, NCCL's error) is its
+// exception, and later calls on the group raise it.
 //
 // Small blocking calls are the latency path, so a Work costs nothing it does not need: without
 // an epilogue or a Future nothing is registered with libcohort, and the Work is finished by
@@ -9,11 +18,15 @@
 // or an epilogue makes it finish on the thread that completes the operation instead.
 #pragma once
 
+#include <c10/core/Event.h>
+#include <c10/core/Stream.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,11 +59,13 @@ class CohortWork : public c10d::Work {
   void AddEpilogue(std::function<void()> epilogue) { epilogues_.push_back(std::move(epilogue)); }
   // A coalesced group's Work: it finishes after `member` has (whose epilogues copy results out)
   // and takes on its error.
-  void AddMember(c10::intrusive_ptr<CohortWork> member) { members_.push_back(std::move(member)); }
+  // A member on CUDA tensors makes this one a CUDA Work whose end includes the member's.
+  void AddMember(c10::intrusive_ptr<CohortWork> member);
   void SetSourceRank(int rank) { fixed_source_rank_ = rank; }
-  // An untimed wait() gives up after `limit` (for operations without a deadline of their own:
-  // point-to-point transfers); zero or negative: no limit.
-  void SetWaitLimit(std::chrono::milliseconds limit) { wait_limit_ = limit; }
+  // A call on CUDA tensors that runs on `stream` (see above); before Attach, with that stream
+  // current.
+  void SetDeviceStream(c10::Stream stream) { device_stream_ = stream; }
+  bool on_device() const { return device_stream_.has_value(); }
 
   // Starts tracking `parts` (called once, right after they were submitted). Their errors,
   // even those libcohort reports at once, surface from wait() and the Future, as with gloo;
@@ -64,6 +79,8 @@ class CohortWork : public c10d::Work {
   int sourceRank() const override;
   std::vector<at::Tensor> result() override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
+  // CUDA: the caller's current stream waits for the call's end.
+  void synchronize() override;
 
   // The libcohort operations behind this Work (for grouping coalesced operations).
   const Parts& parts() const { return parts_; }
@@ -79,15 +96,18 @@ class CohortWork : public c10d::Work {
   // Runs once, by whoever claimed finishing_: epilogues, torch's finish(), the Future.
   void Finish();
   void MarkFuture(c10::ivalue::Future& future) const;
+  // CUDA: every current stream of the devices involved waits for the end events.
+  void BlockCurrentStreams() const;
 
   const c10d::OpType type_;
   Tensors outputs_;
   Tensors keep_alive_;
   std::vector<std::function<void()>> epilogues_;
   int fixed_source_rank_ = -1;
-  std::chrono::milliseconds wait_limit_{0};
   Parts parts_;
   std::vector<c10::intrusive_ptr<CohortWork>> members_;
+  std::optional<c10::Stream> device_stream_;
+  std::vector<std::shared_ptr<c10::Event>> end_events_;  // this call's and its members' ends
   std::atomic<bool> callbacks_registered_{false};
   std::atomic<bool> finishing_{false};  // claimed by the one thread that runs Finish()
 
@@ -96,8 +116,5 @@ class CohortWork : public c10d::Work {
   std::exception_ptr error_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
-
-// The exception a failed libcohort Status becomes in Python: a RuntimeError with its message.
-std::exception_ptr ToException(const absl::Status& status);
 
 }  // namespace cohort::torch_ext

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Compiles the torch extension's CUDA/NCCL code (python/csrc with COHORT_TORCH_NCCL=1) with
-# -fsyntax-only on a machine whose torch has no CUDA (Debian's 1.13 here), against the CUDA
-# toolkit and NCCL in /usr/local/cuda: the NCCL path is then checked for compile errors even
-# where it cannot be built or run. It does not replace tests/gpu/run.sh on a GPU machine.
+# Compiles the torch extension's CUDA variant (python/csrc with COHORT_TORCH_CUDA=1: CUDA tensors
+# through libcohort's device path, torch's CUDA streams) with -fsyntax-only on a machine whose
+# torch has no CUDA (Debian's 1.13 here), against the CUDA toolkit in /usr/local/cuda: the code
+# is then checked for compile errors even where it cannot be built or run. It does not replace
+# tests/gpu/run.sh on a GPU machine (torch 2.x with CUDA builds it there for real).
 #
 #   tests/gpu/compile_check.sh [BUILD]   # BUILD: a configured build dir (default: build)
 set -euo pipefail
@@ -31,15 +32,14 @@ for entry in json.load(open(sys.argv[1])):
 PY
 )
 command=$(sed -e 's/-DCOHORT_TORCH_CUDA=0/-DCOHORT_TORCH_CUDA=1/' \
-              -e 's/-DCOHORT_TORCH_NCCL=0/-DCOHORT_TORCH_NCCL=1/' \
               -e 's/ -o [^ ]*//' -e 's/ -MD -MT [^ ]* -MF [^ ]*//' \
               -e 's/ -c [^ ]*process_group\.cc//' <<<"$command")
 status=0
-for source in nccl_path.cc process_group.cc work.cc module.cc; do
+for source in tensor_call.cc process_group.cc work.cc module.cc tensor_args.cc; do
   if eval "$command -isystem $cuda/include -isystem $stub -fsyntax-only $root/python/csrc/$source"; then
-    echo "ok    python/csrc/$source (NCCL path)"
+    echo "ok    python/csrc/$source (CUDA variant)"
   else
-    echo "FAIL  python/csrc/$source (NCCL path)"
+    echo "FAIL  python/csrc/$source (CUDA variant)"
     status=1
   fi
 done

@@ -1,11 +1,13 @@
-// csrc/collectives/device/ on a GPU: CudaStream's events, waits and copies, and the NCCL device
-// group with real NCCL. NCCL needs one GPU per rank, so on one GPU the group runs with 1 rank
+// csrc/collectives/device/ on a GPU: CudaStream's events, waits, copies and gates, the CUDA
+// backend's pinned memory, the NCCL device group with real NCCL, and a communicator's collectives
+// on CUDA buffers (the engine's device path, NCCL or staged). NCCL needs one GPU per rank, so on one GPU the group runs with 1 rank
 // (every collective, which still goes through NCCL's kernels) and the 2-rank case (ranks as
 // threads, one GPU each) runs only with two or more GPUs; a skipped case says why. Without a
 // usable GPU it prints SKIP and exits 77 (ctest: skipped).
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -13,6 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/communicator.h"
+#include "collectives/device/backend.h"
 #include "collectives/device/cuda_stream.h"
 #include "collectives/in_memory_bootstrap.h"
 #include "gmock/gmock.h"
@@ -80,6 +84,70 @@ TEST(CudaStreamTest, EventsCopiesAndWaits) {
   ASSERT_TRUE(event.ok());
   EXPECT_TRUE((*event)->Wait(kWait).ok());
   EXPECT_EQ(CudaStream::Create(device_count).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The gate: work behind WaitValue starts only once the host raised the word in pinned memory.
+TEST(CudaStreamTest, GateHoldsTheStreamUntilTheHostOpensIt) {
+  auto stream = CudaStream::Create(0);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  std::shared_ptr<DeviceBackend> backend = DefaultDeviceBackend();
+  ASSERT_NE(backend, nullptr);
+  auto memory = backend->AllocateHost(64);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  auto* word = new (memory->get()->data()) std::atomic<uint64_t>(0);
+  DeviceArray<float> data(1024);
+  data.Set(std::vector<float>(1024, 1.0f));
+  // The copy's source is pinned too: a copy from pageable memory would wait on the host for the
+  // stream, which waits for the host.
+  float* pinned = static_cast<float*>(memory->get()->data()) + 2;  // after the word
+  pinned[0] = pinned[1] = 7.0f;
+  ASSERT_TRUE((*stream)->WaitValue(word, 1).ok());
+  ASSERT_TRUE((*stream)->CopyAsync(data.get(), pinned, 2 * sizeof(float)).ok());
+  auto passed = (*stream)->Record();
+  ASSERT_TRUE(passed.ok());
+  EXPECT_EQ((*passed)->Wait(absl::Milliseconds(200)).code(), absl::StatusCode::kDeadlineExceeded);
+  word->store(1, std::memory_order_release);
+  ASSERT_TRUE((*passed)->Wait(kWait).ok());
+  EXPECT_EQ(data.Get()[0], 7.0f);
+  EXPECT_EQ(data.Get()[2], 1.0f);
+}
+
+// A communicator's allreduce on CUDA buffers, one rank: the engine's device path on a real
+// stream (NCCL's one-rank group where libnccl.so.2 loads, else staged).
+TEST(CommunicatorGpuTest, AllreduceOnCudaBuffers) {
+  auto state = std::make_shared<InMemoryBootstrap::State>();
+  InMemoryBootstrap bootstrap(state);
+  CommOptions options{.name = "gpu-engine"};
+  options.timeout = kWait;
+  auto comm = Communicator::Create(bootstrap, 0, 1, options);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  auto owned = CudaStream::Create(0);
+  ASSERT_TRUE(owned.ok()) << owned.status();
+  std::shared_ptr<Stream> stream(std::move(*owned));
+  const size_t count = 1 << 20;
+  DeviceArray<float> data(count);
+  data.Set(std::vector<float>(count, 3.0f));
+  for (const char* algorithm : {"", "device_staged"}) {
+    AllreduceOptions call;
+    call.input = data.get();
+    call.output = data.get();
+    call.count = count;
+    call.dtype = DataType::kFloat32;
+    call.memory = MemoryKind::kCuda;
+    call.stream = stream;
+    call.algorithm = algorithm;
+    std::shared_ptr<Work> work = (*comm)->Allreduce(call);
+    ASSERT_NE(work->device_event(), nullptr);
+    ASSERT_TRUE(work->Wait(kWait).ok()) << work->status();
+    EXPECT_EQ(data.Get()[count - 1], 3.0f) << algorithm;
+  }
+  OpArgs args;
+  args.op = OpType::kAllreduce;
+  args.count = count;
+  args.memory = MemoryKind::kCuda;
+  std::printf("allreduce on CUDA memory, 1 rank: %s (device group: %s)\n",
+              (*comm)->ChosenAlgorithm(args).c_str(),
+              (*comm)->device_group() != nullptr ? (*comm)->device_group()->backend() : "none");
 }
 
 #if COHORT_HAVE_NCCL

@@ -1,8 +1,9 @@
 """GPU checks of the torch backend "cohort" (run by tests/gpu/run.sh on a machine with a GPU).
 
 Each check forks its ranks (tests/python/harness.py) and compares results with values computed
-locally. Checks that need something this machine lacks (NCCL in the build, a second GPU) say
-SKIP. Exits 1 if any check failed. The parent process never touches CUDA (forked children could
+locally. CUDA tensors run through libcohort: NCCL device groups inside the host where each rank
+has its own GPU, staged through pinned host memory where ranks share one (COHORT_CUDA_PATH).
+Checks that need something this machine lacks (NCCL in the build, a second GPU) say SKIP. Exits 1 if any check failed. The parent process never touches CUDA (forked children could
 not use it otherwise); the device count comes from GPU_CHECK_DEVICES (set by run.sh).
 """
 import os
@@ -149,9 +150,14 @@ def main():
             print("SKIP  nccl with 2 ranks: NCCL needs one GPU per rank and there is one")
     else:
         print("SKIP  nccl: the extension was built without NCCL")
-    staged = {"COHORT_TORCH_CUDA": "staged"}
+    staged = {"COHORT_CUDA_PATH": "staged"}
     checks.append(("staged, 2 ranks on one GPU: every op", collectives_body, 2, staged))
     checks.append(("staged, 2 ranks on one GPU: DDP matches gloo", ddp_body, 2, staged))
+    if DEVICES == 1:
+        # auto: libcohort finds the two ranks on one device and stages (no NCCL group).
+        checks.append(("auto, 2 ranks on one GPU: every op", collectives_body, 2, {}))
+    checks.append(("staged, 2 ranks: a killed rank raises within seconds", killed_body, 2,
+                   staged))
     failed = 0
     for name, body, world, env in checks:
         start = time.monotonic()

@@ -7,7 +7,14 @@
 #   2. device:   device_gpu_test: CudaStream, and the NCCL device group with real NCCL (1 rank:
 #                NCCL needs one GPU per rank; 2 ranks only where there are 2 GPUs).
 #   3. torch:    builds the torch extension against $PYTHON's torch and runs tests/gpu/gpu_checks.py
-#                (the torch backend on CUDA tensors: NCCL path, host-staged path, DDP, a killed rank).
+#                (the torch backend on CUDA tensors through libcohort: NCCL device groups with one
+#                GPU per rank, the staged path with ranks sharing a GPU, DDP, a killed rank).
+#   4. bench:    cohort-bench allreduce -d cuda next to torch.distributed's own NCCL backend and
+#                to "cohort" through torch.distributed (bench/compare/torch_bench.py --device
+#                cuda), alternately, on one rank per GPU; with a single GPU also 2 ranks staged
+#                next to gloo on CUDA tensors. Figures in $logs/bench.log (for bench/RESULTS.md).
+#   5. pytest:   the torch backend's suite (tests/python) on CUDA tensors (COHORT_TEST_DEVICE=cuda:
+#                every test's tensors on the rank's GPU).
 # Without a GPU it prints SKIP and exits 0. Exits 1 when a stage failed.
 #
 # The GPU machine fetches no packages. Stages 1-2 use the binaries of .gpu-bundle/ when present
@@ -90,14 +97,16 @@ stage() {
 # Stages 1-2: the GPU test binaries, carried or built.
 if [[ -x "$bundle/bin/kernels_gpu_test" ]]; then
   bin=$bundle/bin
+  bench_bin=$bundle/bin/cohort-bench
   export LD_LIBRARY_PATH=$bundle/lib:${LD_LIBRARY_PATH:-}
   echo "GPU tests from $bundle (commit $(head -1 "$bundle/COMMIT" 2>/dev/null))"
 else
   bin=$build/tests/gpu
+  bench_bin=$build/bench/cohort-bench
   build_gpu_tests() {
     cmake -S "$root" -B "$build" $generator -DCMAKE_BUILD_TYPE=Release \
-      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" -DCOHORT_BUILD_BENCH=OFF &&
-      cmake --build "$build" --target kernels_gpu_test device_gpu_test -j "$(nproc)"
+      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" &&
+      cmake --build "$build" --target kernels_gpu_test device_gpu_test cohort-bench -j "$(nproc)"
   }
   stage build-gpu-tests 240 build_gpu_tests
 fi
@@ -111,18 +120,59 @@ fi
 
 # Stage 3: the torch backend on CUDA tensors. Probed in a child: the checks fork ranks, and a
 # parent that has touched CUDA cannot.
+export bench_bin
+torch_ok=0
 if "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  torch_ok=1
   torch_checks() {
     cmake -S "$root" -B "$build" $generator -DCMAKE_BUILD_TYPE=Release \
-      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" -DCOHORT_BUILD_TESTS=OFF \
-      -DCOHORT_BUILD_BENCH=OFF >/dev/null &&
+      -DCOHORT_CUDA_ARCHITECTURES=native -DCOHORT_PYTHON="$python" >/dev/null &&
       cmake --build "$build" --target cohort_python -j "$(nproc)" &&
       GPU_CHECK_DEVICES="$devices" PYTHONPATH="$build/python" PYTHONUNBUFFERED=1 \
         "$python" "$root/tests/gpu/gpu_checks.py"
   }
-  stage torch "$(left)" torch_checks
+  stage torch 200 torch_checks
 else
   summary+=("SKIP  torch: $python has no torch that sees a CUDA GPU")
+fi
+
+# Stage 4: allreduce sweeps on device buffers, cohort next to torch's NCCL, alternately (2
+# rounds). One rank per GPU (NCCL's rule); with one GPU, also 2 ranks staged next to gloo.
+bench_sweeps() {
+  set -o pipefail
+  local sweep=(-b 8 -e 256M -f 4 -n 20 -w 5)
+  local torch_bench=("$python" "$root/bench/compare/torch_bench.py" --device cuda --nranks "$devices")
+  export PYTHONPATH="$build/python" PYTHONUNBUFFERED=1
+  for round in 1 2; do
+    echo "### round $round: cohort-bench -d cuda, $devices rank(s)"
+    "$bench_bin" allreduce --nranks "$devices" -d cuda -z 1 -a 3 "${sweep[@]}" || return 1
+    echo "### round $round: torch.distributed nccl"
+    "${torch_bench[@]}" --backend nccl "${sweep[@]}" || return 1
+    echo "### round $round: torch.distributed cohort"
+    "${torch_bench[@]}" --backend cohort "${sweep[@]}" || return 1
+  done
+  if ((devices == 1)); then
+    echo "### 2 ranks on one GPU: cohort-bench -d cuda (staged), torch gloo, torch cohort"
+    "$bench_bin" allreduce --nranks 2 -d cuda -z 1 -a 3 -b 8 -e 64M -f 8 || return 1
+    "$python" "$root/bench/compare/torch_bench.py" --device cuda --nranks 2 --backend gloo \
+      -b 8 -e 64M -f 8 || return 1
+    "$python" "$root/bench/compare/torch_bench.py" --device cuda --nranks 2 --backend cohort \
+      -b 8 -e 64M -f 8 || return 1
+  fi
+}
+if ((torch_ok)) && [[ -x "$bench_bin" ]]; then
+  stage bench 150 bench_sweeps
+else
+  summary+=("SKIP  bench: needs cohort-bench ($bench_bin) and torch with CUDA")
+fi
+
+# Stage 5: the torch backend's pytest suite on CUDA tensors (what is left of the budget).
+if ((torch_ok)); then
+  pytest_cuda() {
+    COHORT_TEST_DEVICE=cuda PYTHONPATH="$build/python" PYTHONUNBUFFERED=1 \
+      "$python" -m pytest "$root/tests/python" -q -p no:cacheprovider -rf
+  }
+  stage pytest-cuda "$(left)" pytest_cuda
 fi
 
 echo

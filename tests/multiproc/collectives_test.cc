@@ -6,12 +6,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <numeric>
 #include <string>
 #include <tuple>
 
+#include "collectives/algorithms/registry.h"
 #include "collectives/communicator.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/ucx/options.h"
 #include "gtest/gtest.h"
 #include "support/data.h"
 #include "support/multiproc.h"
@@ -54,13 +57,19 @@ std::vector<size_t> VariableCounts(size_t count, int size) {
 
 struct Runner {
   Communicator& comm;
-  std::string algorithm;
+  std::string algorithm;  // forced on every call (empty: the tuner's choice)
   int rank() const { return comm.rank(); }
   int size() const { return comm.size(); }
 
+  // The call succeeded, and ran the forced algorithm (or one the tuner chose).
   void Check(const std::shared_ptr<Work>& work, const std::string& label) {
     absl::Status status = work->Wait();
     ASSERT_TRUE(status.ok()) << label << ": " << status;
+    if (!algorithm.empty()) {
+      EXPECT_EQ(work->algorithm(), algorithm) << label;
+    } else if (work->op() != OpType::kSend && work->op() != OpType::kRecv) {
+      EXPECT_FALSE(work->algorithm().empty()) << label;
+    }
   }
 
   void Allreduce(DataType type, ReduceOp op, size_t count, bool in_place) {
@@ -108,6 +117,7 @@ struct Runner {
     auto input = testing::MakeInput(type, op, rank(), count);
     std::vector<char> output(input.size(), 0);
     ReduceOptions options;
+    options.algorithm = algorithm;
     options.input = input.data();
     options.output = in_place ? input.data() : output.data();
     options.count = count;
@@ -203,6 +213,7 @@ struct Runner {
     }
     std::vector<char> output(recv_total * element + 1, 0);
     AlltoallOptions options;
+    options.algorithm = algorithm;
     options.input = input.data();
     options.output = in_place ? input.data() : output.data();
     options.count = count;
@@ -234,6 +245,7 @@ struct Runner {
       input = output.data() + rank() * count * element;
     }
     GatherOptions options;
+    options.algorithm = algorithm;
     options.input = input;
     options.output = output.data();
     options.count = count;
@@ -259,6 +271,7 @@ struct Runner {
     }
     std::vector<char> output(count * element + 1, 0);
     ScatterOptions options;
+    options.algorithm = algorithm;
     options.input = input.data();
     options.output = (in_place && rank() == root) ? input.data() : output.data();
     options.count = count;
@@ -306,7 +319,7 @@ struct Runner {
 // between: two hosts of consecutive ranks (mixed), two hosts taking turns (interleaved: ranks
 // 0, 2, 4 ... on one), three hosts of consecutive ranks (blocks3) or taking turns (hosts3).
 int HostOf(const std::string& layout, int rank, int size) {
-  if (layout == "mixed") return rank * 2 / size;
+  if (layout == "mixed" || layout == "ucx_mixed") return rank * 2 / size;
   if (layout == "interleaved") return rank % 2;
   if (layout == "blocks3") return rank * 3 / size;
   if (layout == "hosts3") return rank % 3;
@@ -315,6 +328,8 @@ int HostOf(const std::string& layout, int rank, int size) {
 
 void SetLayout(const std::string& layout, int rank, int size) {
   if (layout == "tcp") setenv("COHORT_SHM", "0", 1);
+  if (layout == "ucx") setenv("COHORT_TRANSPORTS", "ucx", 1);
+  if (layout == "ucx_mixed") setenv("COHORT_TRANSPORTS", "shm,ucx", 1);
   int host = HostOf(layout, rank, size);
   if (host >= 0) setenv("COHORT_HOST_ID", ("host" + std::to_string(host)).c_str(), 1);
 }
@@ -325,90 +340,240 @@ void ExpectChannels(const Communicator& comm, const std::string& layout) {
   for (int peer = 0; peer < comm.size(); ++peer) {
     if (peer == comm.rank()) continue;
     bool same_host = layout == "shm" ||
-                     (layout != "tcp" && HostOf(layout, peer, comm.size()) ==
-                                             HostOf(layout, comm.rank(), comm.size()));
-    EXPECT_EQ(comm.channel_kind(peer), same_host ? ChannelKind::kSharedMemory : ChannelKind::kTcp)
+                     (layout != "tcp" && layout != "ucx" &&
+                      HostOf(layout, peer, comm.size()) == HostOf(layout, comm.rank(), comm.size()));
+    const ChannelKind across = layout.rfind("ucx", 0) == 0 ? ChannelKind::kUcx : ChannelKind::kTcp;
+    EXPECT_EQ(comm.channel_kind(peer), same_host ? ChannelKind::kSharedMemory : across)
         << "layout " << layout << ", rank " << comm.rank() << ", peer " << peer;
   }
 }
 
 using Param = std::tuple<int, std::string, std::string>;
 
+// The ops the sweep knows; a param names one, optionally followed by "_<algorithm>" to force it.
+const char* const kSweepOps[] = {"allreduce",      "broadcast",       "reduce",    "allgatherv",
+                                 "allgather",      "reduce_scatterv", "reduce_scatter",
+                                 "alltoallv",      "alltoall",        "gather",    "scatter",
+                                 "sendrecv",       "barrier"};
+
+// "reduce_scatter_hierarchical" -> {"reduce_scatter", "hierarchical"}; "gather" -> {"gather", ""}.
+std::pair<std::string, std::string> SplitOp(const std::string& name) {
+  std::string op;  // the longest op the name starts with ("reduce_scatter", not "reduce")
+  for (const char* known : kSweepOps) {
+    std::string prefix = known;
+    bool starts = name == prefix || name.rfind(prefix + "_", 0) == 0;
+    if (starts && prefix.size() > op.size()) op = prefix;
+  }
+  if (op.empty() || op == name) return {name, ""};
+  return {op, name.substr(op.size() + 1)};
+}
+
+// Whether `algorithm` can serve the sweep's calls of `op` on `world` ranks laid out as
+// `layout`: what the registry's constraints say, written down independently so that a
+// constraint that changes by accident shows up here.
+bool Serves(const std::string& algorithm, const std::string& op, int world,
+            const std::string& layout) {
+  const bool one_host = layout == "shm" || layout == "tcp" || layout == "ucx";
+  if (algorithm == "one_shot" || algorithm == "two_shot") return one_host;
+  if (algorithm.rfind("lane", 0) == 0) return layout == "shm" && op != "alltoallv";
+  if (algorithm == "hierarchical") {
+    // More than one host, the same number of ranks (more than one) on each; equal blocks.
+    const int hosts = layout == "mixed" || layout == "ucx_mixed" || layout == "interleaved" ? 2
+                      : layout == "blocks3" || layout == "hosts3"  ? 3
+                                                                   : 1;
+    return hosts > 1 && world % hosts == 0 && world / hosts > 1 && op != "allgatherv" &&
+           op != "reduce_scatterv";
+  }
+  return true;
+}
+
+// Runs every data type, size, reduce op and in/out-of-place case of `op` through `runner`.
+void Sweep(Runner& runner, const std::string& op) {
+  for (DataType type : testing::AllDataTypes()) {
+    for (size_t count : kSizes) {
+      for (bool in_place : {false, true}) {
+        if (op == "allreduce" || op == "reduce" || op.rfind("reduce_scatter", 0) == 0) {
+          for (ReduceOp reduce_op : testing::ReduceOpsFor(type)) {
+            if (op == "reduce") {
+              runner.Reduce(type, reduce_op, count, in_place);
+            } else if (op == "reduce_scatter" || op == "reduce_scatterv") {
+              runner.ReduceScatter(type, reduce_op, count, in_place, op == "reduce_scatterv");
+            } else {
+              runner.Allreduce(type, reduce_op, count, in_place);
+            }
+            if (::testing::Test::HasFatalFailure()) return;
+          }
+        } else if (op == "broadcast") {
+          runner.Broadcast(type, count, in_place);
+        } else if (op == "allgather" || op == "allgatherv") {
+          runner.Allgather(type, count, in_place, op == "allgatherv");
+        } else if (op == "alltoall" || op == "alltoallv") {
+          runner.Alltoall(type, count, in_place, op == "alltoallv");
+        } else if (op == "gather") {
+          runner.Gather(type, count, in_place);
+        } else if (op == "scatter") {
+          runner.Scatter(type, count, in_place);
+        } else if (op == "sendrecv" && !in_place) {
+          runner.SendRecv(type, count);
+        } else if (op == "barrier" && type == DataType::kFloat32 && !in_place) {
+          BarrierOptions options;
+          options.algorithm = runner.algorithm;
+          runner.Check(runner.comm.Barrier(options), "barrier");
+        }
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+}
+
+// A forced algorithm that cannot serve the call fails it, naming the algorithm and why (and
+// the communicator stays usable).
+void ExpectRefused(Runner& runner, const std::string& op) {
+  std::vector<char> input(64 * 8 * runner.size()), output(input.size());
+  std::shared_ptr<Work> work;
+  const size_t count = 4;
+  if (op == "allreduce") {
+    AllreduceOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Allreduce(options);
+  } else if (op == "broadcast") {
+    BroadcastOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Broadcast(options);
+  } else if (op == "reduce") {
+    ReduceOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Reduce(options);
+  } else if (op == "allgather" || op == "allgatherv") {
+    AllgatherOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    if (op == "allgatherv") options.counts.assign(runner.size(), count);
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Allgather(options);
+  } else if (op == "reduce_scatter" || op == "reduce_scatterv") {
+    ReduceScatterOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    if (op == "reduce_scatterv") options.counts.assign(runner.size(), count);
+    options.algorithm = runner.algorithm;
+    work = runner.comm.ReduceScatter(options);
+  } else if (op == "alltoall" || op == "alltoallv") {
+    AlltoallOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    if (op == "alltoallv") {
+      options.send_counts.assign(runner.size(), count);
+      options.recv_counts.assign(runner.size(), count);
+    }
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Alltoall(options);
+  } else if (op == "gather") {
+    GatherOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Gather(options);
+  } else if (op == "scatter") {
+    ScatterOptions options;
+    options.input = input.data(), options.output = output.data(), options.count = count;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Scatter(options);
+  } else {
+    BarrierOptions options;
+    options.algorithm = runner.algorithm;
+    work = runner.comm.Barrier(options);
+  }
+  absl::Status status = work->Wait();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("forced algorithm \"" + runner.algorithm + "\" cannot serve"),
+            absl::string_view::npos)
+      << status;
+  EXPECT_NE(status.message().find("it needs"), absl::string_view::npos) << status;
+}
+
 class CollectiveTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(CollectiveTest, MatchesReference) {
-  auto [world, op, layout] = GetParam();
+  auto [world, name, layout] = GetParam();
   if (world == 1 && layout != "shm") GTEST_SKIP() << "one rank has no peers";
-  if (world == 2 && layout == "mixed") GTEST_SKIP() << "two ranks on two hosts is the tcp case";
-  testing::RunRanks(world, [op = op, layout = layout](int rank, int size,
-                                                      Bootstrap& bootstrap) mutable {
+  if (world == 2 && (layout == "mixed" || layout == "ucx_mixed")) {
+    GTEST_SKIP() << "two ranks on two hosts is the tcp (ucx) case";
+  }
+  if (layout.rfind("ucx", 0) == 0 && !ucx::Built()) {
+    GTEST_SKIP() << "this build has no UCX (libucx-dev was not found at configure time)";
+  }
+  auto [op, algorithm] = SplitOp(name);
+  const bool serves = algorithm.empty() || Serves(algorithm, op, world, layout);
+  testing::RunRanks(world, [op = op, algorithm = algorithm, layout = layout, serves](
+                               int rank, int size, Bootstrap& bootstrap) mutable {
     setenv("COHORT_CHUNK_BYTES", "4096", 1);
     SetLayout(layout, rank, size);
     auto comm = Communicator::Create(bootstrap, rank, size, {.name = "sweep"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     ExpectChannels(**comm, layout);
-    Runner runner{**comm, ""};
-    // allreduce_<algorithm> and <op>_hierarchical force it where it applies (the tuner's choice
-    // elsewhere).
-    if (op.rfind("allreduce_", 0) == 0 && op != "allreduce_auto") runner.algorithm = op.substr(10);
-    const std::string kHierarchical = "_hierarchical";
-    if (op.size() > kHierarchical.size() && op.ends_with(kHierarchical)) {
-      runner.algorithm = "hierarchical";
-      op = op.substr(0, op.size() - kHierarchical.size());
+    Runner runner{**comm, algorithm};
+    if (serves) {
+      Sweep(runner, op);
+    } else {
+      ExpectRefused(runner, op);
     }
-    for (DataType type : testing::AllDataTypes()) {
-      for (size_t count : kSizes) {
-        for (bool in_place : {false, true}) {
-          if (op.rfind("allreduce", 0) == 0 || op == "reduce" || op.rfind("reduce_scatter", 0) == 0) {
-            for (ReduceOp reduce_op : testing::ReduceOpsFor(type)) {
-              if (op == "reduce") {
-                runner.Reduce(type, reduce_op, count, in_place);
-              } else if (op == "reduce_scatter" || op == "reduce_scatterv") {
-                runner.ReduceScatter(type, reduce_op, count, in_place, op == "reduce_scatterv");
-              } else {
-                runner.Allreduce(type, reduce_op, count, in_place);
-              }
-              if (::testing::Test::HasFatalFailure()) return;
-            }
-          } else if (op == "broadcast") {
-            runner.Broadcast(type, count, in_place);
-          } else if (op == "allgather" || op == "allgatherv") {
-            runner.Allgather(type, count, in_place, op == "allgatherv");
-          } else if (op == "alltoall" || op == "alltoallv") {
-            runner.Alltoall(type, count, in_place, op == "alltoallv");
-          } else if (op == "gather") {
-            runner.Gather(type, count, in_place);
-          } else if (op == "scatter") {
-            runner.Scatter(type, count, in_place);
-          } else if (op == "sendrecv" && !in_place) {
-            runner.SendRecv(type, count);
-          }
-          if (::testing::Test::HasFailure()) return;
-        }
-      }
-    }
+    if (::testing::Test::HasFailure()) return;
     // Everything above ran on one communicator, in order; a barrier closes the sweep.
     absl::Status status = (*comm)->Barrier()->Wait();
     EXPECT_TRUE(status.ok()) << status;
   });
 }
 
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
+         std::get<2>(info.param);
+}
+
+// Every op with the tuner's choice, on 1 to 8 ranks and every layout.
 INSTANTIATE_TEST_SUITE_P(
     Worlds, CollectiveTest,
     ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8),
-                       ::testing::Values("allreduce_auto", "allreduce_ring",
-                                         "allreduce_recursive_doubling", "allreduce_one_shot",
-                                         "allreduce_two_shot", "allreduce_hierarchical",
-                                         "broadcast", "broadcast_hierarchical", "reduce",
-                                         "allgather", "allgather_hierarchical", "allgatherv",
-                                         "reduce_scatter", "reduce_scatter_hierarchical",
-                                         "reduce_scatterv", "alltoall", "alltoallv", "gather",
-                                         "scatter", "sendrecv"),
-                       ::testing::Values("shm", "tcp", "mixed")),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      return std::get<1>(info.param) + "_" + std::to_string(std::get<0>(info.param)) + "ranks_" +
-             std::get<2>(info.param);
-    });
+                       ::testing::Values("allreduce", "broadcast", "reduce", "allgather",
+                                         "allgatherv", "reduce_scatter", "reduce_scatterv",
+                                         "alltoall", "alltoallv", "gather", "scatter",
+                                         "sendrecv", "barrier"),
+                       ::testing::Values("shm", "tcp", "mixed", "ucx", "ucx_mixed")),
+    ParamName);
+
+// Every registered algorithm forced for every op it implements (ForcedSweepCoversTheRegistry
+// checks the list against the registry), on 3 and 4 ranks (odd and power-of-two shapes) in
+// every layout: where it serves, it runs and is checked; elsewhere it must refuse.
+const std::vector<std::string> kForced = {
+    "allreduce_ring",          "allgather_ring",         "reduce_scatter_ring",
+    "allgatherv_ring",         "reduce_scatterv_ring",   "allreduce_recursive_doubling",
+    "broadcast_tree",          "reduce_tree",            "alltoall_pairwise",
+    "alltoallv_pairwise",      "gather_linear",          "scatter_linear",
+    "barrier_dissemination",   "allreduce_hierarchical", "allgather_hierarchical",
+    "reduce_scatter_hierarchical", "broadcast_hierarchical", "allgatherv_hierarchical",
+    "allreduce_one_shot",      "allreduce_two_shot",     "allreduce_lane_one_shot",
+    "allreduce_lane_two_shot", "broadcast_lane",         "reduce_lane",
+    "allgather_lane",          "gather_lane",            "reduce_scatter_lane",
+    "scatter_lane",            "alltoall_lane",          "alltoallv_lane",
+    "barrier_lane",
+};
+
+INSTANTIATE_TEST_SUITE_P(Forced, CollectiveTest,
+                         ::testing::Combine(::testing::Values(3, 4), ::testing::ValuesIn(kForced),
+                                            ::testing::Values("shm", "tcp", "mixed")),
+                         ParamName);
+
+TEST(Registry, ForcedSweepCoversTheRegistry) {
+  for (const Algorithm& algorithm : Algorithms()) {
+    // Device algorithms serve CUDA memory only: device_collectives_test forces them.
+    if (!algorithm.ServesMemory(MemoryKind::kHost)) continue;
+    for (OpType op : algorithm.ops) {
+      std::string name = std::string(OpTypeName(op)) + "_" + algorithm.name;
+      EXPECT_NE(std::find(kForced.begin(), kForced.end(), name), kForced.end())
+          << "the forced sweep does not run " << algorithm.name << " for " << OpTypeName(op)
+          << " (add \"" << name << "\" to kForced)";
+    }
+  }
+}
 
 // The hierarchical algorithms on the other host layouts they accept: hosts whose ranks are not
 // consecutive, and three hosts (the rails then forward what they receive).
@@ -444,7 +609,7 @@ TEST_P(LargeTest, Allreduce64MiB) {
     runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, false);
     runner.Allreduce(DataType::kFloat32, ReduceOp::kSum, count, true);
     // The pipelined hierarchy (8 chunks at this size) where there are hosts to span.
-    runner.algorithm = "hierarchical";
+    if (layout == "mixed") runner.algorithm = "hierarchical";
     runner.Allreduce(DataType::kFloat32, ReduceOp::kAvg, count, false);
     runner.algorithm = "";
     runner.ReduceScatter(DataType::kFloat32, ReduceOp::kSum, count / size, false, false);
@@ -528,11 +693,22 @@ TEST(Tuner, HierarchyForcedAndChosen) {
                       OpType::kBroadcast}) {
       EXPECT_EQ((*forced)->ChosenAlgorithm(Args(op, 5)), "hierarchical") << OpTypeName(op);
     }
-    OpArgs variable = Args(OpType::kAllgather, 0);
-    variable.counts = {1, 2, 3, 4};
-    EXPECT_NE((*forced)->ChosenAlgorithm(variable), "hierarchical");
-    variable.op = OpType::kReduceScatter;
-    EXPECT_NE((*forced)->ChosenAlgorithm(variable), "hierarchical");
+    // The v variants it implements but cannot serve: forced, they fail the call saying why.
+    std::vector<float> input(16), output(16);
+    AllgatherOptions allgatherv;
+    allgatherv.input = input.data();
+    allgatherv.output = output.data();
+    allgatherv.counts = {1, 2, 3, 4};
+    absl::Status status = (*forced)->Allgather(allgatherv)->Wait();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find("forced algorithm \"hierarchical\" cannot serve this "
+                                    "allgather of 40 bytes with per-rank counts"),
+              absl::string_view::npos)
+        << status;
+    // The ops it does not implement are the tuner's; the communicator is still usable.
+    auto barrier = (*forced)->Barrier();
+    EXPECT_TRUE(barrier->Wait().ok());
+    EXPECT_NE(barrier->algorithm(), "hierarchical");
     unsetenv("COHORT_ALGO");
 
     std::string models = "/tmp/cohort-hierarchy-models." + std::to_string(getpid());

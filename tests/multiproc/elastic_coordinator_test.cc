@@ -1,24 +1,74 @@
-// The coordinator and agent clients over a real store, in one process (agents on threads):
-// rounds closing at max or after last call, failures restarting the job within the restart
-// budget, a node whose heartbeats stop, a departing node, scale-up, and the join timeout.
+// The coordinator and agent clients in one process (agents on threads), on both backends: the
+// embedded store and etcd (started by the test; there an agent that never joins holds the
+// coordinator role): rounds closing at max or after last call, failures restarting the job
+// within the restart budget, a node whose heartbeats (lease) stop, a departing node, scale-up,
+// and the join timeout. Then etcd alone: the coordinator's host dies and another agent takes
+// the role, etcd's leader dies and the job does not notice, a finished job's id is refused.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <future>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "elastic/agent_client.h"
 #include "elastic/coordinator.h"
+#include "elastic/etcd_backend.h"
 #include "elastic/store/store_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/etcd_cluster.h"
 
 namespace cohort::elastic {
 namespace {
 
 using ::testing::HasSubstr;
 
-class CoordinatorTest : public ::testing::Test {
+enum class Backend { kEmbedded, kEtcd };
+
+EtcdAgentOptions EtcdOptions(const RendezvousSettings& settings, const std::string& host,
+                             bool campaign) {
+  EtcdAgentOptions options;
+  options.settings = settings;
+  options.job_id = "job";
+  options.node_id = host + "-id";
+  options.host = host;
+  options.campaign = campaign;
+  options.coordinator.job_id = "job";
+  options.coordinator.token = "secret";
+  options.coordinator.settings = settings;
+  options.coordinator.worker_store_listen_host = "127.0.0.1";
+  options.coordinator.host = host;
+  return options;
+}
+
+// Waits until `agent` holds the coordinator role.
+bool AwaitRole(AgentClient& agent, absl::Duration limit = absl::Seconds(10)) {
+  absl::Time until = absl::Now() + limit;
+  while (!agent.backend().RunsCoordinator()) {
+    if (absl::Now() > until) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+class CoordinatorTest : public ::testing::TestWithParam<Backend> {
  protected:
   void Start(RendezvousSettings settings) {
     settings_ = settings;
+    if (GetParam() == Backend::kEtcd) {
+      auto cluster = testing::EtcdCluster::Start({});
+      ASSERT_TRUE(cluster.ok()) << cluster.status();
+      cluster_ = std::move(*cluster);
+      settings_.etcd.endpoints = cluster_->endpoints();
+      // The coordinator runs in an agent that never joins, as the embedded one runs beside them.
+      auto coordinator = ConnectEtcdAgent(EtcdOptions(settings_, "coord", /*campaign=*/true));
+      ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+      coordinator_agent_ = std::move(*coordinator);
+      ASSERT_TRUE(AwaitRole(*coordinator_agent_));
+      return;
+    }
     store::StoreServerOptions server_options;
     server_options.host = "127.0.0.1";
     server_options.job_id = "job";
@@ -39,12 +89,20 @@ class CoordinatorTest : public ::testing::Test {
 
   void TearDown() override {
     agents_.clear();
+    coordinator_agent_.reset();
     if (coordinator_) coordinator_->RequestStop();
     if (server_) server_->Stop();
     coordinator_.reset();
+    cluster_.reset();
   }
 
   AgentClient* Agent(const std::string& host) {
+    if (GetParam() == Backend::kEtcd) {
+      auto agent = ConnectEtcdAgent(EtcdOptions(settings_, host, /*campaign=*/false));
+      EXPECT_TRUE(agent.ok()) << agent.status();
+      agents_[host] = std::move(*agent);
+      return agents_[host].get();
+    }
     AgentClientOptions options;
     options.store_host = "127.0.0.1";
     options.store_port = server_->port();
@@ -92,13 +150,21 @@ class CoordinatorTest : public ::testing::Test {
     return settings;
   }
 
+  // How long a node whose agent stopped takes to be declared lost: the heartbeat timeout
+  // (600 ms) embedded; the lease (at least 2 s) plus etcd's expiry check (0.5 s) on etcd.
+  absl::Duration LossBound() const {
+    return GetParam() == Backend::kEtcd ? absl::Seconds(4) : absl::Seconds(2);
+  }
+
   RendezvousSettings settings_;
+  std::unique_ptr<testing::EtcdCluster> cluster_;
+  std::unique_ptr<AgentClient> coordinator_agent_;
   std::unique_ptr<store::StoreServer> server_;
   std::unique_ptr<Coordinator> coordinator_;
   std::map<std::string, std::unique_ptr<AgentClient>> agents_;
 };
 
-TEST_F(CoordinatorTest, RoundClosesAtMaxAndJobSucceeds) {
+TEST_P(CoordinatorTest, RoundClosesAtMaxAndJobSucceeds) {
   Start(Settings(2, 2));
   AgentClient* b = Agent("b");
   AgentClient* a = Agent("a");
@@ -122,7 +188,7 @@ TEST_F(CoordinatorTest, RoundClosesAtMaxAndJobSucceeds) {
   EXPECT_EQ(AwaitEnd(a, 1).kind, GenerationEnd::Kind::kSucceeded);
 }
 
-TEST_F(CoordinatorTest, FailuresRestartUntilTheBudgetIsSpent) {
+TEST_P(CoordinatorTest, FailuresRestartUntilTheBudgetIsSpent) {
   Start(Settings(2, 2, /*max_restarts=*/1));
   AgentClient* a = Agent("a");
   AgentClient* b = Agent("b");
@@ -157,7 +223,7 @@ TEST_F(CoordinatorTest, FailuresRestartUntilTheBudgetIsSpent) {
   EXPECT_EQ((*failures)[0].exit_code, 1);
 }
 
-TEST_F(CoordinatorTest, LostNodeEndsTheGenerationAndSurvivorsContinue) {
+TEST_P(CoordinatorTest, LostNodeEndsTheGenerationAndSurvivorsContinue) {
   Start(Settings(1, 2, /*max_restarts=*/3));
   AgentClient* a = Agent("a");
   AgentClient* b = Agent("b");
@@ -170,8 +236,10 @@ TEST_F(CoordinatorTest, LostNodeEndsTheGenerationAndSurvivorsContinue) {
   GenerationEnd end = AwaitEnd(a, 1);
   absl::Duration detection = absl::Now() - lost_at;
   EXPECT_EQ(end.kind, GenerationEnd::Kind::kRestart);
-  EXPECT_THAT(end.reason, HasSubstr("node b lost: no heartbeat"));
-  EXPECT_LT(detection, absl::Seconds(2)) << "heartbeat timeout is 600ms";
+  EXPECT_THAT(end.reason, HasSubstr(GetParam() == Backend::kEtcd
+                                        ? "node b lost: its etcd lease expired"
+                                        : "node b lost: no heartbeat"));
+  EXPECT_LT(detection, LossBound());
   auto world = Join(a, "a").get();
   ASSERT_TRUE(world.ok()) << world.status();
   EXPECT_EQ(world->generation, 2);
@@ -179,7 +247,7 @@ TEST_F(CoordinatorTest, LostNodeEndsTheGenerationAndSurvivorsContinue) {
   EXPECT_EQ(world->world_size(), 2);
 }
 
-TEST_F(CoordinatorTest, LeavingNodeEndsTheGenerationAtOnce) {
+TEST_P(CoordinatorTest, LeavingNodeEndsTheGenerationAtOnce) {
   Start(Settings(1, 2, /*max_restarts=*/3));
   AgentClient* a = Agent("a");
   AgentClient* b = Agent("b");
@@ -194,7 +262,7 @@ TEST_F(CoordinatorTest, LeavingNodeEndsTheGenerationAtOnce) {
   EXPECT_THAT(end.reason, HasSubstr("node b left the job (its agent received SIGTERM)"));
 }
 
-TEST_F(CoordinatorTest, WaitingNodeScalesUpWithoutCountingARestart) {
+TEST_P(CoordinatorTest, WaitingNodeScalesUpWithoutCountingARestart) {
   Start(Settings(1, 2, /*max_restarts=*/0));
   AgentClient* a = Agent("a");
   auto first = Join(a, "a").get();  // closes after last call with one node
@@ -214,7 +282,7 @@ TEST_F(CoordinatorTest, WaitingNodeScalesUpWithoutCountingARestart) {
   EXPECT_EQ(second->restart_count, 0);
 }
 
-TEST_F(CoordinatorTest, MinNodesNotReachedTimesOut) {
+TEST_P(CoordinatorTest, MinNodesNotReachedTimesOut) {
   RendezvousSettings settings = Settings(3, 3);
   settings.join_timeout = absl::Milliseconds(500);
   Start(settings);
@@ -228,6 +296,140 @@ TEST_F(CoordinatorTest, MinNodesNotReachedTimesOut) {
   EXPECT_THAT(world.status().message(), HasSubstr("join_timeout"));
   EXPECT_FALSE(jb.get().ok());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, CoordinatorTest,
+                         ::testing::Values(Backend::kEmbedded, Backend::kEtcd),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kEtcd ? "etcd" : "embedded";
+                         });
+
+// What only etcd can do: lose the coordinator's host and go on.
+class EtcdRendezvousTest : public CoordinatorTest {
+ protected:
+  NodeInfo Info(const std::string& host) {
+    NodeInfo info;
+    info.node_id = host + "-id";
+    info.host = host;
+    info.address = "127.0.0.1";
+    info.master_port = 1000;
+    info.local_world_size = 2;
+    return info;
+  }
+};
+
+TEST_P(EtcdRendezvousTest, CoordinatorHostDiesAndAnotherAgentTakesTheRole) {
+  auto cluster = testing::EtcdCluster::Start({});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  RendezvousSettings settings = Settings(2, 3, /*max_restarts=*/1);
+  settings.heartbeat_timeout = absl::Seconds(2);  // the lease
+  settings.etcd.endpoints = (*cluster)->endpoints();
+  // Agent a takes the role first, in a process of its own that the test kills like its host.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    auto agent = ConnectEtcdAgent(EtcdOptions(settings, "a", /*campaign=*/true));
+    if (!agent.ok() || !AwaitRole(**agent)) ::_exit(2);
+    if (::write(ready[1], "r", 1) != 1) ::_exit(3);
+    auto world = (*agent)->Join(Info("a"), absl::Seconds(20), nullptr);
+    ::pause();
+    ::_exit(world.ok() ? 0 : 4);
+  }
+  ::close(ready[1]);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{child};
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "agent a did not take the coordinator role";
+  ::close(ready[0]);
+  auto b = ConnectEtcdAgent(EtcdOptions(settings, "b", /*campaign=*/true));
+  auto c = ConnectEtcdAgent(EtcdOptions(settings, "c", /*campaign=*/true));
+  ASSERT_TRUE(b.ok() && c.ok()) << b.status() << c.status();
+  auto jb = std::async(std::launch::async, [&] { return (*b)->Join(Info("b"), absl::Seconds(20), nullptr); });
+  auto jc = std::async(std::launch::async, [&] { return (*c)->Join(Info("c"), absl::Seconds(20), nullptr); });
+  auto first = jb.get();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(jc.get().ok());
+  EXPECT_EQ(first->nodes.size(), 3u);
+  EXPECT_FALSE((*b)->backend().RunsCoordinator());
+
+  ::kill(child, SIGKILL);  // a's host dies: its lease expires, the role is free
+  absl::Time killed = absl::Now();
+  GenerationEnd end = AwaitEnd(b->get(), 1);
+  EXPECT_EQ(end.kind, GenerationEnd::Kind::kRestart);
+  EXPECT_TRUE(end.counted);
+  EXPECT_THAT(end.reason, HasSubstr("node a lost: its etcd lease expired"));
+  jb = std::async(std::launch::async, [&] { return (*b)->Join(Info("b"), absl::Seconds(20), nullptr); });
+  jc = std::async(std::launch::async, [&] { return (*c)->Join(Info("c"), absl::Seconds(20), nullptr); });
+  auto second = jb.get();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(jc.get().ok());
+  absl::Duration took = absl::Now() - killed;
+  EXPECT_EQ(second->generation, 2);
+  EXPECT_EQ(second->restart_count, 1);
+  EXPECT_EQ(second->nodes.size(), 2u);
+  EXPECT_TRUE((*b)->backend().RunsCoordinator() || (*c)->backend().RunsCoordinator());
+  // The lease (2 s), etcd's expiry check, the election and a round.
+  EXPECT_LT(took, absl::Seconds(5)) << "survivors took " << took;
+  ASSERT_TRUE((*b)->ReportDone(2).ok());
+  ASSERT_TRUE((*c)->ReportDone(2).ok());
+  EXPECT_EQ(AwaitEnd(c->get(), 2).kind, GenerationEnd::Kind::kSucceeded);
+}
+
+TEST_P(EtcdRendezvousTest, EtcdLeaderDiesAndTheJobGoesOn) {
+  auto cluster = testing::EtcdCluster::Start({.members = 3});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  RendezvousSettings settings = Settings(2, 2);
+  settings.heartbeat_interval = absl::Milliseconds(200);
+  settings.heartbeat_timeout = absl::Seconds(2);
+  settings.etcd.endpoints = (*cluster)->endpoints();
+  auto coordinator = ConnectEtcdAgent(EtcdOptions(settings, "coord", /*campaign=*/true));
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  ASSERT_TRUE(AwaitRole(**coordinator));
+  auto a = ConnectEtcdAgent(EtcdOptions(settings, "a", false));
+  auto b = ConnectEtcdAgent(EtcdOptions(settings, "b", false));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto ja = std::async(std::launch::async, [&] { return (*a)->Join(Info("a"), absl::Seconds(20), nullptr); });
+  auto jb = std::async(std::launch::async, [&] { return (*b)->Join(Info("b"), absl::Seconds(20), nullptr); });
+  ASSERT_TRUE(ja.get().ok());
+  ASSERT_TRUE(jb.get().ok());
+  auto leader = (*cluster)->Leader();
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  (*cluster)->Kill(*leader);
+  // Three lease lifetimes: leases outlive the election, and nothing ends the generation.
+  auto end = (*a)->PollEnd(1, absl::Seconds(6));
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_FALSE(end->has_value()) << (*end)->reason;
+  for (auto* agent : {coordinator->get(), a->get(), b->get()}) EXPECT_TRUE(agent->health().ok()) << agent->health();
+  EXPECT_TRUE((*coordinator)->backend().RunsCoordinator());
+  ASSERT_TRUE((*a)->ReportDone(1).ok());
+  ASSERT_TRUE((*b)->ReportDone(1).ok());
+  EXPECT_EQ(AwaitEnd(b->get(), 1).kind, GenerationEnd::Kind::kSucceeded);
+}
+
+TEST_P(EtcdRendezvousTest, AFinishedJobsIdIsRefusedUntilItsKeysAreRemoved) {
+  Start(Settings(1, 1));
+  AgentClient* a = Agent("a");
+  ASSERT_TRUE(Join(a, "a").get().ok());
+  ASSERT_TRUE(a->ReportDone(1).ok());
+  EXPECT_EQ(AwaitEnd(a, 1).kind, GenerationEnd::Kind::kSucceeded);
+  auto late = ConnectEtcdAgent(EtcdOptions(settings_, "late", false));
+  ASSERT_FALSE(late.ok());
+  EXPECT_THAT(late.status().message(), HasSubstr("job job already ended"));
+  EXPECT_THAT(late.status().message(), HasSubstr("etcdctl del --prefix /cohort/job/"));
+  ASSERT_TRUE(coordinator_agent_->backend().RemoveJobKeys().ok());
+  auto fresh = ConnectEtcdAgent(EtcdOptions(settings_, "fresh", false));
+  EXPECT_TRUE(fresh.ok()) << fresh.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(Etcd, EtcdRendezvousTest, ::testing::Values(Backend::kEtcd),
+                         [](const ::testing::TestParamInfo<Backend>&) { return "etcd"; });
 
 }  // namespace
 }  // namespace cohort::elastic

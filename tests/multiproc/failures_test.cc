@@ -12,6 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/communicator.h"
+#include "collectives/transport/channel.h"
+#include "collectives/transport/ucx/options.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/multiproc.h"
@@ -23,14 +25,34 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::unique_ptr<Communicator> MustCreate(Bootstrap& bootstrap, int rank, int size,
-                                         absl::Duration timeout = absl::Seconds(30)) {
-  auto comm = Communicator::Create(bootstrap, rank, size, {.name = "f", .timeout = timeout});
+                                         absl::Duration timeout = absl::Seconds(30),
+                                         const std::string& transports = "") {
+  CommOptions options{.name = "f", .timeout = timeout};
+  if (!transports.empty()) options.transports = *ParseChannelKinds(transports);
+  auto comm = Communicator::Create(bootstrap, rank, size, options);
   if (!comm.ok()) {
     ADD_FAILURE() << comm.status();
     return nullptr;
   }
+  for (int peer = 0; peer < size && !transports.empty(); ++peer) {
+    if (peer == rank) continue;
+    EXPECT_EQ(ChannelKindName((*comm)->channel_kind(peer)), transports) << "peer " << peer;
+  }
   return std::move(*comm);
 }
+
+// The failures every channel must report alike (the protocol's errors): run on the default
+// channels of one host (shared memory), on TCP and on UCX.
+class ChannelFailures : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "ucx" && !ucx::Built()) {
+      GTEST_SKIP() << "this build has no UCX (libucx-dev was not found at configure time)";
+    }
+  }
+  // "" for the default list.
+  std::string transports() const { return GetParam() == "default" ? "" : GetParam(); }
+};
 
 absl::Status RunAllreduce(Communicator& comm, std::vector<float>& data, size_t count) {
   AllreduceOptions options;
@@ -40,9 +62,9 @@ absl::Status RunAllreduce(Communicator& comm, std::vector<float>& data, size_t c
   return comm.Allreduce(options)->Wait();
 }
 
-TEST(Mismatch, DifferentCollectivesNameBothSides) {
-  testing::RunRanks(3, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size);
+TEST_P(ChannelFailures, DifferentCollectivesNameBothSides) {
+  testing::RunRanks(3, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(30), transports);
     ASSERT_NE(comm, nullptr);
     std::vector<float> data(1000, 1.0f);
     absl::Status status;
@@ -66,9 +88,9 @@ TEST(Mismatch, DifferentCollectivesNameBothSides) {
   });
 }
 
-TEST(Mismatch, DifferentCountsNameBothSides) {
-  testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size);
+TEST_P(ChannelFailures, DifferentCountsNameBothSides) {
+  testing::RunRanks(2, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(30), transports);
     ASSERT_NE(comm, nullptr);
     std::vector<float> data(2000, 1.0f);
     absl::Status status = RunAllreduce(*comm, data, rank == 0 ? 1000 : 1001);
@@ -99,11 +121,11 @@ TEST(Mismatch, DifferentRootsAndTypes) {
 
 // Ranks 0, 1 and 3 keep running allreduces; the test kills rank 2 in the middle of one and
 // every survivor must fail within 5 s with an error naming rank 2.
-TEST(LostPeer, KilledRankFailsEveryOtherRankQuickly) {
+TEST_P(ChannelFailures, KilledRankFailsEveryOtherRankQuickly) {
   const int size = 4;
   testing::RankGroup group;
-  group.Start(size, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size);
+  group.Start(size, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(30), transports);
     ASSERT_NE(comm, nullptr);
     std::vector<float> data(4 << 20, 1.0f);  // 16 MiB: each allreduce takes a while
     ASSERT_TRUE(RunAllreduce(*comm, data, data.size()).ok());
@@ -134,9 +156,9 @@ TEST(LostPeer, KilledRankFailsEveryOtherRankQuickly) {
   }
 }
 
-TEST(Timeout, AbsentPeerTimesOutNamingIt) {
-  testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(1));
+TEST_P(ChannelFailures, AbsentPeerTimesOutNamingIt) {
+  testing::RunRanks(2, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(1), transports);
     ASSERT_NE(comm, nullptr);
     std::vector<float> data(16, 1.0f);
     if (rank == 0) {
@@ -157,9 +179,9 @@ TEST(Timeout, AbsentPeerTimesOutNamingIt) {
   });
 }
 
-TEST(Abort, AbortFromAnotherThreadFailsPendingWork) {
-  testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size);
+TEST_P(ChannelFailures, AbortFromAnotherThreadFailsPendingWork) {
+  testing::RunRanks(2, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(30), transports);
     ASSERT_NE(comm, nullptr);
     if (rank == 1) {
       // Never sends: rank 0's receive stays pending until aborted.
@@ -231,11 +253,11 @@ TEST(Config, BadEnvironmentValueStopsCreation) {
   });
 }
 
-TEST(Lifecycle, CleanShutdownIsNotALostPeer) {
+TEST_P(ChannelFailures, CleanShutdownIsNotALostPeer) {
   // Rank 0 leaves as soon as its part of the barrier is done; the others must not mistake its
   // close for a crash.
-  testing::RunRanks(4, [](int rank, int size, Bootstrap& bootstrap) {
-    auto comm = MustCreate(bootstrap, rank, size);
+  testing::RunRanks(4, [transports = transports()](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(30), transports);
     ASSERT_NE(comm, nullptr);
     for (int i = 0; i < 20; ++i) {
       absl::Status status = comm->Barrier()->Wait();
@@ -245,6 +267,12 @@ TEST(Lifecycle, CleanShutdownIsNotALostPeer) {
     comm.reset();
   });
 }
+
+INSTANTIATE_TEST_SUITE_P(Channels, ChannelFailures,
+                         ::testing::Values("default", "tcp", "ucx"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 }  // namespace
 }  // namespace cohort

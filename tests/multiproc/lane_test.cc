@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "collectives/algorithms/registry.h"
 #include "collectives/communicator.h"
+#include "collectives/reduce.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/multiproc.h"
@@ -67,6 +69,17 @@ TEST(LaneChoice, TunerTakesTheLaneOnOneHostForWhatFits) {
   });
 }
 
+// More ranks than CPUs: every stage waits for each rank of a CPU to run, so stages weigh more.
+TEST(LaneChoice, StagesWeighMoreWhenRanksOutnumberCpus) {
+  EXPECT_EQ(OversubscriptionFactor(1, 1), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(2, 2), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(2, 16), 1.0);
+  EXPECT_EQ(OversubscriptionFactor(3, 2), 4.0);
+  EXPECT_EQ(OversubscriptionFactor(4, 2), 4.0);
+  EXPECT_EQ(OversubscriptionFactor(16, 4), 8.0);
+  EXPECT_EQ(OversubscriptionFactor(4, 0), 8.0);  // an unknown CPU count counts as one
+}
+
 TEST(LaneChoice, NoLaneWhenTurnedOffOrAcrossHosts) {
   testing::RunRanks(2, [](int rank, int size, Bootstrap& bootstrap) {
     setenv("COHORT_SHM_LANE_BYTES", "0", 1);
@@ -100,7 +113,10 @@ using LaneParam = std::tuple<int, std::string, size_t>;
 class LaneOps : public ::testing::TestWithParam<LaneParam> {};
 
 TEST_P(LaneOps, EveryOpIsExactInBothHalves) {
-  const auto [world, algorithm, count] = GetParam();
+  // Not a structured binding: the lambda captures these (clang 14 cannot capture bindings).
+  const int world = std::get<0>(GetParam());
+  const auto algorithm = std::get<1>(GetParam());
+  const auto count = std::get<2>(GetParam());
   testing::RunRanks(world, [&](int rank, int n, Bootstrap& bootstrap) {
     setenv("COHORT_SHM_LANE_BYTES", "64K", 1);
     auto comm = MustCreate(bootstrap, rank, n, absl::Seconds(60), algorithm);
@@ -260,6 +276,36 @@ INSTANTIATE_TEST_SUITE_P(
       return absl::StrCat(std::get<0>(info.param), "ranks_",
                           algorithm.empty() ? "auto" : algorithm, "_", std::get<2>(info.param));
     });
+
+// Out of place, a result larger than each rank's share of the last-level cache is streamed out
+// of the slots (non-temporal stores): still exact, in every piece, with an odd length whose
+// blocks end mid-line, and the output around it untouched.
+TEST(LaneTwoShot, StreamedResultIsExact) {
+  const int n = 2;
+  const size_t threshold = LastLevelCacheBytes() / (2 * n);
+  if (threshold > (size_t{256} << 20)) GTEST_SKIP() << "last-level cache too large to exceed here";
+  const size_t count = threshold / sizeof(float) + 4097;
+  testing::RunRanks(n, [&](int rank, int size, Bootstrap& bootstrap) {
+    auto comm = MustCreate(bootstrap, rank, size, absl::Seconds(60), "lane_two_shot");
+    ASSERT_NE(comm, nullptr);
+    std::vector<float> input(count), output(count + 16, -1.0f);
+    for (size_t i = 0; i < count; ++i) input[i] = Value(rank, i);
+    for (int round = 0; round < 2; ++round) {
+      AllreduceOptions options;
+      options.input = input.data();
+      options.output = output.data() + 8;
+      options.count = count;
+      ASSERT_TRUE(comm->Allreduce(options)->Wait().ok());
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(output[i + 8], Value(0, i) + Value(1, i)) << "element " << i;
+      }
+      for (size_t i = 0; i < 8; ++i) {
+        ASSERT_EQ(output[i], -1.0f);
+        ASSERT_EQ(output[count + 8 + i], -1.0f);
+      }
+    }
+  });
+}
 
 TEST(LaneFailures, KilledPeerEndsTheWaitNamingIt) {
   testing::RankGroup group;

@@ -7,21 +7,30 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/communicator.h"
+#include "collectives/transport/ucx/options.h"
 #include "gtest/gtest.h"
 #include "support/multiproc.h"
 
 namespace cohort {
 namespace {
 
-// 0: every rank on one host; 1: ranks {0,1,2} and {3,4} on two hosts (tcp edges between).
+// 0: every rank on one host; 1: ranks {0,1,2} and {3,4} on two hosts (tcp edges between);
+// 2: the same two hosts with UCX between them (COHORT_TRANSPORTS=shm,ucx: its window, emulated
+// by UCX over its tcp and shared memory here, serves the edges across hosts).
 using Param = std::tuple<std::string, int, bool>;  // op, layout, windows
 
 class WindowTest : public ::testing::TestWithParam<Param> {};
 
 int HostOf(int layout, int rank) { return layout == 0 ? 0 : (rank < 3 ? 0 : 1); }
+const char* LayoutName(int layout) {
+  return layout == 0 ? "_onehost" : layout == 1 ? "_twohosts" : "_twohosts_ucx";
+}
 
 TEST_P(WindowTest, RingIsExact) {
   auto [op, layout, windows] = GetParam();
+  if (layout == 2 && !ucx::Built()) {
+    GTEST_SKIP() << "this build has no UCX (libucx-dev was not found at configure time)";
+  }
   const int world = layout == 0 ? 3 : 5;
   testing::RunRanks(world, [op = op, layout = layout, windows = windows](
                                int rank, int size, Bootstrap& bootstrap) {
@@ -30,6 +39,7 @@ TEST_P(WindowTest, RingIsExact) {
     options.algorithm = "ring";
     options.windows = windows;
     options.chunk_bytes = 64 << 10;
+    if (layout == 2) options.transports = {ChannelKind::kSharedMemory, ChannelKind::kUcx};
     auto comm = Communicator::Create(bootstrap, rank, size, options);
     ASSERT_TRUE(comm.ok()) << comm.status();
     // An uneven count: blocks differ by one element, pieces by their tails.
@@ -80,7 +90,7 @@ TEST_P(WindowTest, RingIsExact) {
     }
     // A rank puts where its right neighbour in the ring (hosts' ranks next to each other, so
     // rank + 1) is on its host.
-    if (windows && HostOf(layout, (rank + 1) % size) == HostOf(layout, rank)) {
+    if (windows && (layout == 2 || HostOf(layout, (rank + 1) % size) == HostOf(layout, rank))) {
       EXPECT_GT((*comm)->window_puts(), 0u) << "rank " << rank;
     } else {
       EXPECT_EQ((*comm)->window_puts(), 0u) << "rank " << rank;
@@ -91,11 +101,10 @@ TEST_P(WindowTest, RingIsExact) {
 INSTANTIATE_TEST_SUITE_P(Rings, WindowTest,
                          ::testing::Combine(::testing::Values("allreduce", "allgather",
                                                               "reduce_scatter"),
-                                            ::testing::Values(0, 1), ::testing::Bool()),
+                                            ::testing::Values(0, 1, 2), ::testing::Bool()),
                          [](const ::testing::TestParamInfo<Param>& info) {
                            return absl::StrCat(std::get<0>(info.param),
-                                               std::get<1>(info.param) == 0 ? "_onehost"
-                                                                            : "_twohosts",
+                                               LayoutName(std::get<1>(info.param)),
                                                std::get<2>(info.param) ? "_windows"
                                                                        : "_messages");
                          });

@@ -4,6 +4,11 @@ and report its result (or its traceback) back to the test.
 Forking from the pytest process, which has imported torch but run nothing with it, starts ranks
 in milliseconds. Every rank is killed when the test ends, also when it hangs or fails, and the
 test fails with each rank's traceback or the list of ranks that did not finish.
+
+COHORT_TEST_DEVICE=cuda (tests/gpu/run.sh, torch 2.x on a GPU machine) runs the same bodies on
+CUDA tensors: each rank makes GPU rank % GPUs its device and torch's default device, so the
+tensors the tests make are CUDA tensors (ranks sharing a GPU take cohort's staged path, one GPU
+per rank NCCL's). The parent never touches CUDA (a forked child could not use it then).
 """
 import datetime
 import os
@@ -87,6 +92,9 @@ def _child(rank, world_size, body, args, backend, init, init_method, pg_timeout,
                           WORLD_SIZE=str(world_size))
         os.environ.update(env)
         torch.set_num_threads(1)
+        if os.environ.get("COHORT_TEST_DEVICE", "cpu") == "cuda":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+            torch.set_default_device("cuda")
         if init:
             dist.init_process_group(backend, init_method=init_method, rank=rank,
                                     world_size=world_size,

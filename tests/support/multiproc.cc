@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -16,24 +17,49 @@
 namespace cohort::testing {
 
 RankGroup::RankGroup() : token_(crypto::RandomHex(8)) {
-  store::StoreServerOptions options;
-  options.host = "127.0.0.1";
-  options.token = token_;
-  options.job_id = "cohort-test";
-  auto server = store::StoreServer::Start(options);
-  if (!server.ok()) {
-    ADD_FAILURE() << "store server: " << server.status();
+  // The store runs in a process of its own, started before any thread exists here: the ranks
+  // are forked from this process, and a fork while a thread of it holds a lock (the store
+  // thread inside malloc under ASan, or inside OpenSSL) would leave that lock held forever in
+  // the child.
+  int ports[2];
+  if (pipe(ports) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
     return;
   }
-  server_ = std::move(*server);
+  fflush(stdout);
+  fflush(stderr);
+  server_pid_ = fork();
+  if (server_pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+    close(ports[0]);
+    store::StoreServerOptions options;
+    options.host = "127.0.0.1";
+    options.token = token_;
+    options.job_id = "cohort-test";
+    auto server = store::StoreServer::Start(options);
+    if (!server.ok()) fprintf(stderr, "store server: %s\n", server.status().ToString().c_str());
+    int port = server.ok() ? (*server)->port() : -1;
+    if (write(ports[1], &port, sizeof(port)) != sizeof(port)) _exit(1);
+    close(ports[1]);
+    while (true) pause();  // until the group kills it
+  }
+  close(ports[1]);
+  if (server_pid_ < 0 || read(ports[0], &port_, sizeof(port_)) != sizeof(port_)) port_ = -1;
+  close(ports[0]);
+  if (port_ <= 0) ADD_FAILURE() << "the test's store server did not start";
 }
 
 RankGroup::~RankGroup() {
+  client_.reset();
   for (pid_t pid : pids_) {
     if (pid > 0) kill(pid, SIGKILL);
   }
   for (pid_t pid : pids_) {
     if (pid > 0) waitpid(pid, nullptr, 0);
+  }
+  if (server_pid_ > 0) {
+    kill(server_pid_, SIGKILL);
+    waitpid(server_pid_, nullptr, 0);
   }
 }
 
@@ -41,7 +67,7 @@ Bootstrap& RankGroup::store() {
   if (client_ == nullptr) {
     store::StoreClientOptions options;
     options.host = "127.0.0.1";
-    options.port = server_->port();
+    options.port = port_;
     options.token = token_;
     options.job_id = "cohort-test";
     auto client = store::StoreClient::Connect(options);
@@ -55,8 +81,8 @@ Bootstrap& RankGroup::store() {
 }
 
 void RankGroup::Start(int size, RankBody body) {
-  ASSERT_NE(server_, nullptr);
-  int port = server_->port();
+  ASSERT_GT(port_, 0);
+  int port = port_;
   fflush(stdout);
   fflush(stderr);
   // The ranks start talking to the store only once every rank is forked: a fork while the

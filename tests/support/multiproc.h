@@ -27,7 +27,7 @@ using RankBody = std::function<void(int rank, int size, Bootstrap& bootstrap)>;
 
 class RankGroup {
  public:
-  // Starts a fresh store server (own token) for this group.
+  // Starts a fresh store server (own token) for this group, in a process of its own.
   RankGroup();
   ~RankGroup();  // kills and reaps whatever is still running
 
@@ -40,7 +40,8 @@ class RankGroup {
   Bootstrap& store();
 
  private:
-  std::unique_ptr<store::StoreServer> server_;
+  pid_t server_pid_ = -1;
+  int port_ = -1;
   std::unique_ptr<Bootstrap> client_;
   std::string token_;
   std::vector<pid_t> pids_;

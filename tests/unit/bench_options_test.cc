@@ -47,6 +47,23 @@ TEST(BenchOptions, NcclTestsFlags) {
   EXPECT_EQ(command->json_path, "/tmp/x.json");
 }
 
+// -d names the type as in nccl-tests, or where the buffers live (no type is called cuda).
+TEST(BenchOptions, DeviceBuffers) {
+  auto command = Parse({"allreduce", "-d", "cuda", "-d", "half"});
+  ASSERT_TRUE(command.ok()) << command.status();
+  EXPECT_EQ(command->sweep.params.memory, MemoryKind::kCuda);
+  EXPECT_EQ(command->sweep.params.dtype, DataType::kFloat16);
+  command = Parse({"allgather", "--device", "host"});
+  ASSERT_TRUE(command.ok()) << command.status();
+  EXPECT_EQ(command->sweep.params.memory, MemoryKind::kHost);
+  EXPECT_EQ(Parse({"allgather"})->sweep.params.memory, MemoryKind::kHost);
+  std::string error = Error({"allreduce", "--device", "gpu"});
+  EXPECT_NE(error.find("--device"), std::string::npos) << error;
+  EXPECT_NE(error.find("cuda or host"), std::string::npos) << error;
+  error = Error({"validate", "-d", "cuda"});
+  EXPECT_NE(error.find("does not apply to validate"), std::string::npos) << error;
+}
+
 TEST(BenchOptions, DefaultsAreNcclTests) {
   auto command = Parse({"alltoall"});
   ASSERT_TRUE(command.ok()) << command.status();

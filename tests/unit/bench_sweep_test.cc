@@ -17,6 +17,7 @@
 #include "bench/descriptors.h"
 #include "bench/run_info.h"
 #include "bench/sweep.h"
+#include "collectives/device/fake_backend.h"
 #include "collectives/in_memory_bootstrap.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -30,8 +31,10 @@ struct RankRun {
   nlohmann::json json;
 };
 
-// Runs `collective` on `n` ranks (threads); rank 0 prints into a buffer.
-std::vector<RankRun> Sweep(int n, const std::string& collective, const SweepOptions& options) {
+// Runs `collective` on `n` ranks (threads); rank 0 prints into a buffer. `backend`: the device
+// backend of the communicators (for -d cuda on the fake one).
+std::vector<RankRun> Sweep(int n, const std::string& collective, const SweepOptions& options,
+                           std::shared_ptr<device::DeviceBackend> backend = nullptr) {
   static int generation = 0;
   auto state = std::make_shared<InMemoryBootstrap::State>();
   const std::string name = "bench-sweep-test-" + std::to_string(++generation);
@@ -43,6 +46,7 @@ std::vector<RankRun> Sweep(int n, const std::string& collective, const SweepOpti
       CommOptions comm_options;
       comm_options.name = name;
       comm_options.timeout = absl::Seconds(60);
+      if (backend != nullptr) comm_options.device_backend = backend;
       auto comm = Communicator::Create(bootstrap, rank, n, comm_options);
       if (!comm.ok()) {
         runs[rank].result = comm.status();
@@ -194,6 +198,36 @@ TEST_P(EveryCollective, CorruptedResultIsCounted) {
   EXPECT_NE(runs[0].output.find("# Out of bounds values : 6 FAILED"), std::string::npos);
   EXPECT_EQ(runs[0].json["out_of_bounds"], 6);
   EXPECT_EQ(runs[0].json["exit_code"], 7);
+}
+
+// -d cuda on the fake device backend: every collective on "device" buffers (a FakeStream per rank,
+// a fake device each, so the device group serves what it can and the rest is staged), through the
+// descriptors' device copies: results are checked after they came back from the "device".
+TEST_P(EveryCollective, DeviceBuffersOnTheFakeBackend) {
+  SweepOptions options = Small();
+  options.max_bytes = 1024;
+  options.params.root = 1;
+  options.params.memory = MemoryKind::kCuda;
+  options.fake_device = true;
+  options.dtypes = {DataType::kFloat32, DataType::kInt64};
+  options.ops = {ReduceOp::kSum, ReduceOp::kMax};
+  options.corrupt_rank = 1;  // the root: it has a result in every collective
+  options.corrupt_elements = 2;
+  auto runs = Sweep(3, GetParam(), options, std::make_shared<device::FakeDeviceBackend>());
+  const Collective& collective = *FindCollective(GetParam());
+  const size_t rows = (collective.reduces ? 4 : 2) * 2;
+  for (const RankRun& run : runs) {
+    ASSERT_TRUE(run.result.ok()) << run.result.status();
+    EXPECT_EQ(run.result->wrong, rows * 2 * 2) << runs[0].output;  // 2 per column, no more
+  }
+  EXPECT_NE(runs[0].output.find("device cuda"), std::string::npos);
+  EXPECT_EQ(runs[0].json["options"]["memory"], "cuda");
+  ASSERT_EQ(runs[0].result->rows.size(), rows);
+  for (const RowResult& row : runs[0].result->rows) {
+    if (GetParam() != "sendrecv") {
+      EXPECT_EQ(row.algorithm.rfind("device_", 0), 0u) << row.algorithm;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, EveryCollective, ::testing::ValuesIn(CollectiveNames()),

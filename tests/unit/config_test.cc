@@ -67,6 +67,16 @@ TEST(Config, ChoicesAreCheckedCaseInsensitively) {
               AllOf(HasSubstr("COHORT_LOG_LEVEL"), HasSubstr("chatty"), HasSubstr("ERROR, WARN")));
 }
 
+// Found by tests/fuzz/config_fuzz: COHORT_TORCH_CUDA=STAGED (now COHORT_CUDA_PATH) was
+// accepted, then compared with "staged" and taken for auto. A choice reads back in its
+// registered spelling.
+TEST(Config, ChoicesReadBackInTheirRegisteredSpelling) {
+  ScopedEnv cuda("COHORT_CUDA_PATH", "STAGED");
+  EXPECT_EQ(GetString("COHORT_CUDA_PATH").value_or(""), "staged");
+  ScopedEnv level("COHORT_LOG_LEVEL", "WARn");
+  EXPECT_EQ(GetString("COHORT_LOG_LEVEL").value_or(""), "WARN");
+}
+
 TEST(Config, IntegersHonourBounds) {
   ScopedEnv env("COHORT_SPIN_US", "-5");
   EXPECT_FALSE(GetInt("COHORT_SPIN_US").ok());

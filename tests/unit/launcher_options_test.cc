@@ -161,8 +161,9 @@ TEST(LauncherOptions, MalformedInputSaysWhatIsAccepted) {
       {{"--nnodes", "3:2", "t.py"}, "MIN:MAX"},
       {{"--nproc-per-node", "many", "t.py"}, "auto, cpu or gpu"},
       {{"--max-restarts", "-1", "t.py"}, "an integer from 0"},
-      {{"--rdzv-backend", "zookeeper", "t.py"}, "c10d or static"},
-      {{"--rdzv-backend", "etcd", "t.py"}, "not available"},
+      {{"--rdzv-backend", "zookeeper", "t.py"}, "c10d, static or etcd"},
+      {{"--rdzv-backend", "etcd-v2", "t.py"}, "use --rdzv-backend etcd (the v3 API)"},
+      {{"--rdzv-backend", "etcd", "--nnodes", "2", "t.py"}, "needs --rdzv-endpoint: etcd's client URLs"},
       {{"--redirects", "7", "t.py"}, "0 (none), 1 (stdout)"},
       {{"--tee", "0:9", "t.py"}, "rank:mask"},
       {{"--rdzv-conf", "join_timeout=soon", "t.py"}, "Accepted keys"},
@@ -183,6 +184,32 @@ TEST(LauncherOptions, MalformedInputSaysWhatIsAccepted) {
               true);
     EXPECT_THAT(options.status().message(), HasSubstr(c.expected)) << c.args[0];
   }
+}
+
+TEST(LauncherOptions, EtcdBackend) {
+  auto options = Parse({"--rdzv-backend", "etcd-v3", "--nnodes", "2:4", "--rdzv-endpoint",
+                        "http://e0:2379, e1:2379,https://e2:2379", "--rdzv-conf",
+                        "user=cohort,cacert=/ca.pem", "t.py"},
+                       {{"COHORT_ETCD_PASSWORD", "secret"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->rdzv_backend, "etcd");
+  EXPECT_THAT(options->settings.etcd.endpoints,
+              ::testing::ElementsAre("http://e0:2379", "e1:2379", "https://e2:2379"));
+  EXPECT_EQ(options->settings.etcd.user, "cohort");
+  EXPECT_EQ(options->settings.etcd.password, "secret");
+  EXPECT_EQ(options->settings.etcd.ca_file, "/ca.pem");
+  // --rdzv-conf password= wins over the environment.
+  options = Parse({"--rdzv-backend", "etcd", "--rdzv-endpoint", "e0:2379", "--rdzv-conf",
+                   "password=given", "t.py"},
+                  {{"COHORT_ETCD_PASSWORD", "secret"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->settings.etcd.password, "given");
+  // Slurm's first host is where an embedded store would run, not where etcd does.
+  auto slurm = Parse({"--rdzv-backend", "etcd", "t.py"},
+                     {{"SLURM_JOB_ID", "7"}, {"SLURM_NNODES", "2"}, {"SLURM_NODEID", "0"},
+                      {"SLURM_JOB_NODELIST", "n[1-2]"}});
+  ASSERT_FALSE(slurm.ok());
+  EXPECT_THAT(slurm.status().message(), HasSubstr("needs --rdzv-endpoint"));
 }
 
 TEST(LauncherOptions, RendezvousConf) {
@@ -235,6 +262,13 @@ TEST(SlurmNodelist, Expands) {
   EXPECT_THAT(*single, ElementsAre("solo"));
   EXPECT_FALSE(ExpandSlurmNodelist("node[1-").ok());
   EXPECT_FALSE(ExpandSlurmNodelist("node[3-1]").ok());
+  // Found by tests/fuzz/launcher_options_fuzz: bracket groups multiply, and ranges add up; a
+  // list naming more hosts than any cluster has is refused instead of filling memory.
+  auto multiplied = ExpandSlurmNodelist("a[0-99999][0-99999]");
+  ASSERT_FALSE(multiplied.ok());
+  EXPECT_THAT(std::string(multiplied.status().message()), HasSubstr("more than 100000 hosts"));
+  EXPECT_FALSE(ExpandSlurmNodelist("a[0-60000,0-60000]").ok());
+  EXPECT_EQ(ExpandSlurmNodelist("a[0-99][0-999]")->size(), 100000u);
 }
 
 TEST(FailureSummary, ReadsRecordErrorFileAndNamesFirstFailure) {

@@ -170,6 +170,9 @@ class PretendCudaStream final : public Stream {
   absl::Status CopyAsync(void*, const void*, size_t) override {
     return absl::UnimplementedError("not in this test");
   }
+  absl::Status WaitValue(const std::atomic<uint64_t>*, uint64_t) override {
+    return absl::UnimplementedError("not in this test");
+  }
 
  private:
   FakeStream events_;

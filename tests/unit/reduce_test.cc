@@ -626,6 +626,60 @@ INSTANTIATE_TEST_SUITE_P(AllLevels, ScaleForAverageTest, ::testing::ValuesIn(kAl
                          [](const auto& info) { return std::string(ReduceIsaName(info.param)); });
 
 // ---------------------------------------------------------------------------------------------
+// Streaming copies: every level copies exactly the bytes asked, whatever the alignment of either
+// side and the length (head, vector body, tail), and writes nothing around them.
+
+class StreamCopyTest : public ::testing::TestWithParam<ReduceIsa> {};
+
+TEST_P(StreamCopyTest, CopiesExactlyTheBytesAskedAtEveryAlignment) {
+  const ReduceIsa isa = GetParam();
+  if (!ReduceIsaAvailable(isa)) GTEST_SKIP() << ReduceIsaName(isa) << " not available here";
+  StreamCopyFn copy = GetStreamCopyFn(isa);
+  ASSERT_NE(copy, nullptr);
+  constexpr size_t kGuard = 128;
+  std::mt19937 random(7);
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{15}, size_t{63}, size_t{64}, size_t{255},
+                       size_t{256}, size_t{257}, size_t{4096}, size_t{65537}}) {
+    for (size_t to_shift : {0, 1, 17, 63}) {
+      for (size_t from_shift : {0, 5, 32}) {
+        SCOPED_TRACE(absl::StrCat(bytes, " bytes, destination +", to_shift, ", source +",
+                                  from_shift));
+        // 64-byte aligned storage, so the shifts are the alignments.
+        std::vector<uint64_t> source_storage((bytes + 2 * kGuard) / 8 + 16);
+        std::vector<uint64_t> target_storage((bytes + 2 * kGuard) / 8 + 16);
+        auto* source = reinterpret_cast<uint8_t*>(source_storage.data());
+        auto* target = reinterpret_cast<uint8_t*>(target_storage.data());
+        source += (64 - reinterpret_cast<uintptr_t>(source) % 64) % 64 + from_shift;
+        target += (64 - reinterpret_cast<uintptr_t>(target) % 64) % 64 + kGuard + to_shift;
+        for (size_t i = 0; i < bytes; ++i) source[i] = static_cast<uint8_t>(random());
+        std::memset(target - kGuard, 0xA5, bytes + 2 * kGuard);
+        copy(target, source, bytes);
+        ASSERT_EQ(std::memcmp(target, source, bytes), 0);
+        for (size_t i = 1; i <= kGuard; ++i) {
+          ASSERT_EQ(target[-static_cast<ptrdiff_t>(i)], 0xA5) << "wrote " << i << " before";
+          ASSERT_EQ(target[bytes + i - 1], 0xA5) << "wrote " << i - 1 << " after";
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllLevels, StreamCopyTest, ::testing::ValuesIn(kAllIsas),
+                         [](const auto& info) { return std::string(ReduceIsaName(info.param)); });
+
+TEST(StreamCopy, DefaultIsTheBestLevelAndUnavailableLevelsHaveNone) {
+  EXPECT_EQ(GetStreamCopyFn(), GetStreamCopyFn(BestReduceIsa()));
+  for (ReduceIsa isa : kAllIsas) {
+    EXPECT_EQ(GetStreamCopyFn(isa) != nullptr, ReduceIsaAvailable(isa)) << ReduceIsaName(isa);
+  }
+}
+
+TEST(LastLevelCache, IsAPlausibleSize) {
+  EXPECT_GE(LastLevelCacheBytes(), size_t{256} << 10);
+  EXPECT_LE(LastLevelCacheBytes(), size_t{4} << 30);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Conversions, against known bit patterns and against independent references.
 
 // fp16 decoded from its fields with ldexp: no bit tricks shared with the library.

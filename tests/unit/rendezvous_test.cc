@@ -88,5 +88,90 @@ TEST(Rendezvous, RecordsRoundTrip) {
   EXPECT_FALSE(DecodeWorld("{not json").ok());
 }
 
+TEST(Rendezvous, WorldFieldsWithSeparatorsRoundTrip) {
+  World world;
+  world.generation = 1;
+  world.master_addr = "fe80::1%eth0";
+  world.worker_store = "h:1";
+  world.nodes = {Node("a\tb", "host with space", 1, {{"rack", "r=1;x"}, {"z%", "\n"}}),
+                 Node("c", "", 2)};
+  world.nodes[0].role = "";
+  auto decoded = DecodeWorld(EncodeWorld(world));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->master_addr, "fe80::1%eth0");
+  ASSERT_EQ(decoded->nodes.size(), 2u);
+  EXPECT_EQ(decoded->nodes[0].node_id, "a\tb");
+  EXPECT_EQ(decoded->nodes[0].host, "host with space");
+  EXPECT_EQ(decoded->nodes[0].role, "");
+  EXPECT_EQ(decoded->nodes[0].labels.at("rack"), "r=1;x");
+  EXPECT_EQ(decoded->nodes[0].labels.at("z%"), "\n");
+  EXPECT_TRUE(decoded->nodes[1].labels.empty());
+  EXPECT_EQ(decoded->world_size(), 3);
+}
+
+TEST(Rendezvous, MalformedWorldsAreRejectedWithTheLine) {
+  World world;
+  world.nodes = {Node("a", "h"), Node("b", "h")};
+  std::string text = EncodeWorld(world);
+  EXPECT_TRUE(DecodeWorld(text).ok());
+  EXPECT_FALSE(DecodeWorld(text.substr(0, text.size() - 3)).ok());  // a node cut short
+  EXPECT_FALSE(DecodeWorld(text + "extra\n").ok());
+  std::string bad_escape = text;
+  bad_escape.replace(bad_escape.find("\na\t") + 1, 1, "%Z");
+  auto decoded = DecodeWorld(bad_escape);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_THAT(decoded.status().message(), ::testing::HasSubstr("line 3"));
+  std::string huge_count = text;
+  huge_count.replace(huge_count.find("\t2\n"), 3, "\t99999999\n");
+  EXPECT_FALSE(DecodeWorld(huge_count).ok());
+  EXPECT_FALSE(DecodeWorld("").ok());
+}
+
+TEST(Rendezvous, InboxEntriesDecodeToEvents) {
+  NodeInfo node = Node("n1", "h1");
+  auto joined = DecodeInboxEntry(keys::Join("n1"), EncodeNode(node), 7);
+  ASSERT_TRUE(joined.ok() && joined->has_value());
+  EXPECT_EQ((*joined)->kind, AgentEvent::Kind::kJoined);
+  EXPECT_EQ((*joined)->order, 7);
+  EXPECT_EQ((*joined)->info.host, "h1");
+  EXPECT_FALSE(DecodeInboxEntry(keys::Join("other"), EncodeNode(node), 1).ok());
+  WorkerFailure failure;
+  failure.rank = 3;
+  auto failed = DecodeInboxEntry(keys::Failure(2, "n1"), EncodeFailures({failure}), 8);
+  ASSERT_TRUE(failed.ok() && failed->has_value());
+  EXPECT_EQ((*failed)->kind, AgentEvent::Kind::kFailed);
+  EXPECT_EQ((*failed)->generation, 2);
+  EXPECT_EQ((*failed)->failures.at(0).rank, 3);
+  auto done = DecodeInboxEntry(keys::Done(2, "n1"), "1", 9);
+  ASSERT_TRUE(done.ok() && done->has_value());
+  EXPECT_EQ((*done)->kind, AgentEvent::Kind::kDone);
+  auto left = DecodeInboxEntry(keys::Left("n1"), "bye", 10);
+  ASSERT_TRUE(left.ok() && left->has_value());
+  EXPECT_EQ((*left)->reason, "bye");
+  auto other = DecodeInboxEntry("in/unknown/x", "", 11);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+  EXPECT_FALSE(DecodeInboxEntry(keys::Done(2, "n1").replace(8, 1, "x"), "1", 12).ok());
+}
+
+TEST(Rendezvous, EtcdConfKeys) {
+  RendezvousSettings settings;
+  int is_host = -1;
+  ASSERT_TRUE(ParseRendezvousConf("protocol=HTTPS,cacert=/ca.pem,cert=/c.pem,key=/k.pem,"
+                                  "username=cohort,password=pw,etcd_prefix=/jobs",
+                                  &settings, &is_host)
+                  .ok());
+  EXPECT_EQ(settings.etcd.protocol, "https");
+  EXPECT_EQ(settings.etcd.ca_file, "/ca.pem");
+  EXPECT_EQ(settings.etcd.cert_file, "/c.pem");
+  EXPECT_EQ(settings.etcd.key_file, "/k.pem");
+  EXPECT_EQ(settings.etcd.user, "cohort");
+  EXPECT_EQ(settings.etcd.password, "pw");
+  EXPECT_EQ(settings.etcd.prefix, "/jobs");
+  absl::Status bad = ParseRendezvousConf("protocol=udp", &settings, &is_host);
+  EXPECT_THAT(bad.message(), ::testing::HasSubstr("protocol takes http or https"));
+  EXPECT_FALSE(ParseRendezvousConf("user=", &settings, &is_host).ok());
+}
+
 }  // namespace
 }  // namespace cohort::elastic

@@ -261,6 +261,93 @@ TEST_F(StoreTest, ListByPrefixAndNumKeys) {
   EXPECT_EQ(client->NumKeys().value_or(-1), 6);
 }
 
+std::vector<std::string> ChangedKeys(const ChangeSet& set) {
+  std::vector<std::string> keys;
+  for (const Change& change : set.changes) keys.push_back(change.key);
+  return keys;
+}
+
+TEST_F(StoreTest, ChangesListWritesUnderAPrefixInRevisionOrder) {
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Set("in/b", "1").ok());
+  ASSERT_TRUE(client->Set("hb/x", "1").ok());
+  ASSERT_TRUE(client->Set("in/a", "2").ok());
+  auto all = client->Changes("in/", 0, absl::ZeroDuration());
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_THAT(ChangedKeys(*all), ElementsAre("in/b", "in/a"));  // by write, not by name
+  EXPECT_EQ(all->changes[1].value, "2");
+  EXPECT_EQ(all->revision, 3);
+  // A rewrite moves the key to its new revision; add and compare_set count as writes, a
+  // compare_set that does not store does not, and deletions are not listed.
+  ASSERT_TRUE(client->Set("in/b", "3").ok());
+  ASSERT_TRUE(client->Add("in/c", 5).ok());
+  ASSERT_TRUE(client->CompareSet("in/a", "nope", "x").ok());
+  ASSERT_TRUE(client->Delete("in/a").ok());
+  auto later = client->Changes("in/", all->revision, absl::ZeroDuration());
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_THAT(ChangedKeys(*later), ElementsAre("in/b", "in/c"));
+  EXPECT_EQ(later->changes[0].value, "3");
+  EXPECT_EQ(later->changes[1].value, "5");
+  EXPECT_EQ(later->changes[1].revision, 5);
+  auto none = client->Changes("in/", later->revision, absl::ZeroDuration());
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->changes.empty());
+  EXPECT_EQ(none->revision, later->revision);
+}
+
+TEST_F(StoreTest, ChangesWaitsForAWriteUnderItsPrefixOnly) {
+  auto watcher = NewClient();
+  auto writer = NewClient();
+  ASSERT_NE(watcher, nullptr);
+  ASSERT_NE(writer, nullptr);
+  auto start = std::chrono::steady_clock::now();
+  auto waited = watcher->Changes("in/", 0, absl::Milliseconds(150));
+  ASSERT_TRUE(waited.ok()) << waited.status();  // a poll that saw nothing is not an error
+  EXPECT_TRUE(waited->changes.empty());
+  EXPECT_GE(SecondsSince(start), 0.14);
+  auto parked = std::async(std::launch::async,
+                           [&] { return watcher->Changes("in/", 0, absl::Seconds(10)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(writer->Set("hb/other", "1").ok());  // not under the prefix: still parked
+  EXPECT_EQ(parked.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+  start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(writer->Set("in/join", "node").ok());
+  auto woken = parked.get();
+  ASSERT_TRUE(woken.ok()) << woken.status();
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_THAT(ChangedKeys(*woken), ElementsAre("in/join"));
+  EXPECT_EQ(woken->revision, 2);
+}
+
+TEST_F(StoreTest, SetManyStoresEveryEntryInOneRoundTrip) {
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 0; i < 2000; ++i) entries.emplace_back(absl::StrCat("admit/", i), absl::StrCat(i));
+  ASSERT_TRUE(client->SetMany(entries).ok());
+  EXPECT_EQ(client->List("admit/").value_or(std::vector<std::string>{}).size(), 2000u);
+  EXPECT_EQ(client->Get("admit/1999").value_or("?"), "1999");
+  EXPECT_TRUE(client->SetMany({}).ok());
+  auto too_big = client->SetMany({{"ok", "1"}, {std::string(300, 'k'), "1"}});
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument) << too_big;
+  EXPECT_FALSE(client->Get("ok", absl::Milliseconds(10)).ok());  // checked before anything is sent
+}
+
+TEST_F(StoreTest, ShutdownEndsAParkedCallAtOnce) {
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  auto parked = std::async(std::launch::async,
+                           [&] { return client->Get("never", absl::Seconds(20)).status(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto start = std::chrono::steady_clock::now();
+  client->Shutdown();
+  absl::Status status = parked.get();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_FALSE(client->Ping().ok());
+}
+
 TEST_F(StoreTest, PingAndLocalAddressHint) {
   auto client = NewClient();
   ASSERT_NE(client, nullptr);

@@ -131,9 +131,14 @@ void RegisterDirectAlgorithms(std::vector<Algorithm>& registry) {
                                always,
                                LinearCost,
                                [](OpContext& context) {
-                                 return context.args().op == OpType::kGather
-                                            ? LinearGather(context)
-                                            : LinearScatter(context);
+                                 switch (context.args().op) {
+                                   case OpType::kGather:
+                                     return LinearGather(context);
+                                   case OpType::kScatter:
+                                     return LinearScatter(context);
+                                   default:
+                                     return UnservedOp("linear", context.args().op);
+                                 }
                                }});
   registry.push_back(Algorithm{"dissemination",
                                {OpType::kBarrier},

@@ -24,12 +24,22 @@ constexpr uint32_t kTagChunkStride = 1u << 16;  // chunks' frames never match ea
 constexpr size_t kMinChunkBytes = 4 << 20;
 constexpr int kMaxChunks = 8;
 constexpr int kDepth = 1;  // chunks whose rails may be in flight while the next is reduced
+constexpr size_t kWindowMinBytes = 256 << 10;  // a rail's bytes from which it uses windows
 
 // A ring allreduce in place over the rail that advances only when polled, so that the host's
-// own work can run while its data cross the network. Segments pipeline as in the ring.
+// own work can run while its data cross the network. Segments pipeline as in the ring. Every
+// receive's place is known at the start: partial sums land in `incoming_` (one place per piece,
+// no reuse), allgather pieces in place. Where both neighbours' channels offer a window
+// (transport/window.h) and the rail moves enough bytes, pieces are put straight into those
+// places in the right neighbour's memory and signalled (two signal words per rail; rails of
+// consecutive chunks alternate between two pairs, since two can be in flight), else sent as
+// messages into receives posted at once.
 class RailAllreduce {
  public:
-  RailAllreduce(OpContext& context, const RingGroup& rail, char* buffer, size_t count)
+  static constexpr int kFirstSignal = 3;  // ring.cc uses 0-2
+
+  RailAllreduce(OpContext& context, const RingGroup& rail, char* buffer, size_t count,
+                int parity)
       : context_(context), rail_(rail), buffer_(buffer) {
     const int n = rail.size();
     const size_t element = context.args().element_size();
@@ -45,57 +55,147 @@ class RailAllreduce {
       append(gather_pieces_, step, Mod(rail.index - step, n));  // received at gather step
     }
     size_t slot_bytes = 0;
-    for (const Piece& piece : reduce_pieces_) slot_bytes += piece.elements * element;
-    incoming_ = std::make_unique_for_overwrite<char[]>(slot_bytes + 1);
-    // Everything is posted now; the data land in `incoming_` (partial sums) or in place.
-    size_t at = 0;
     for (const Piece& piece : reduce_pieces_) {
-      reduce_receives_.push_back(context.Recv(rail.left(), rail.tag_base + 1, incoming_.get() + at,
-                                              piece.elements * element));
-      reduce_at_.push_back(at);
-      at += piece.elements * element;
+      reduce_at_.push_back(slot_bytes);
+      slot_bytes += piece.elements * element;
     }
-    for (const Piece& piece : gather_pieces_) {
-      gather_receives_.push_back(
-          context.Recv(rail.left(), rail.tag_base + 2, Where(piece), piece.elements * element));
+    incoming_ = std::make_unique_for_overwrite<char[]>(slot_bytes + 1);
+    data_signal_ = kFirstSignal + 2 * parity;
+    gather_signal_ = data_signal_ + 1;
+    if (count * element >= kWindowMinBytes && n > 1) {
+      in_ = context.window(rail.left());
+      out_ = context.window(rail.right());
+      if (in_ == nullptr || out_ == nullptr) in_ = out_ = nullptr;
+    }
+    if (in_ != nullptr) {
+      absl::Status exposed = context.Expose(*in_, rail.left(), rail.tag_base + 3,
+                                            incoming_.get(), slot_bytes + 1);
+      if (exposed.ok()) {
+        exposed = context.Expose(*in_, rail.left(), rail.tag_base + 3, buffer, count * element);
+      }
+      if (!exposed.ok()) status_ = exposed;
+      learn_slots_ = context.PostLearn(rail.right(), rail.tag_base + 3);
+      learn_output_ = context.PostLearn(rail.right(), rail.tag_base + 3);
+      data_base_ = in_->expected(data_signal_);
+      gather_base_ = in_->expected(gather_signal_);
+    } else {
+      // Everything is posted now; the data land in `incoming_` (partial sums) or in place.
+      for (size_t j = 0; j < reduce_pieces_.size(); ++j) {
+        reduce_receives_.push_back(context.Recv(rail.left(), rail.tag_base + 1,
+                                                incoming_.get() + reduce_at_[j],
+                                                reduce_pieces_[j].elements * element));
+      }
+      for (const Piece& piece : gather_pieces_) {
+        gather_receives_.push_back(
+            context.Recv(rail.left(), rail.tag_base + 2, Where(piece), piece.elements * element));
+      }
     }
     std::vector<Piece> first;
     append(first, 0, Mod(rail.index, n));
-    for (const Piece& piece : first) {
-      context.Send(rail.right(), rail.tag_base + 1, Where(piece), piece.elements * element);
-    }
+    for (const Piece& piece : first) SendReduce(Where(piece), piece.elements * element);
   }
 
-  // Advances as far as arrived data allow; true when this rank's part is done.
+  // Advances as far as arrived data allow; true when this rank's part is done (or it failed:
+  // see status()).
   bool Poll() {
+    if (!status_.ok()) return true;
     const int n = rail_.size();
     const size_t element = context_.args().element_size();
-    while (next_reduce_ < reduce_pieces_.size() && reduce_receives_[next_reduce_]->complete) {
+    Flush();
+    while (next_reduce_ < reduce_pieces_.size() && Arrived(next_reduce_, true)) {
       const Piece& piece = reduce_pieces_[next_reduce_];
       char* target = Where(piece);
       context_.Reduce(target, target, incoming_.get() + reduce_at_[next_reduce_], piece.elements);
       if (piece.step < n - 2) {
-        context_.Send(rail_.right(), rail_.tag_base + 1, target, piece.elements * element);
+        SendReduce(target, piece.elements * element);
       } else {
         context_.FinishAverage(target, piece.elements);
-        context_.Send(rail_.right(), rail_.tag_base + 2, target, piece.elements * element);
+        SendGather(target, piece.elements * element);
       }
       ++next_reduce_;
     }
-    while (next_gather_ < gather_pieces_.size() && gather_receives_[next_gather_]->complete) {
+    while (next_gather_ < gather_pieces_.size() && Arrived(next_gather_, false)) {
       const Piece& piece = gather_pieces_[next_gather_];
-      if (piece.step < n - 2) {
-        context_.Send(rail_.right(), rail_.tag_base + 2, Where(piece), piece.elements * element);
-      }
+      if (piece.step < n - 2) SendGather(Where(piece), piece.elements * element);
       ++next_gather_;
     }
-    return next_reduce_ == reduce_pieces_.size() && next_gather_ == gather_pieces_.size();
+    Flush();
+    bool done = next_reduce_ == reduce_pieces_.size() &&
+                next_gather_ == gather_pieces_.size() && queued_.empty();
+    if (done && in_ != nullptr && !closed_) {
+      in_->expected(data_signal_) += reduce_pieces_.size();
+      in_->expected(gather_signal_) += gather_pieces_.size();
+      closed_ = true;
+    }
+    return done || !status_.ok();
   }
+  const absl::Status& status() const { return status_; }
 
  private:
+  struct Queued {
+    bool reduce;
+    const char* data;
+    size_t bytes;
+  };
+
   static int Mod(int value, int n) { return ((value % n) + n) % n; }
   char* Where(const Piece& piece) const {
     return buffer_ + (blocks_.offsets[piece.block] + piece.offset) * context_.args().element_size();
+  }
+  bool Arrived(size_t j, bool reduce) const {
+    if (in_ == nullptr) return (reduce ? reduce_receives_[j] : gather_receives_[j])->complete;
+    return in_->SignalValue(reduce ? data_signal_ : gather_signal_) >=
+           (reduce ? data_base_ : gather_base_) + j + 1;
+  }
+  void SendReduce(const char* data, size_t bytes) {
+    if (out_ == nullptr) {
+      context_.Send(rail_.right(), rail_.tag_base + 1, data, bytes);
+    } else {
+      queued_.push_back({true, data, bytes});
+    }
+  }
+  void SendGather(const char* data, size_t bytes) {
+    if (out_ == nullptr) {
+      context_.Send(rail_.right(), rail_.tag_base + 2, data, bytes);
+    } else {
+      queued_.push_back({false, data, bytes});
+    }
+  }
+  // Puts what is queued once the right neighbour's places are known: the k-th partial sum at
+  // the k-th place of its `incoming_` (pieces of equal sizes in the same order on both ends),
+  // allgather pieces at their place in its buffer.
+  void Flush() {
+    if (out_ == nullptr || queued_.empty() || !status_.ok()) return;
+    if (!right_known_) {
+      if (!learn_slots_.request->complete || !learn_output_.request->complete) return;
+      auto slots = context_.Learned(learn_slots_);
+      auto output = context_.Learned(learn_output_);
+      if (!slots.ok() || !output.ok()) {
+        status_ = slots.ok() ? output.status() : slots.status();
+        return;
+      }
+      right_slots_ = *slots;
+      right_output_ = *output;
+      right_known_ = true;
+    }
+    for (const Queued& next : queued_) {
+      absl::Status status;
+      if (next.reduce) {
+        status = context_.Put(*out_, rail_.right(), right_slots_, put_reduce_at_, next.data,
+                              next.bytes);
+        put_reduce_at_ += next.bytes;
+        if (status.ok()) status = out_->Signal(rail_.right(), data_signal_);
+      } else {
+        status = context_.Put(*out_, rail_.right(), right_output_,
+                              static_cast<size_t>(next.data - buffer_), next.data, next.bytes);
+        if (status.ok()) status = out_->Signal(rail_.right(), gather_signal_);
+      }
+      if (!status.ok()) {
+        status_ = status;
+        return;
+      }
+    }
+    queued_.clear();
   }
 
   OpContext& context_;
@@ -110,6 +210,22 @@ class RailAllreduce {
   std::unique_ptr<char[]> incoming_;
   size_t next_reduce_ = 0;
   size_t next_gather_ = 0;
+  // The window path.
+  Window* in_ = nullptr;
+  Window* out_ = nullptr;
+  int data_signal_ = 0;
+  int gather_signal_ = 0;
+  uint64_t data_base_ = 0;
+  uint64_t gather_base_ = 0;
+  OpContext::PendingLearn learn_slots_;
+  OpContext::PendingLearn learn_output_;
+  bool right_known_ = false;
+  RemoteBuffer right_slots_;
+  RemoteBuffer right_output_;
+  size_t put_reduce_at_ = 0;
+  std::vector<Queued> queued_;
+  bool closed_ = false;
+  absl::Status status_;
 };
 
 bool Applies(const OpArgs&, const Tuning& tuning) {
@@ -179,6 +295,7 @@ absl::Status HierarchicalAllreduce(OpContext& context) {
       for (InFlight& flight : in_flight) flight.rail->Poll();
       COHORT_RETURN_IF_ERROR(context.ProgressOnce());
     }
+    COHORT_RETURN_IF_ERROR(oldest.rail->status());
     COHORT_RETURN_IF_ERROR(finish(oldest));
     in_flight.pop_front();
     return absl::OkStatus();
@@ -203,7 +320,8 @@ absl::Status HierarchicalAllreduce(OpContext& context) {
     char* own_block = output + offset + blocks.offsets[own] * element;
     in_flight.push_back(
         {chunk, blocks,
-         std::make_unique<RailAllreduce>(context, rail, own_block, blocks.counts[own])});
+         std::make_unique<RailAllreduce>(context, rail, own_block, blocks.counts[own],
+                                         chunk % 2)});
     if (static_cast<int>(in_flight.size()) > kDepth) COHORT_RETURN_IF_ERROR(finish_oldest());
   }
   while (!in_flight.empty()) COHORT_RETURN_IF_ERROR(finish_oldest());
@@ -679,8 +797,10 @@ void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry) {
             return ReduceScatterCost(args, tuning);
           case OpType::kBroadcast:
             return BroadcastCost(args, tuning);
-          default:
+          case OpType::kAllreduce:
             return Cost(args, tuning);
+          default:
+            return std::numeric_limits<double>::infinity();
         }
       },
       [](OpContext& context) {
@@ -691,10 +811,14 @@ void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry) {
             return HierarchicalReduceScatter(context);
           case OpType::kBroadcast:
             return HierarchicalBroadcast(context);
-          default:
+          case OpType::kAllreduce:
             return HierarchicalAllreduce(context);
+          default:
+            return UnservedOp("hierarchical", context.args().op);
         }
-      }});
+      },
+      "ranks on more than one host, the same number on every host and more than one per host "
+      "(and equal blocks for allgather and reduce_scatter)"});
 }
 
 }  // namespace cohort

@@ -9,6 +9,7 @@
 #include "collectives/transport/shm/lane.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -75,9 +76,32 @@ bool Streams(const OpArgs&, const Tuning& tuning) {
 // The lane's cost: a synchronisation is a cache-line round trip, far below a message's.
 double StageSeconds(const Tuning& tuning) { return tuning.intra.latency_seconds / 4; }
 
+// What the stage two-shot adds to one-shot's costs. With more ranks on the host than CPUs a
+// stage waits until each rank of a CPU ran in turn (OversubscriptionFactor): 4 ranks on 2 cores
+// measured one-shot faster than two-shot up to 16-32 KiB there, against ~1 KiB with a CPU each.
+double ExtraStageSeconds(const Tuning& tuning) {
+  const double factor = OversubscriptionFactor(tuning);
+  return factor > 1 ? factor * tuning.intra.latency_seconds : StageSeconds(tuning);
+}
+
 void CopyIn(char* to, const void* from, size_t bytes) {
   if (bytes > 0 && to != from) std::memcpy(to, from, bytes);
 }
+
+// A few bytes (at most a lane line's inline data) without a call into the C library: two
+// overlapping fixed-size copies cover every length from one to twice their size.
+inline void CopyFew(char* to, const char* from, size_t bytes) {
+  if (bytes >= 8) {
+    std::memcpy(to, from, 8);
+    std::memcpy(to + bytes - 8, from + bytes - 8, 8);
+  } else if (bytes >= 4) {
+    std::memcpy(to, from, 4);
+    std::memcpy(to + bytes - 4, from + bytes - 4, 4);
+  } else {
+    for (size_t i = 0; i < bytes; ++i) to[i] = from[i];
+  }
+}
+static_assert(shm::Lane::kInlineBytes <= 16);
 
 // One lane collective: starting it takes the next half; then each rank stages its bytes, they
 // meet (Exchange), and each reads what it needs from every rank's staged bytes (Of).
@@ -89,8 +113,8 @@ struct LaneCall {
         n(context.size()),
         rank(context.rank()),
         element(args.element_size()),
-        half(lane.Begin(context.fingerprint())),
-        staged(StagedBytes(args, n)) {}
+        staged(StagedBytes(args, n)),
+        half(lane.Begin(context.fingerprint(), staged)) {}
 
   // Where `peer` stages this call's bytes (this rank's own included).
   char* Of(int peer) const { return lane.Data(peer, half, staged); }
@@ -100,16 +124,23 @@ struct LaneCall {
   // Publishes what this rank staged and waits for every rank; after the first: checks that every
   // rank runs this very collective.
   absl::Status Exchange(bool first = true) {
-    COHORT_RETURN_IF_ERROR(context.LaneWait(lane.Publish()));
+    absl::Status waited = context.LaneWait(lane.Publish());
+    lane.WakeSleepers();  // the last rank to publish wakes those asleep (see lane.h)
+    COHORT_RETURN_IF_ERROR(waited);
     return first ? CheckCalls() : absl::OkStatus();
   }
 
   // Reduces `count` elements at byte `offset` of every rank's staged bytes, in rank order, into
-  // `out`, and finishes an average.
+  // `out`, and finishes an average. Two ranks take the two-input kernel the context holds (the
+  // same loop ReduceMany runs for two).
   void ReduceAll(void* out, size_t offset, size_t count) const {
-    Inputs inputs(n);
-    for (int peer = 0; peer < n; ++peer) inputs[peer] = Of(peer) + offset;
-    GetReduceManyFn(args.dtype, args.reduce_op)(out, inputs.data(), n, count);
+    if (n == 2) {
+      context.Reduce(out, Of(0) + offset, Of(1) + offset, count);
+    } else {
+      Inputs inputs(n);
+      for (int peer = 0; peer < n; ++peer) inputs[peer] = Of(peer) + offset;
+      GetReduceManyFn(args.dtype, args.reduce_op)(out, inputs.data(), n, count);
+    }
     context.FinishAverage(out, count);
   }
 
@@ -123,19 +154,19 @@ struct LaneCall {
   }
 
   absl::Status CheckCalls() const {
-    const Fingerprint& mine = context.fingerprint();
     for (int peer = 0; peer < n; ++peer) {
-      if (peer == rank) continue;
-      Fingerprint theirs = lane.Call(peer, half);
-      if (theirs.sequence != mine.sequence || !theirs.SameCall(mine)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
-            " while this rank runs ", mine.Describe(), " #", mine.sequence,
-            "; every rank must issue the same collectives, with the same sizes, in the same "
-            "order"));
-      }
+      if (peer != rank && !lane.SameCall(peer)) return Mismatch(peer);
     }
     return absl::OkStatus();
+  }
+
+  [[gnu::noinline]] absl::Status Mismatch(int peer) const {
+    const Fingerprint& mine = context.fingerprint();
+    Fingerprint theirs = lane.Call(peer, half);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "collective mismatch: rank ", peer, " runs ", theirs.Describe(), " #", theirs.sequence,
+        " while this rank runs ", mine.Describe(), " #", mine.sequence,
+        "; every rank must issue the same collectives, with the same sizes, in the same order"));
   }
 
   OpContext& context;
@@ -144,14 +175,18 @@ struct LaneCall {
   const int n;
   const int rank;
   const size_t element;
-  const int half;       // of the lane this call uses (taken at construction)
   const size_t staged;  // bytes each rank stages (decided alike on every rank)
+  const int half;       // of the lane this call uses (taken at construction)
 };
 
 absl::Status LaneAllreduceOneShot(OpContext& context) {
   LaneCall call(context);
   const OpArgs& args = call.args;
-  CopyIn(call.Of(call.rank), args.input, args.count * call.element);
+  if (call.staged <= shm::Lane::kInlineBytes) {
+    CopyFew(call.Of(call.rank), static_cast<const char*>(args.input), call.staged);
+  } else {
+    CopyIn(call.Of(call.rank), args.input, call.staged);
+  }
   COHORT_RETURN_IF_ERROR(call.Exchange());
   call.ReduceAll(args.output, 0, args.count);
   return absl::OkStatus();
@@ -159,10 +194,51 @@ absl::Status LaneAllreduceOneShot(OpContext& context) {
 
 // Reduce-scatter then allgather through the slots. A rank stages only the blocks its peers
 // reduce, reduces its own block into its slot (where the peers fetch it) and copies out. Large
-// buffers go in pieces of at most kPieceBytes, alternating between two regions of the slot, so a
-// piece is reduced and copied out while it is still in cache, and a rank may stage the next
-// piece while its peers still copy out the last one.
+// buffers go in pieces of at most kPieceBytes, so a piece is reduced and copied out while it is
+// still in cache, and every stage after the first does two jobs: it says "piece k is reduced"
+// and "piece k+1 is staged". One synchronisation per piece (plus one), not two: each is a
+// moment both ranks must be running, which on a busy host is what costs.
+//
+// Pieces rotate through three regions of the slot. Between stages S(k) and S(k+1) a rank
+// reduces piece k (reading the peers' region k%3, writing its own block there), stages piece k+1
+// into region (k+1)%3 and, after S(k+1), copies piece k out of every region k%3. Staging k+2
+// overwrites region (k+2)%3 = (k-1)%3 after S(k+1): every rank read that region last while
+// copying out piece k-1, before it published S(k+1).
 constexpr size_t kPieceBytes = 256 << 10;
+constexpr int kRegions = 3;
+
+// Out of place, a result larger than this rank's share of the last-level cache (every rank holds
+// an input and an output) would not stay there anyway: streaming it out saves reading each
+// output line before it is written, a third of the memory traffic (1.5x at 64 MiB on an AMD EPYC,
+// where 4 MiB was 1.3x slower streamed). In place, the lines written were just read: no gain.
+bool StreamsResult(const OpArgs& args, int n) {
+  if (args.input == args.output) return false;
+  static const size_t cache = LastLevelCacheBytes();
+  return args.count * args.element_size() > cache / (2 * static_cast<size_t>(n));
+}
+
+// One piece of the two-shot: `count` elements from element `first`, staged at byte `base` of
+// each slot, split into per-rank blocks of whole cache lines (the last ones shorter or empty).
+struct Part {
+  Part(size_t k, size_t piece_elements, size_t total, size_t region, size_t element, int n)
+      : first(k * piece_elements),
+        count(std::min(piece_elements, total - std::min(total, first))),
+        base((k % kRegions) * region),
+        element(element) {
+    const size_t line = std::max<size_t>(1, 64 / element);
+    block = ((count + n - 1) / n + line - 1) / line * line;
+  }
+  size_t Offset(int rank) const { return std::min(count, rank * block); }
+  size_t Count(int rank) const { return std::min(count, (rank + 1) * block) - Offset(rank); }
+  size_t At(int rank) const { return Offset(rank) * element; }         // bytes into the piece
+  size_t Length(int rank) const { return Count(rank) * element; }
+
+  size_t first;
+  size_t count;
+  size_t base;
+  size_t element;
+  size_t block = 0;  // elements per rank
+};
 
 absl::Status LaneAllreduceTwoShot(OpContext& context) {
   LaneCall call(context);
@@ -170,38 +246,52 @@ absl::Status LaneAllreduceTwoShot(OpContext& context) {
   const int n = call.n;
   const int rank = call.rank;
   const size_t element = call.element;
-  const size_t region = std::min(kPieceBytes, call.lane.capacity() / 2);
+  const size_t region = std::min(kPieceBytes, call.lane.capacity() / kRegions / 64 * 64);
   const size_t piece_elements = std::max<size_t>(1, region / element);
+  const size_t pieces = std::max<size_t>(1, (args.count + piece_elements - 1) / piece_elements);
   const char* input = static_cast<const char*>(args.input);
   char* output = static_cast<char*>(args.output);
   ReduceManyFn reduce = GetReduceManyFn(args.dtype, args.reduce_op);
+  const bool stream = StreamsResult(args, n);
+  StreamCopyFn stream_copy = GetStreamCopyFn();
   Inputs inputs(n);
-  size_t done = 0;
-  for (int piece = 0; done < args.count || piece == 0; ++piece) {
-    const size_t count = std::min(piece_elements, args.count - done);
-    // Everything fits one slot: one piece from the slot's start (as every rank decides alike).
-    const size_t base = args.count <= piece_elements ? 0 : (piece & 1) * region;
-    Blocks blocks = SplitEvenly(count, n);
-    auto at = [&](int block) { return blocks.offsets[block] * element; };
-    auto length = [&](int block) { return blocks.counts[block] * element; };
-    char* mine = call.Slot(rank) + base;
-    const char* in = input + done * element;
-    char* out = output + done * element;
+  auto part = [&](size_t k) { return Part(k, piece_elements, args.count, region, element, n); };
+  // Copies the blocks of piece `p` that the peers reduce into this rank's slot.
+  auto stage = [&](const Part& p) {
+    char* mine = call.Slot(rank) + p.base;
+    const char* in = input + p.first * element;
     for (int block = 0; block < n; ++block) {
-      if (block != rank) CopyIn(mine + at(block), in + at(block), length(block));
+      if (block != rank) CopyIn(mine + p.At(block), in + p.At(block), p.Length(block));
     }
-    COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/piece == 0));
+  };
+  Part current = part(0);
+  stage(current);
+  COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/true));
+  for (size_t k = 0; k < pieces; ++k) {
+    // Piece k: our own input's block and the peers' staged copies of it, reduced into our slot's
+    // block `rank` (which holds none of the inputs).
+    char* own = call.Slot(rank) + current.base + current.At(rank);
+    const char* in = input + current.first * element;
     for (int peer = 0; peer < n; ++peer) {
-      inputs[peer] = peer == rank ? in + at(rank) : call.Slot(peer) + base + at(rank);
+      inputs[peer] = peer == rank ? in + current.At(rank)
+                                  : call.Slot(peer) + current.base + current.At(rank);
     }
-    // Our slot's block `rank` holds none of the inputs: reduce into it.
-    reduce(mine + at(rank), inputs.data(), n, blocks.counts[rank]);
-    context.FinishAverage(mine + at(rank), blocks.counts[rank]);
+    reduce(own, inputs.data(), n, current.Count(rank));
+    context.FinishAverage(own, current.Count(rank));
+    const Part next = part(k + 1);  // empty past the last piece
+    if (k + 1 < pieces) stage(next);
     COHORT_RETURN_IF_ERROR(call.Exchange(/*first=*/false));
+    char* out = output + current.first * element;
     for (int block = 0; block < n; ++block) {
-      CopyIn(out + at(block), call.Slot(block) + base + at(block), length(block));
+      if (stream) {
+        stream_copy(out + current.At(block), call.Slot(block) + current.base + current.At(block),
+                    current.Length(block));
+        continue;
+      }
+      CopyIn(out + current.At(block), call.Slot(block) + current.base + current.At(block),
+             current.Length(block));
     }
-    done += count;
+    current = next;
   }
   return absl::OkStatus();
 }
@@ -291,35 +381,46 @@ absl::Status LaneBarrier(OpContext& context) {
 
 // Costs: the lane moves the same bytes as the message algorithms of the same shape (one-shot,
 // two-shot; a rooted or all-to-all exchange), through shared slots instead of the transport, so
-// the models are theirs with a stage (a cache-line handshake) for each message round.
+// the models are theirs with a stage (a cache-line handshake) for each message round, and each
+// byte copied once (into the slot, where the peers read it) where a message copies it twice
+// (into a ring and out of it): twice the intra copy rate.
+double LaneBytesPerSecond(const Tuning& tuning) { return 2 * tuning.intra.bytes_per_second; }
+
 double OneShotCost(const OpArgs& args, const Tuning& tuning) {
-  const LinkModel& link = tuning.intra;
   double bytes = static_cast<double>(args.count * args.element_size());
   double peers = tuning.size() - 1;
-  return StageSeconds(tuning) + peers * bytes / link.bytes_per_second +
-         peers * bytes / link.reduce_bytes_per_second;
+  return StageSeconds(tuning) + peers * bytes / LaneBytesPerSecond(tuning) +
+         peers * bytes / tuning.intra.reduce_bytes_per_second;
 }
 
+// A stage per piece and one more; the second stage is what one-shot saves.
 double TwoShotCost(const OpArgs& args, const Tuning& tuning) {
-  const LinkModel& link = tuning.intra;
   double bytes = static_cast<double>(args.count * args.element_size());
   double fraction = (tuning.size() - 1.0) / tuning.size();
-  return 2 * StageSeconds(tuning) + 2 * fraction * bytes / link.bytes_per_second +
-         fraction * bytes / link.reduce_bytes_per_second;
+  double pieces = std::ceil(bytes / static_cast<double>(kPieceBytes));
+  return StageSeconds(tuning) * std::max(1.0, pieces) + ExtraStageSeconds(tuning) +
+         2 * fraction * bytes / LaneBytesPerSecond(tuning) +
+         fraction * bytes / tuning.intra.reduce_bytes_per_second;
 }
 
 double StagedCost(const OpArgs& args, const Tuning& tuning) {
   double staged = static_cast<double>(StagedBytes(args, tuning.size()));
-  return StageSeconds(tuning) + staged / tuning.intra.bytes_per_second;
+  return StageSeconds(tuning) + staged / LaneBytesPerSecond(tuning);
 }
 
 }  // namespace
 
 void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
+  const char* kFitsNeeds =
+      "every rank on one host with the shared-memory lane (COHORT_SHM not 0) and the call's "
+      "bytes within its slot (COHORT_SHM_LANE_BYTES)";
   registry.push_back(
-      Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot});
+      Algorithm{"lane_one_shot", {OpType::kAllreduce}, Fits, OneShotCost, LaneAllreduceOneShot,
+                kFitsNeeds});
   registry.push_back(
-      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot});
+      Algorithm{"lane_two_shot", {OpType::kAllreduce}, Streams, TwoShotCost, LaneAllreduceTwoShot,
+                "every rank on one host with the shared-memory lane (COHORT_SHM not 0, "
+                "COHORT_SHM_LANE_BYTES at least 4K)"});
   registry.push_back(
       Algorithm{"lane",
                 {OpType::kBroadcast, OpType::kReduce, OpType::kAllgather, OpType::kGather,
@@ -342,10 +443,13 @@ void RegisterLaneAlgorithms(std::vector<Algorithm>& registry) {
                       return LaneScatter(context);
                     case OpType::kAlltoall:
                       return LaneAlltoall(context);
-                    default:
+                    case OpType::kBarrier:
                       return LaneBarrier(context);
+                    default:
+                      return UnservedOp("lane", context.args().op);
                   }
-                }});
+                },
+                kFitsNeeds});
 }
 
 }  // namespace cohort

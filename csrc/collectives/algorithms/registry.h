@@ -15,6 +15,9 @@
 
 namespace cohort {
 
+class DevicePlan;
+struct DeviceState;
+
 // Alpha-beta model of one link class: time = latency + bytes / bandwidth, and the local
 // reduction's throughput.
 struct LinkModel {
@@ -32,6 +35,9 @@ struct Tuning {
   ChannelKind intra_kind = ChannelKind::kSharedMemory;
   ChannelKind inter_kind = ChannelKind::kTcp;
   size_t lane_bytes = 0;  // the lane's slot size when every rank shares a host (0: no lane)
+  // What the ranks agreed on for CUDA buffers (device groups or not; device_runtime.h), once the
+  // first CUDA operation was submitted; nullptr without a device backend.
+  const DeviceState* device = nullptr;
   int size() const { return topology->size(); }
   bool multi_host() const { return topology->hosts().size() > 1; }
   // The link that bounds a flat algorithm (ring, tree, ...): the network when ranks span hosts.
@@ -46,9 +52,23 @@ struct Algorithm {
   // Predicted seconds for this op.
   std::function<double(const OpArgs& args, const Tuning& tuning)> cost;
   std::function<absl::Status(OpContext& context)> run;
+  // What `supports` asks of the communicator and the call, in words, for the error a forced
+  // algorithm that cannot serve a call gives ("every rank on one host"); empty: nothing.
+  std::string needs;
+  // The memory kinds it serves (host algorithms: host memory only). Selection skips an algorithm
+  // that does not serve an operation's kind; forcing one for it is an error naming both.
+  std::vector<MemoryKind> memory = {MemoryKind::kHost};
+  // Device algorithms: enqueues the operation's device steps on the caller's stream when it is
+  // submitted (device_runtime.h); `run` is then its host part, run in issue order.
+  std::function<absl::Status(DevicePlan& plan)> enqueue;
 
   bool Serves(OpType op) const;
+  bool ServesMemory(MemoryKind kind) const;
 };
+
+// For the `default:` of a run function's switch over the ops its entry lists: reaching it means
+// the entry lists an op the function does not implement (a bug), never a silent reroute.
+absl::Status UnservedOp(const char* algorithm, OpType op);
 
 // Every registered algorithm.
 const std::vector<Algorithm>& Algorithms();
@@ -60,10 +80,31 @@ std::vector<std::string> AlgorithmNames();
 // value and the names accepted.
 absl::Status ValidateAlgorithmName(const std::string& forced);
 
-// The algorithm to run: `forced` when it serves the op and supports it, else the cheapest.
+// Where a forced algorithm comes from. A call's own option forces it for that call: an
+// algorithm that does not implement the op, or cannot serve this call, is an error. The
+// communicator's (COHORT_ALGO, CommOptions::algorithm) forces it for the ops it implements, as
+// strictly; the other ops are the tuner's.
+enum class Forcing { kCall, kCommunicator };
+
+// OK unless `forced` names an algorithm that does not serve `args.memory`; that error names the
+// op, the memory kind and the algorithms that do serve it.
+absl::Status CheckMemoryServed(const OpArgs& args, const std::string& forced);
+
+// The algorithm to run: `forced` (empty or "auto": none) when it can serve the call, else an
+// InvalidArgument error naming it, the call, what it needs and which algorithms could serve;
+// without forcing, the cheapest that serves the call (and the memory kind of its buffers).
 absl::StatusOr<const Algorithm*> SelectAlgorithm(const OpArgs& args, const Tuning& tuning,
                                                  const std::string& forced,
-                                                 double* predicted_seconds = nullptr);
+                                                 double* predicted_seconds = nullptr,
+                                                 Forcing forcing = Forcing::kCommunicator);
+
+// How many times longer a step that needs every rank of a host to run takes when they outnumber
+// its CPUs: each waits until the others on its CPU had their turn (a switch each). 1 when every
+// rank has a CPU; else twice the ranks per CPU (4 ranks on 2 cores: a lane stage took 6-8 us
+// against 0.2-0.5 us, and message steps more). For one-host algorithms; the same on every rank
+// of a host.
+double OversubscriptionFactor(const Tuning& tuning);
+double OversubscriptionFactor(int ranks, long cpus);  // the rule, for `ranks` on `cpus`
 
 // Payload bytes of an op's per-rank buffer, for cost functions.
 size_t OpBytes(const OpArgs& args, int world_size);
@@ -76,6 +117,8 @@ void RegisterDirectAlgorithms(std::vector<Algorithm>& registry);
 void RegisterHierarchicalAlgorithms(std::vector<Algorithm>& registry);
 void RegisterShotAlgorithms(std::vector<Algorithm>& registry);
 void RegisterLaneAlgorithms(std::vector<Algorithm>& registry);
+void RegisterDeviceAlgorithms(std::vector<Algorithm>& registry);
+void RegisterDeviceHierarchicalAlgorithms(std::vector<Algorithm>& registry);
 
 // Element offsets of per-rank blocks: args.displacements when given, else prefix sums of
 // `counts` (or of the equal count).

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 
 #include "collectives/algorithms/ring.h"
 
@@ -494,16 +495,19 @@ void RegisterRingAlgorithms(std::vector<Algorithm>& registry) {
                    fraction * bytes / link.reduce_bytes_per_second;
           case OpType::kAllgather:
             return steps * link.latency_seconds + fraction * bytes / link.bytes_per_second;
-          default:
+          case OpType::kReduceScatter:
             return steps * link.latency_seconds + fraction * bytes / link.bytes_per_second +
                    fraction * bytes / link.reduce_bytes_per_second;
+          default:
+            return std::numeric_limits<double>::infinity();
         }
       },
       [](OpContext& context) {
         switch (context.args().op) {
           case OpType::kAllreduce: return RingAllreduce(context);
           case OpType::kAllgather: return RingAllgatherOp(context);
-          default: return RingReduceScatterOp(context);
+          case OpType::kReduceScatter: return RingReduceScatterOp(context);
+          default: return UnservedOp("ring", context.args().op);
         }
       }});
 }

@@ -95,11 +95,13 @@ absl::Status TwoShot(OpContext& context) {
   return context.WaitAll();
 }
 
+// A step waits for the peers to run: longer when the host's ranks outnumber its CPUs.
 double OneShotCost(const OpArgs& args, const Tuning& tuning) {
   const int n = tuning.size();
   const LinkModel& link = tuning.flat();
   double bytes = static_cast<double>(OpBytes(args, n));
-  return link.latency_seconds + (n - 1) * bytes / link.bytes_per_second +
+  return link.latency_seconds * OversubscriptionFactor(tuning) +
+         (n - 1) * bytes / link.bytes_per_second +
          (n - 1) * bytes / link.reduce_bytes_per_second;
 }
 
@@ -108,7 +110,8 @@ double TwoShotCost(const OpArgs& args, const Tuning& tuning) {
   const LinkModel& link = tuning.flat();
   double bytes = static_cast<double>(OpBytes(args, n));
   double fraction = static_cast<double>(n - 1) / n;
-  return 2 * link.latency_seconds + 2 * fraction * bytes / link.bytes_per_second +
+  return 2 * link.latency_seconds * OversubscriptionFactor(tuning) +
+         2 * fraction * bytes / link.bytes_per_second +
          fraction * bytes / link.reduce_bytes_per_second;
 }
 
@@ -118,8 +121,11 @@ bool OneHost(const OpArgs&, const Tuning& tuning) { return !tuning.multi_host();
 }  // namespace
 
 void RegisterShotAlgorithms(std::vector<Algorithm>& registry) {
-  registry.push_back(Algorithm{"one_shot", {OpType::kAllreduce}, OneHost, OneShotCost, OneShot});
-  registry.push_back(Algorithm{"two_shot", {OpType::kAllreduce}, OneHost, TwoShotCost, TwoShot});
+  const char* needs = "every rank on one host";
+  registry.push_back(
+      Algorithm{"one_shot", {OpType::kAllreduce}, OneHost, OneShotCost, OneShot, needs});
+  registry.push_back(
+      Algorithm{"two_shot", {OpType::kAllreduce}, OneHost, TwoShotCost, TwoShot, needs});
 }
 
 }  // namespace cohort

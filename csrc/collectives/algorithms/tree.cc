@@ -133,8 +133,14 @@ void RegisterTreeAlgorithms(std::vector<Algorithm>& registry) {
       [](const OpArgs&, const Tuning&) { return true; },
       TreeCost,
       [](OpContext& context) {
-        return context.args().op == OpType::kBroadcast ? TreeBroadcast(context)
-                                                       : TreeReduce(context);
+        switch (context.args().op) {
+          case OpType::kBroadcast:
+            return TreeBroadcast(context);
+          case OpType::kReduce:
+            return TreeReduce(context);
+          default:
+            return UnservedOp("tree", context.args().op);
+        }
       }});
 }
 

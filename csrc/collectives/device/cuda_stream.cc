@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda_kernels.h"
 #include "kernels/cuda_status.h"
 
 namespace cohort::device {
@@ -129,6 +130,17 @@ absl::Status CudaStream::CopyAsync(void* destination, const void* source, size_t
   if (!guard.status().ok()) return guard.status();
   return cuda::ToStatus(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDefault, stream_),
                         OnDevice("cudaMemcpyAsync", device_));
+}
+
+}  // namespace cohort::device
+
+namespace cohort::device {
+
+absl::Status CudaStream::WaitValue(const std::atomic<uint64_t>* word, uint64_t value) {
+  CudaDeviceGuard guard(device_);
+  if (!guard.status().ok()) return guard.status();
+  return cuda::ToStatus(cuda::WaitForValue(word, value, stream_),
+                        OnDevice("the gate kernel (cuda::WaitForValue)", device_));
 }
 
 }  // namespace cohort::device

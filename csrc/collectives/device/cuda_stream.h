@@ -30,6 +30,9 @@ class CudaStream final : public Stream {
   absl::StatusOr<std::unique_ptr<Event>> Record() override;
   absl::Status WaitFor(Event& event) override;
   absl::Status CopyAsync(void* destination, const void* source, size_t bytes) override;
+  // A one-thread kernel polling the word (cuda::WaitForValue); `word` must be pinned host memory
+  // mapped into the device's address space (cudaHostAlloc with cudaHostAllocMapped).
+  absl::Status WaitValue(const std::atomic<uint64_t>* word, uint64_t value) override;
 
  private:
   CudaStream(cudaStream_t stream, int device, bool owned)

@@ -8,12 +8,14 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 
 namespace cohort::device {
 
@@ -180,6 +182,28 @@ absl::Status FakeStream::WaitFor(Event& event) {
 absl::Status FakeStream::CopyAsync(void* destination, const void* source, size_t bytes) {
   return Enqueue([destination, source, bytes] {
     if (bytes > 0) std::memmove(destination, source, bytes);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status FakeStream::WaitValue(const std::atomic<uint64_t>* word, uint64_t value) {
+  std::weak_ptr<State> self = state_;
+  return Enqueue([word, value, self] {
+    // Polls like a spinning kernel, napping a little longer each round (up to 200 us); gives up
+    // only when the stream stops or fails (a gate is opened by its host part, also on failure).
+    absl::Duration nap = absl::Microseconds(5);
+    while (word->load(std::memory_order_acquire) < value) {
+      std::shared_ptr<State> state = self.lock();
+      if (state == nullptr) return absl::CancelledError("fake stream gone while waiting");
+      {
+        absl::MutexLock lock(&state->mutex);
+        if (state->stopping) {
+          return absl::CancelledError("fake stream stopped while waiting for a host value");
+        }
+      }
+      absl::SleepFor(nap);
+      nap = std::min(nap * 2, absl::Microseconds(200));
+    }
     return absl::OkStatus();
   });
 }

@@ -32,6 +32,8 @@ class FakeStream final : public Stream {
   absl::StatusOr<std::unique_ptr<Event>> Record() override;
   absl::Status WaitFor(Event& event) override;
   absl::Status CopyAsync(void* destination, const void* source, size_t bytes) override;
+  // A task that polls the word (the fake's kernel spinning on mapped host memory).
+  absl::Status WaitValue(const std::atomic<uint64_t>* word, uint64_t value) override;
 
   // Host work run on the stream's thread after everything enqueued before it: the fake's kernel.
   // A task that returns an error fails the stream like a CUDA error does (sticky): tasks not yet

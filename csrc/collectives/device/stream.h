@@ -5,7 +5,9 @@
 // host work on a thread, whose progress tests control), so the same schedule runs in make test.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -52,6 +54,11 @@ class Stream {
   // Enqueues a copy of `bytes` between any two buffers the stream's device can address (device
   // memory, pinned host memory; host memory for a fake stream).
   virtual absl::Status CopyAsync(void* destination, const void* source, size_t bytes) = 0;
+  // Work enqueued from now on starts once the 64-bit word at `word` holds `value` or more: the
+  // host raises it (a collective's host part opening the gate before its device part, as in
+  // collectives/device_runtime.h). `word` must lie in memory the device reads directly
+  // (DeviceBackend::AllocateHost) and outlive the wait; the host does not block.
+  virtual absl::Status WaitValue(const std::atomic<uint64_t>* word, uint64_t value) = 0;
 };
 
 }  // namespace cohort::device

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "collectives/memory_kind.h"
 #include "collectives/transport/channel.h"
 
 namespace cohort {
@@ -36,9 +37,6 @@ namespace shm {
 class Lane;
 }
 
-// Where an operation's buffers live.
-enum class MemoryKind : uint8_t { kHost = 0, kCuda = 1 };
-const char* MemoryKindName(MemoryKind kind);
 
 // A buffer registered with a channel, so that peers may put into it.
 struct Registration {

@@ -267,6 +267,78 @@ absl::StatusOr<std::string> StoreClient::Call(Op op, const std::function<void(Wr
                    " in time; the store server may be overloaded, stopped or unreachable"));
 }
 
+absl::Status StoreClient::CallMany(Op op, size_t count,
+                                   const std::function<void(size_t, Writer&)>& fields,
+                                   Deadline deadline,
+                                   const std::function<std::string(size_t)>& what) {
+  if (count == 0) return absl::OkStatus();
+  std::vector<Slot> slots(count);
+  std::vector<uint64_t> ids(count);
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!broken_.ok()) return broken_;
+    for (size_t i = 0; i < count; ++i) {
+      ids[i] = next_request_id_++;
+      slots_[ids[i]] = &slots[i];
+    }
+  }
+  std::string frames;
+  Writer writer(&frames);
+  for (size_t i = 0; i < count; ++i) {
+    writer.BeginFrame();
+    writer.U8(static_cast<uint8_t>(op));
+    writer.U64(ids[i]);
+    fields(i, writer);
+    writer.EndFrame();
+  }
+  absl::Status sent;
+  {
+    absl::MutexLock lock(&send_mutex_);
+    sent = WriteFully(fd_.get(), frames.data(), frames.size(), deadline,
+                      absl::StrCat("the store at ", address_));
+  }
+  absl::MutexLock lock(&mutex_);
+  if (!sent.ok() && broken_.ok()) {
+    broken_ = absl::UnavailableError(absl::StrCat("store at ", address_, ": sending ", count, " ",
+                                                  OpName(op), " requests failed: ", sent.message(),
+                                                  "; the store server may have stopped or its "
+                                                  "host failed"));
+  }
+  auto all_done = [&] {
+    for (const Slot& slot : slots) {
+      if (!slot.done) return false;
+    }
+    return true;
+  };
+  while (!all_done() && broken_.ok() && !deadline.Expired()) {
+    if (reader_active_) {
+      changed_.WaitWithTimeout(&mutex_, deadline.Remaining());
+      continue;
+    }
+    reader_active_ = true;
+    mutex_.Unlock();
+    absl::Status read = ReadReplies(deadline);
+    mutex_.Lock();
+    reader_active_ = false;
+    if (!read.ok() && broken_.ok()) broken_ = read;
+    changed_.SignalAll();
+  }
+  for (uint64_t id : ids) slots_.erase(id);
+  for (size_t i = 0; i < count; ++i) {
+    if (!slots[i].done) {
+      if (!broken_.ok()) return broken_;
+      return absl::DeadlineExceededError(absl::StrCat(
+          "store at ", address_, " did not answer the ", what(i),
+          " in time; the store server may be overloaded, stopped or unreachable"));
+    }
+    if (slots[i].code != absl::StatusCode::kOk) {
+      return absl::Status(slots[i].code,
+                          absl::StrCat("store at ", address_, ": ", slots[i].payload));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StoreClient::ReadReplies(Deadline deadline) {
   pollfd entry = {fd_.get(), POLLIN, 0};
   int ready = ::poll(&entry, 1, deadline.RemainingMillis(1000));
@@ -366,6 +438,21 @@ absl::Status StoreClient::Set(const std::string& key, const std::string& value) 
       },
       Deadline::In(timeout_), what);
   return reply.status();
+}
+
+absl::Status StoreClient::SetMany(const std::vector<std::pair<std::string, std::string>>& entries) {
+  for (const auto& [key, value] : entries) {
+    COHORT_RETURN_IF_ERROR(CheckKey(key));
+    COHORT_RETURN_IF_ERROR(CheckValue(value));
+  }
+  return CallMany(
+      Op::kSet, entries.size(),
+      [&](size_t i, Writer& writer) {
+        writer.String(entries[i].first);
+        writer.String(entries[i].second);
+      },
+      Deadline::In(timeout_),
+      [&](size_t i) { return absl::StrCat("set of key ", QuoteKey(entries[i].first)); });
 }
 
 absl::StatusOr<std::string> StoreClient::Get(const std::string& key) { return Get(key, timeout_); }
@@ -488,6 +575,41 @@ absl::StatusOr<int64_t> StoreClient::NumKeys() {
   if (!parsed.ok()) return Malformed(address_, "num_keys", parsed);
   return static_cast<int64_t>(count);
 }
+
+absl::StatusOr<ChangeSet> StoreClient::Changes(const std::string& prefix, int64_t after_revision,
+                                               absl::Duration timeout) {
+  COHORT_RETURN_IF_ERROR(CheckKey(prefix));
+  std::string what = absl::StrCat("changes under prefix ", QuoteKey(prefix));
+  COHORT_ASSIGN_OR_RETURN(std::string reply, Call(
+                                                 Op::kChanges,
+                                                 [&](Writer& writer) {
+                                                   writer.String(prefix);
+                                                   writer.I64(after_revision);
+                                                   writer.U64(EncodeTimeout(timeout));
+                                                 },
+                                                 Deadline::In(timeout + reply_margin_), what));
+  Reader reader(reply);
+  ChangeSet set;
+  uint32_t count = 0;
+  absl::Status parsed = reader.I64(&set.revision, "revision");
+  if (parsed.ok()) parsed = reader.U32(&count, "count");
+  // Each entry takes at least 16 bytes, so a corrupt count cannot make us reserve much.
+  if (parsed.ok() && count > reader.remaining() / 16) {
+    parsed = absl::DataLossError("count larger than the reply");
+  }
+  for (uint32_t i = 0; parsed.ok() && i < count; ++i) {
+    Change change;
+    parsed = reader.String(&change.key, "key");
+    if (parsed.ok()) parsed = reader.String(&change.value, "value");
+    if (parsed.ok()) parsed = reader.I64(&change.revision, "revision");
+    set.changes.push_back(std::move(change));
+  }
+  if (parsed.ok()) parsed = reader.Done();
+  if (!parsed.ok()) return Malformed(address_, what, parsed);
+  return set;
+}
+
+void StoreClient::Shutdown() { ::shutdown(fd_.get(), SHUT_RDWR); }
 
 absl::Status StoreClient::Ping() {
   return Call(

@@ -35,8 +35,21 @@ struct StoreClientOptions {
   // The timeout of calls that take none (set, add, ...; also Get(key) and Wait(keys)).
   // Unset: COHORT_TIMEOUT.
   std::optional<absl::Duration> timeout;
-  // How much longer than a get/wait's own timeout the client waits for the store's answer.
-  absl::Duration reply_margin = absl::Seconds(5);
+  // How much longer than a get/wait's own timeout the client waits for the store's answer
+  // (the store's "timed out" reply travelling back). Small: a store that stopped answering must
+  // not hold a call much beyond the timeout it was given.
+  absl::Duration reply_margin = absl::Milliseconds(500);
+};
+
+// What StoreClient::Changes returns: keys written after a revision, oldest first.
+struct Change {
+  std::string key;
+  std::string value;
+  int64_t revision = 0;
+};
+struct ChangeSet {
+  int64_t revision = 0;  // pass as `after_revision` to continue
+  std::vector<Change> changes;
 };
 
 class StoreClient final : public Bootstrap {
@@ -50,6 +63,9 @@ class StoreClient final : public Bootstrap {
   StoreClient& operator=(const StoreClient&) = delete;
 
   absl::Status Set(const std::string& key, const std::string& value) override;
+  // Several sets sent back to back, then every reply awaited: one round trip, not one per key
+  // (the coordinator admits a round's nodes with it).
+  absl::Status SetMany(const std::vector<std::pair<std::string, std::string>>& entries);
   // Waits up to `timeout` for the key; DeadlineExceeded names it when it does not appear.
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout) override;
   absl::StatusOr<std::string> Get(const std::string& key);
@@ -67,6 +83,13 @@ class StoreClient final : public Bootstrap {
   // Keys that start with `prefix`, sorted.
   absl::StatusOr<std::vector<std::string>> List(const std::string& prefix);
   absl::StatusOr<int64_t> NumKeys();
+  // The keys under `prefix` written after `after_revision` (0: all), waiting up to `timeout`
+  // for one; an empty set when none was written by then. Deletions are not listed.
+  absl::StatusOr<ChangeSet> Changes(const std::string& prefix, int64_t after_revision,
+                                    absl::Duration timeout);
+  // Shuts the connection down: pending and later calls fail at once (another thread's parked
+  // get returns). Used to stop a thread that waits on the store.
+  void Shutdown();
   // A round trip to the store.
   absl::Status Ping();
   // The local address of the connection to the store.
@@ -90,6 +113,10 @@ class StoreClient final : public Bootstrap {
   // fields. `what` names the request in errors ("get of key \"a\"").
   absl::StatusOr<std::string> Call(Op op, const std::function<void(Writer&)>& fields,
                                    Deadline deadline, const std::string& what);
+  // Sends `count` requests (fields(i, writer) fills the i-th) at once and waits for every reply;
+  // returns the first error, naming what(i).
+  absl::Status CallMany(Op op, size_t count, const std::function<void(size_t, Writer&)>& fields,
+                        Deadline deadline, const std::function<std::string(size_t)>& what);
   // Run by the one caller that holds the reader role: waits for bytes (not past `deadline`)
   // and delivers every complete reply. An error means the connection is gone.
   absl::Status ReadReplies(Deadline deadline);

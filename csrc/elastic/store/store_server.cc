@@ -116,7 +116,14 @@ struct Connection {
   size_t pending_output() const { return output.size() - output_offset; }
 };
 
-// A get or wait parked until its keys exist or its timeout passes.
+// A key's value and the revision of its last write.
+struct Entry {
+  std::string value;
+  int64_t revision = 0;
+};
+
+// A get or wait parked until its keys exist or its timeout passes; a changes request parked
+// until a key under its prefix (keys[0]) is written.
 struct Waiter {
   uint64_t connection_id = 0;
   uint64_t request_id = 0;
@@ -128,6 +135,7 @@ struct Waiter {
   // keys[cursor] only, so a set touches just the waiters blocked on that very key.
   size_t cursor = 0;
   bool listed = false;
+  int64_t after_revision = 0;  // changes only
 };
 
 }  // namespace
@@ -153,7 +161,14 @@ class StoreServer::Loop {
   absl::Status Dispatch(Connection& connection, Op op, uint64_t request_id, Reader& reader);
   void Park(Connection& connection, uint64_t request_id, Op op, std::vector<std::string> keys,
             absl::Duration timeout);
+  // Stores a value under the next revision; the caller answers its request, then KeyWritten.
+  void Put(const std::string& key, std::string value);
+  bool Erase(const std::string& key);
   void KeyWritten(const std::string& key);
+  // Answers a changes request with the keys under `prefix` written after `after_revision`;
+  // false (nothing sent) when there are none.
+  bool AnswerChanges(Connection& connection, uint64_t request_id, const std::string& prefix,
+                     int64_t after_revision, bool even_if_empty);
   // True when every key of the waiter exists; otherwise lists it under its first missing key.
   bool Advance(uint64_t waiter_id, Waiter& waiter);
   void AnswerWaiter(Connection& connection, const Waiter& waiter);
@@ -195,7 +210,12 @@ class StoreServer::Loop {
   std::atomic<bool> stopping_{false};
 
   // Everything below belongs to the loop thread.
-  std::map<std::string, std::string, std::less<>> data_;
+  std::map<std::string, Entry, std::less<>> data_;
+  // Every key by the revision of its last write (points at data_'s keys, which stay put).
+  std::map<int64_t, const std::string*> by_revision_;
+  int64_t revision_ = 0;
+  // Parked changes requests (also in waiters_).
+  std::set<uint64_t> change_waiters_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
   uint64_t next_connection_id_ = 1;
   std::set<std::pair<int64_t, uint64_t>> connection_deadlines_;
@@ -305,6 +325,7 @@ void StoreServer::Loop::Run() {
   }
   // Closing every socket now lets clients see at once that the store is gone.
   waiters_.clear();
+  change_waiters_.clear();
   key_waiters_.clear();
   waiter_deadlines_.clear();
   connection_deadlines_.clear();
@@ -614,7 +635,7 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       COHORT_RETURN_IF_ERROR(reader.Done());
       COHORT_RETURN_IF_ERROR(CheckKey(key));
       COHORT_RETURN_IF_ERROR(CheckValue(value));
-      data_.insert_or_assign(key, std::move(value));
+      Put(key, std::move(value));
       SendOk(connection, request_id, no_payload);
       KeyWritten(key);
       return absl::OkStatus();
@@ -644,9 +665,9 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       COHORT_RETURN_IF_ERROR(CheckKey(key));
       int64_t current = 0;
       auto found = data_.find(key);
-      if (found != data_.end() && !absl::SimpleAtoi(found->second, &current)) {
+      if (found != data_.end() && !absl::SimpleAtoi(found->second.value, &current)) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "add on key ", QuoteKey(key), ": it holds ", QuoteKey(found->second),
+            "add on key ", QuoteKey(key), ": it holds ", QuoteKey(found->second.value),
             ", which is not an integer; add only keys that hold a decimal int64 or are missing"));
       }
       int64_t sum = 0;
@@ -654,7 +675,7 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
         return absl::OutOfRangeError(absl::StrCat("add of ", delta, " to key ", QuoteKey(key),
                                                   " (now ", current, ") overflows int64"));
       }
-      data_.insert_or_assign(key, absl::StrCat(sum));
+      Put(key, absl::StrCat(sum));
       SendOk(connection, request_id, [sum](Writer& writer) { writer.I64(sum); });
       KeyWritten(key);
       return absl::OkStatus();
@@ -672,20 +693,12 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       // it is missing and the comparison fails nothing is stored and `expected` comes back.
       auto found = data_.find(key);
       bool written = false;
-      const std::string* result = &expected;
-      if (found == data_.end()) {
-        if (expected.empty()) {
-          found = data_.emplace(key, std::move(desired)).first;
-          result = &found->second;
-          written = true;
-        }
-      } else {
-        if (found->second == expected) {
-          found->second = std::move(desired);
-          written = true;
-        }
-        result = &found->second;
+      if (found == data_.end() ? expected.empty() : found->second.value == expected) {
+        Put(key, std::move(desired));
+        found = data_.find(key);
+        written = true;
       }
+      const std::string* result = found == data_.end() ? &expected : &found->second.value;
       SendOk(connection, request_id, [result](Writer& writer) { writer.String(*result); });
       if (written) KeyWritten(key);
       return absl::OkStatus();
@@ -695,7 +708,7 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       COHORT_RETURN_IF_ERROR(reader.String(&key, "key"));
       COHORT_RETURN_IF_ERROR(reader.Done());
       COHORT_RETURN_IF_ERROR(CheckKey(key));
-      bool existed = data_.erase(key) > 0;
+      bool existed = Erase(key);
       SendOk(connection, request_id, [existed](Writer& writer) { writer.U8(existed ? 1 : 0); });
       return absl::OkStatus();
     }
@@ -716,6 +729,32 @@ absl::Status StoreServer::Loop::Dispatch(Connection& connection, Op op, uint64_t
       COHORT_RETURN_IF_ERROR(reader.Done());
       uint64_t count = data_.size();
       SendOk(connection, request_id, [count](Writer& writer) { writer.U64(count); });
+      return absl::OkStatus();
+    }
+    case Op::kChanges: {
+      std::string prefix;
+      int64_t after_revision = 0;
+      uint64_t timeout_millis = 0;
+      COHORT_RETURN_IF_ERROR(reader.String(&prefix, "prefix"));
+      COHORT_RETURN_IF_ERROR(reader.I64(&after_revision, "after revision"));
+      COHORT_RETURN_IF_ERROR(reader.U64(&timeout_millis, "timeout"));
+      COHORT_RETURN_IF_ERROR(reader.Done());
+      COHORT_RETURN_IF_ERROR(CheckKey(prefix));
+      absl::Duration timeout = DecodeTimeout(timeout_millis);
+      if (AnswerChanges(connection, request_id, prefix, after_revision,
+                        timeout <= absl::ZeroDuration())) {
+        return absl::OkStatus();
+      }
+      Waiter waiter{connection.id, request_id, op, {prefix}, timeout};
+      waiter.after_revision = after_revision;
+      waiter.deadline_nanos = DeadlineNanos(timeout);
+      uint64_t waiter_id = next_waiter_id_++;
+      if (waiter.deadline_nanos != kNever) {
+        waiter_deadlines_.emplace(waiter.deadline_nanos, waiter_id);
+      }
+      connection.waiter_ids.push_back(waiter_id);
+      waiters_.emplace(waiter_id, std::move(waiter));
+      change_waiters_.insert(waiter_id);
       return absl::OkStatus();
     }
   }
@@ -741,7 +780,7 @@ bool StoreServer::Loop::Advance(uint64_t waiter_id, Waiter& waiter) {
 
 void StoreServer::Loop::AnswerWaiter(Connection& connection, const Waiter& waiter) {
   if (waiter.op == Op::kGet) {
-    const std::string& value = data_.find(waiter.keys[0])->second;
+    const std::string& value = data_.find(waiter.keys[0])->second.value;
     SendOk(connection, waiter.request_id, [&value](Writer& writer) { writer.String(value); });
   } else {
     SendOk(connection, waiter.request_id, [](Writer&) {});
@@ -764,7 +803,72 @@ void StoreServer::Loop::Park(Connection& connection, uint64_t request_id, Op op,
   waiters_.emplace(waiter_id, std::move(waiter));
 }
 
+void StoreServer::Loop::Put(const std::string& key, std::string value) {
+  auto found = data_.find(key);
+  if (found == data_.end()) {
+    found = data_.emplace(key, Entry{}).first;
+  } else {
+    by_revision_.erase(found->second.revision);
+  }
+  found->second.value = std::move(value);
+  found->second.revision = ++revision_;
+  by_revision_.emplace(revision_, &found->first);
+}
+
+bool StoreServer::Loop::Erase(const std::string& key) {
+  auto found = data_.find(key);
+  if (found == data_.end()) return false;
+  by_revision_.erase(found->second.revision);
+  data_.erase(found);
+  return true;
+}
+
+bool StoreServer::Loop::AnswerChanges(Connection& connection, uint64_t request_id,
+                                      const std::string& prefix, int64_t after_revision,
+                                      bool even_if_empty) {
+  // Walks the writes after `after_revision` (each watcher sees each write once as it follows
+  // the store, so the cost is proportional to what changed).
+  std::vector<std::pair<const std::string*, const Entry*>> listed;
+  size_t bytes = 0;
+  int64_t continue_after = revision_;
+  for (auto it = by_revision_.upper_bound(after_revision); it != by_revision_.end(); ++it) {
+    const std::string& key = *it->second;
+    if (!absl::StartsWith(key, prefix)) continue;
+    const Entry& entry = data_.find(key)->second;
+    bytes += key.size() + entry.value.size() + 16;
+    if (!listed.empty() && bytes > static_cast<size_t>(max_value_bytes_)) {
+      continue_after = listed.back().second->revision;
+      break;
+    }
+    listed.emplace_back(&key, &entry);
+  }
+  if (listed.empty() && !even_if_empty) return false;
+  SendOk(connection, request_id, [&](Writer& writer) {
+    writer.I64(continue_after);
+    writer.U32(static_cast<uint32_t>(listed.size()));
+    for (const auto& [key, entry] : listed) {
+      writer.String(*key);
+      writer.String(entry->value);
+      writer.I64(entry->revision);
+    }
+  });
+  return true;
+}
+
 void StoreServer::Loop::KeyWritten(const std::string& key) {
+  if (!change_waiters_.empty()) {
+    std::vector<uint64_t> answered;
+    for (uint64_t waiter_id : change_waiters_) {
+      const Waiter& waiter = waiters_.at(waiter_id);
+      if (!absl::StartsWith(key, waiter.keys[0])) continue;
+      Connection* connection = Find(waiter.connection_id);
+      if (connection != nullptr && !connection->dead) {
+        AnswerChanges(*connection, waiter.request_id, waiter.keys[0], waiter.after_revision, true);
+      }
+      answered.push_back(waiter_id);
+    }
+    for (uint64_t waiter_id : answered) RemoveWaiter(waiter_id);
+  }
   auto found = key_waiters_.find(key);
   if (found == key_waiters_.end()) return;
   std::vector<uint64_t> blocked = std::move(found->second);
@@ -794,6 +898,7 @@ void StoreServer::Loop::RemoveWaiter(uint64_t waiter_id) {
   if (waiter.deadline_nanos != kNever) {
     waiter_deadlines_.erase({waiter.deadline_nanos, waiter_id});
   }
+  change_waiters_.erase(waiter_id);
   if (Connection* connection = Find(waiter.connection_id)) {
     std::erase(connection->waiter_ids, waiter_id);
   }
@@ -806,7 +911,10 @@ void StoreServer::Loop::ExpireDeadlines() {
     uint64_t waiter_id = waiter_deadlines_.begin()->second;
     const Waiter& waiter = waiters_.at(waiter_id);
     Connection* connection = Find(waiter.connection_id);
-    if (connection != nullptr && !connection->dead) {
+    if (connection != nullptr && !connection->dead && waiter.op == Op::kChanges) {
+      // A changes request that saw nothing by its timeout answers with an empty list.
+      AnswerChanges(*connection, waiter.request_id, waiter.keys[0], waiter.after_revision, true);
+    } else if (connection != nullptr && !connection->dead) {
       std::vector<std::string> missing;
       for (const std::string& key : waiter.keys) {
         if (!data_.contains(key)) missing.push_back(key);

@@ -15,6 +15,16 @@
 //   reply      {u64 request id, u8 absl status code, then the op's result if OK, else a string
 //              message}. Replies may come out of order (a parked get/wait answers later).
 //              Request id 0 carries a connection error just before the server closes.
+//   changes    request {string prefix, i64 after_revision, u64 timeout ms}; reply {i64 revision,
+//              u32 count, count x (string key, string value, i64 revision)}. Every write (set,
+//              add, a compare_set that stores) gives its key the store's next revision (from 1);
+//              the reply lists the keys under the prefix whose last write is after
+//              `after_revision`, oldest first, with their values now. With none, the request
+//              waits up to its timeout for one and then answers with count 0 (not an error).
+//              `revision` is where the next call continues: the store's revision, or the last
+//              listed key's when the list was cut at COHORT_STORE_MAX_VALUE_BYTES. Deletions are
+//              not listed. Watchers (the rendezvous coordinator) follow a prefix with it at a
+//              cost proportional to what changed, not to how many keys there are.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +56,8 @@ struct StoreServerOptions {
 
 class StoreServer {
  public:
-  // Listens and starts serving on the "cohort-store" thread.
+  // Listens and starts serving on the "cohort-store" thread. AlreadyExists when the port is
+  // taken (another store, or another program, holds it).
   static absl::StatusOr<std::unique_ptr<StoreServer>> Start(const StoreServerOptions& options);
   ~StoreServer();  // Stop()s
   StoreServer(const StoreServer&) = delete;

@@ -26,6 +26,8 @@ const char* OpName(Op op) {
       return "list";
     case Op::kNumKeys:
       return "num_keys";
+    case Op::kChanges:
+      return "changes";
   }
   return "unknown";
 }

@@ -50,6 +50,9 @@ enum class Op : uint8_t {
   kDelete = 7,
   kList = 8,
   kNumKeys = 9,
+  // Added in the same protocol version (an older store answers Unimplemented): the keys under a
+  // prefix written after a revision, parked until there is one. See store_server.h.
+  kChanges = 10,
 };
 
 const char* OpName(Op op);

@@ -43,6 +43,11 @@ JSON
     touch "$dir/ready.$RANK"
     while :; do sleep 0.05; done
     ;;
+  ignoreterm)
+    trap '' TERM
+    touch "$dir/ready.$RANK"
+    while :; do sleep 0.05; done
+    ;;
   orphan)
     sh -c "sleep 300; : $tag child" &
     echo "$!" > "$dir/child.$RANK"
@@ -57,6 +62,10 @@ JSON
   gen)
     echo "$(date +%s.%N) $$ $WORLD_SIZE $COHORT_HOST_ID" > "$dir/start.$COHORT_GENERATION.$RANK"
     if [ "$COHORT_GENERATION" = 1 ]; then sleep 30; fi
+    ;;
+  steady)
+    echo "$(date +%s.%N) $$ $WORLD_SIZE $COHORT_HOST_ID" > "$dir/start.$COHORT_GENERATION.$RANK"
+    sleep "${STEADY_SECONDS:-5}"
     ;;
   alwaysfail)
     echo "$TORCHELASTIC_RESTART_COUNT" >> "$dir/attempts.$RANK"

@@ -19,6 +19,7 @@
 
 #include "collectives/transport/shm/ring.h"
 #include "collectives/transport/wire.h"
+#include "common/cpu.h"
 
 namespace cohort::shm {
 
@@ -40,43 +41,64 @@ struct LaneControl {
 class Lane {
  public:
   static constexpr size_t kInlineBytes = sizeof(LaneLine::inline_data);
+  // Staged bytes beyond the line's but up to this many are prefetched from a laggard's slot
+  // while polling for its stage: they travel with the stage line instead of after it.
+  static constexpr size_t kPrefetchBytes = 1024;
 
   // Bytes of lane memory per rank for slots of `capacity` bytes: control plus two halves.
   static size_t BytesFor(size_t capacity);
 
   // `memory[rank]` is each rank's lane memory (this rank's own included), `doorbells[rank]` its
-  // doorbell (rung on publishing, slept on while waiting).
+  // doorbell (slept on while waiting, rung by WakeSleepers).
   Lane(int rank, std::vector<char*> memory, std::vector<Doorbell*> doorbells, size_t capacity);
 
   int rank() const { return rank_; }
   int size() const { return static_cast<int>(controls_.size()); }
   size_t capacity() const { return capacity_; }
 
-  // Starts the next lane operation: records its fingerprint and returns the half it uses. Only
-  // the thread executing operations calls these.
-  int Begin(const Fingerprint& fingerprint);
+  // Starts the next lane operation, for which every rank stages `staged_bytes`: records its
+  // fingerprint and returns the half it uses. Only the thread executing operations calls these.
+  int Begin(const Fingerprint& fingerprint, size_t staged_bytes);
   // A rank's slot in `half`.
   char* Slot(int rank, int half) const { return data_[rank] + half * capacity_; }
   // Where a rank's `bytes` of this half go: inside its control line when they are few (one
-  // cache line carries stage, fingerprint and data), else its slot.
+  // cache line carries stage, fingerprint and data), else its slot. This rank's own line is
+  // written in one burst by Publish: until then its inline bytes wait in a private copy.
   char* Data(int rank, int half, size_t bytes) const {
-    return bytes <= kInlineBytes ? controls_[rank]->half[half].inline_data : Slot(rank, half);
+    if (bytes > kInlineBytes) return Slot(rank, half);
+    return rank == rank_ ? pending_.inline_data : controls_[rank]->half[half].inline_data;
   }
   // The fingerprint `rank` recorded for `half` (valid once it published a stage of it).
   Fingerprint Call(int rank, int half) const {
     return controls_[rank]->half[half].call.fingerprint();
   }
+  // Whether `peer` runs the very collective this rank began last (sequence and call), once it
+  // published a stage of it: the check every lane collective makes, without building
+  // Fingerprints.
+  bool SameCall(int peer) const {
+    const FrameHeader& theirs = controls_[peer]->half[half_].call;
+    const FrameHeader& mine = pending_.call;
+    return theirs.sequence == mine.sequence && theirs.count == mine.count &&
+           theirs.op == mine.op && theirs.dtype == mine.dtype &&
+           theirs.reduce_op == mine.reduce_op && theirs.root == mine.root;
+  }
 
   // Publishes one more stage of the current operation: what this rank wrote before is visible
-  // to whoever sees it. Returns the stage every rank must reach.
+  // to whoever sees it. Returns the stage every rank must reach. Wakes nobody: see WakeSleepers.
   uint32_t Publish();
+  // Rings the doorbell of every peer that sleeps waiting for a stage. Called after each wait for
+  // a stage ends: a sleeper waits until every rank published, and the last rank to publish finds
+  // its own wait over at once and wakes it then. Publish itself does not, because the full
+  // barrier the sleeper handshake needs would then sit between publishing and polling, holding
+  // the publisher until its store left (a cache-line transfer, a third of a small allreduce).
+  void WakeSleepers() const;
   // Whether every rank published at least `stage` in the current half.
   bool Reached(uint32_t stage) const { return Laggard(stage) < 0; }
   // The first rank that has not reached `stage`, or -1.
   int Laggard(uint32_t stage) const;
-  // Records the CPU this rank runs on now; true when `peer` was last seen on the same one (then
-  // polling for it only keeps it from running: yield instead).
-  bool SharesCpuWith(int peer) const;
+  // Records the CPU this rank runs on now; true when a rank that has not reached `stage` was
+  // last seen on the same one (then polling for it only keeps it from running: yield instead).
+  bool LaggardSharesCpu(uint32_t stage) const;
   // Sleeps on this rank's doorbell until a peer publishes (or anything rings it), at most
   // `timeout_ms`; returns at once when `stage` is already reached.
   void Sleep(uint32_t stage, int timeout_ms) const;
@@ -87,9 +109,15 @@ class Lane {
   std::vector<LaneControl*> controls_;
   std::vector<char*> data_;
   std::vector<Doorbell*> doorbells_;
+  // This rank's next line (fingerprint and inline bytes), copied into the shared one just before
+  // the stage: the peers poll that line, and every separate write to it while they do costs a
+  // cache-line transfer (a fingerprint, then data, then the stage would be three).
+  mutable LaneLine pending_{};
+  bool pending_dirty_ = false;
   uint32_t published_ = 0;  // stages ever published (numbers them; wraps safely)
   uint64_t operations_ = 0;
-  int half_ = 0;  // of the current operation
+  int half_ = 0;            // of the current operation
+  int prefetch_lines_ = 0;  // of a laggard's slot, fetched while polling for it
 };
 
 }  // namespace cohort::shm
