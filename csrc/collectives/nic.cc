@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/status.h"
+#include "common/json_fields.h"
 
 #if COHORT_HAVE_IBVERBS
 #include <infiniband/verbs.h>
@@ -444,16 +445,16 @@ absl::StatusOr<HostNics> NicsFromJson(const json& document) {
       NicInfo nic;
       nic.name = entry.at("name").get<std::string>();
       nic.state = entry.at("state").get<std::string>();
-      nic.speed_mbps = entry.at("speed_mbps").get<int64_t>();
-      nic.mtu = entry.at("mtu").get<int>();
+      nic.speed_mbps = JsonInteger(entry, "speed_mbps", -1, INT64_MAX);
+      nic.mtu = JsonInt(entry, "mtu");
       nic.virtual_device = entry.at("virtual").get<bool>();
       nic.ipv4 = entry.at("ipv4").get<std::vector<std::string>>();
       nic.up = entry.at("up").get<bool>();
       nic.loopback = entry.at("loopback").get<bool>();
-      nic.numa_node = entry.at("numa_node").get<int>();
+      nic.numa_node = JsonInt(entry, "numa_node");
       nic.pci = entry.at("pci").get<std::string>();
       nic.rdma_device = entry.at("rdma_device").get<std::string>();
-      nic.rdma_port = entry.at("rdma_port").get<int>();
+      nic.rdma_port = JsonInt(entry, "rdma_port");
       nic.allowed = entry.at("allowed").get<bool>();
       nics.interfaces.push_back(std::move(nic));
     }
@@ -462,24 +463,24 @@ absl::StatusOr<HostNics> NicsFromJson(const json& document) {
     for (const json& entry : rdma.at("devices")) {
       RdmaDevice device;
       device.name = entry.at("name").get<std::string>();
-      device.numa_node = entry.at("numa_node").get<int>();
+      device.numa_node = JsonInt(entry, "numa_node");
       device.error = entry.value("error", "");
       for (const json& port_entry : entry.at("ports")) {
         RdmaPort port;
-        port.port = port_entry.at("port").get<int>();
+        port.port = JsonInt(port_entry, "port");
         port.state = port_entry.at("state").get<std::string>();
         port.active = port_entry.at("active").get<bool>();
         port.link_layer = port_entry.at("link_layer").get<std::string>();
-        port.gbps = port_entry.at("speed_gbps").get<double>();
-        port.active_speed = port_entry.at("active_speed").get<int>();
-        port.active_width = port_entry.at("active_width").get<int>();
+        port.gbps = JsonNumber(port_entry, "speed_gbps");
+        port.active_speed = JsonInt(port_entry, "active_speed");
+        port.active_width = JsonInt(port_entry, "active_width");
         port.allowed = port_entry.at("allowed").get<bool>();
         device.ports.push_back(std::move(port));
       }
       nics.rdma.push_back(std::move(device));
     }
     return nics;
-  } catch (const json::exception& error) {
+  } catch (const std::exception& error) {
     return absl::DataLossError(absl::StrCat("malformed NIC list: ", error.what()));
   }
 }

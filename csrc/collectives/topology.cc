@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status.h"
+#include "common/json_fields.h"
 
 namespace cohort {
 
@@ -127,9 +128,9 @@ absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::str
     try {
       places[peer].host_id = theirs.at("host_id").get<std::string>();
       places[peer].host_name = theirs.at("host_name").get<std::string>();
-      places[peer].numa_node = theirs.at("numa_node").get<int>();
+      places[peer].numa_node = JsonInt(theirs, "numa_node");
       places[peer].cpus = theirs.at("cpus").get<std::string>();
-    } catch (const nlohmann::json::exception& error) {
+    } catch (const std::exception& error) {  // nlohmann's, or JsonInt's range errors
       return malformed(error.what());
     }
     auto network = NicsFromJson(theirs.value("network", nlohmann::json::object()));

@@ -50,8 +50,9 @@ const std::vector<Variable>& BuildRegistry() {
        "each optionally with `:port`, `=` first for whole names, `^` first to exclude "
        "(`mlx5_0:1,mlx5_1`, `^mlx5_2`). Empty: every device with an active port."},
       {"COHORT_SPIN_US", Type::kInt, "-1",
-       "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): poll only "
-       "for peers on this host, and only when each local rank has a core of its own.",
+       "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): 200 when "
+       "each rank on this host has a core of its own (waking from a sleep costs more than most "
+       "replies take, over shared memory, UCX or TCP), else 0.",
        {}, -1, 1'000'000},
       {"COHORT_TRANSPORTS", Type::kString, "",
        "Channel kinds a communicator may use, in order of preference (shm, ucx, tcp, comma "

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "zlib.h"
+#include "common/json_fields.h"
 
 namespace cohort::elastic {
 namespace {
@@ -135,8 +136,8 @@ absl::StatusOr<SavedState> DecodeState(const std::string& text) {
   try {
     Json json = Json::parse(text);
     SavedState saved;
-    saved.state.generation = json.at("generation").get<int64_t>();
-    saved.state.restarts = json.at("restarts").get<int64_t>();
+    saved.state.generation = JsonInteger(json, "generation", 0, INT64_MAX);
+    saved.state.restarts = JsonInteger(json, "restarts", 0, INT64_MAX);
     saved.state.running = json.at("running").get<bool>();
     saved.state.finished = json.at("finished").get<bool>();
     saved.member_ids = json.at("members").get<std::vector<std::string>>();
@@ -144,7 +145,7 @@ absl::StatusOr<SavedState> DecodeState(const std::string& text) {
     saved.state.waiting = json.at("waiting").get<std::vector<std::string>>();
     saved.state.lost = json.at("lost").get<std::vector<std::string>>();
     saved.state.host = json.at("host").get<std::string>();
-    saved.considered_revision = json.at("considered_revision").get<int64_t>();
+    saved.considered_revision = JsonInteger(json, "considered_revision", 0, INT64_MAX);
     return saved;
   } catch (const std::exception& error) {
     return absl::DataLossError(

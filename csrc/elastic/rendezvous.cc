@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "common/json_fields.h"
 
 namespace cohort::elastic {
 namespace {
@@ -34,42 +35,19 @@ Json NodeToJson(const NodeInfo& node) {
 constexpr int64_t kMaxNodes = 1 << 15;
 constexpr int64_t kMaxLocalRanks = 1 << 15;
 
-// An integer field within [min, max]; anything else (a float such as 1e300, which converting
-// would be undefined, a string, a value out of range) throws, and ParseJson reports it.
-int64_t Integer(const Json& object, const char* key, int64_t min, int64_t max) {
-  const Json& value = object.at(key);
-  bool fits = false;
-  int64_t result = 0;
-  if (value.is_number_unsigned()) {
-    uint64_t unsigned_value = value.get<uint64_t>();
-    fits = unsigned_value <= static_cast<uint64_t>(max);
-    result = fits ? static_cast<int64_t>(unsigned_value) : 0;
-  } else if (value.is_number_integer()) {
-    result = value.get<int64_t>();
-    fits = true;
-  } else {
-    throw std::invalid_argument(absl::StrCat("\"", key, "\" is not an integer"));
-  }
-  if (!fits || result < min || result > max) {
-    throw std::out_of_range(
-        absl::StrCat("\"", key, "\" is ", value.dump(), ", outside ", min, " to ", max));
-  }
-  return result;
-}
-
-int SmallInteger(const Json& object, const char* key, int64_t min, int64_t max) {
-  return static_cast<int>(Integer(object, key, min, max));
-}
+// Integer fields are read within [min, max] (JsonInt, common/json_fields.h): anything else (a
+// float such as 1e300, which converting would be undefined, a string, a value out of range)
+// throws, and ParseJson reports it.
 
 NodeInfo NodeFromJson(const Json& json) {
   NodeInfo node;
   node.node_id = json.at("id").get<std::string>();
   node.host = json.at("host").get<std::string>();
   node.address = json.at("address").get<std::string>();
-  node.master_port = SmallInteger(json, "master_port", 0, 65535);
-  node.local_world_size = SmallInteger(json, "local_world_size", 0, kMaxLocalRanks);
+  node.master_port = JsonInt(json, "master_port", 0, 65535);
+  node.local_world_size = JsonInt(json, "local_world_size", 0, kMaxLocalRanks);
   node.role = json.at("role").get<std::string>();
-  node.node_rank = SmallInteger(json, "node_rank", -1, kMaxNodes);
+  node.node_rank = JsonInt(json, "node_rank", -1, kMaxNodes);
   node.labels = json.at("labels").get<std::map<std::string, std::string>>();
   return node;
 }
@@ -485,11 +463,11 @@ absl::StatusOr<std::vector<WorkerFailure>> DecodeFailures(const std::string& tex
       WorkerFailure failure;
       failure.host = item.at("host").get<std::string>();
       failure.node_id = item.at("node_id").get<std::string>();
-      failure.rank = item.at("rank").get<int>();
-      failure.local_rank = item.at("local_rank").get<int>();
-      failure.pid = item.at("pid").get<int>();
-      failure.exit_code = item.at("exit_code").get<int>();
-      failure.time_ms = item.at("time_ms").get<int64_t>();
+      failure.rank = JsonInt(item, "rank", -1, INT32_MAX);
+      failure.local_rank = JsonInt(item, "local_rank", -1, INT32_MAX);
+      failure.pid = JsonInt(item, "pid");
+      failure.exit_code = JsonInt(item, "exit_code");
+      failure.time_ms = JsonInteger(item, "time_ms", INT64_MIN, INT64_MAX);
       failure.error_file = item.at("error_file").get<std::string>();
       failure.message = item.at("message").get<std::string>();
       failure.traceback = item.at("traceback").get<std::string>();

@@ -35,9 +35,14 @@ void FillFromErrorFile(const std::string& path, elastic::WorkerFailure* failure)
         if (json.contains("timestamp")) {
           int64_t seconds = 0;
           const nlohmann::json& stamp = json.at("timestamp");
-          if (stamp.is_number()) seconds = stamp.get<int64_t>();
+          // An integer, or a float (time.time()) converted only within range: converting
+          // 1e300 would be undefined.
+          if (stamp.is_number_integer()) seconds = stamp.get<int64_t>();
+          if (stamp.is_number_float() && stamp.get<double>() > 0 && stamp.get<double>() < 1e15) {
+            seconds = static_cast<int64_t>(stamp.get<double>());
+          }
           if (stamp.is_string()) (void)absl::SimpleAtoi(stamp.get<std::string>(), &seconds);
-          if (seconds > 0) failure->time_ms = std::min(failure->time_ms, seconds * 1000);
+          if (seconds > 0 && seconds < 1'000'000'000'000'000) failure->time_ms = std::min(failure->time_ms, seconds * 1000);
         }
       } else {
         failure->message = message.value("message", std::string("<N/A>"));

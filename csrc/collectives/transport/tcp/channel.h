@@ -22,6 +22,7 @@ class TcpChannel final : public StreamChannel {
   ChannelKind kind() const override { return ChannelKind::kTcp; }
   absl::Status Poll(bool* moved) override;
   int event_fd() const override { return epoll_.get(); }
+  int PreferredSpinMicros() const override { return preferred_spin_micros_; }
   void Close(bool clean, Deadline deadline) override;
 
  protected:
@@ -35,6 +36,7 @@ class TcpChannel final : public StreamChannel {
   TcpChannel(int rank, int size, FrameSink* sink) : StreamChannel(rank, size, sink) {}
 
   Fd epoll_;
+  int preferred_spin_micros_ = 0;
   std::vector<bool> readable_armed_;
   std::vector<bool> writable_armed_;
 };
