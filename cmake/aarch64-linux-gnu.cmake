@@ -30,8 +30,10 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 # (libabsl_* on each other, libhwloc on libudev) for the linker.
 set(CMAKE_C_FLAGS_INIT "-isystem ${COHORT_AARCH64_SYSROOT}/usr/include/aarch64-linux-gnu")
 set(CMAKE_CXX_FLAGS_INIT "-isystem ${COHORT_AARCH64_SYSROOT}/usr/include/aarch64-linux-gnu")
+# libcurl's own dependencies (nghttp2, gnutls, krb5, ...) are not in the sysroot: the check
+# links against libcurl without them (nothing is run), hence --allow-shlib-undefined.
 set(CMAKE_EXE_LINKER_FLAGS_INIT
-    "-Wl,-rpath-link,${COHORT_AARCH64_SYSROOT}/usr/lib/aarch64-linux-gnu")
+    "-Wl,-rpath-link,${COHORT_AARCH64_SYSROOT}/usr/lib/aarch64-linux-gnu -Wl,--allow-shlib-undefined")
 
 # pkg-config (hwloc) reads the arm64 .pc files and prefixes their paths with the tree.
 set(ENV{PKG_CONFIG_LIBDIR}

@@ -245,8 +245,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
       // Waking the progress thread costs a system call and a core. A small collective is
       // usually waited for at once and then runs on the waiting thread; while the progress
       // thread naps in short slices it picks up the rest within a millisecond anyway.
-      bool small = !IsPointToPoint(operation->args.op) &&
-                   OpBytes(operation->args, size_) <= kLazyStartBytes;
+      bool small = OpBytes(operation->args, size_) <= kLazyStartBytes;
       if (!(small && napping_)) KickLocked();
     }
   }
@@ -365,6 +364,23 @@ std::shared_ptr<Engine::Operation> Engine::PopLocked() {
   return operation;
 }
 
+int Engine::SpinMicros() const {
+  if (config_.settings.spin_microseconds >= 0) return config_.settings.spin_microseconds;
+  const int preferred = transport_->PreferredSpinMicros();
+  const int learned = spin_budget_us_.load(std::memory_order_relaxed);
+  return learned < 0 ? preferred : std::min(learned, preferred);
+}
+
+void Engine::LearnSpin(int64_t waited_nanos) {
+  if (config_.settings.spin_microseconds >= 0) return;  // set by the user: kept
+  const int preferred = transport_->PreferredSpinMicros();  // once: it asks every channel
+  const int learned = spin_budget_us_.load(std::memory_order_relaxed);
+  const int current = learned < 0 ? preferred : std::min(learned, preferred);
+  const int next = waited_nanos <= int64_t{preferred} * 1000 ? std::min(preferred, current * 2 + 1)
+                                                              : current / 2;
+  spin_budget_us_.store(next, std::memory_order_relaxed);
+}
+
 bool Engine::HelpUntil(const Work* work) {
   if (!executing_.TryLock()) return false;
   RunLocked(work);
@@ -382,7 +398,13 @@ void Engine::AfterRelease() {
     return;
   }
   absl::MutexLock lock(&queue_mutex_);
-  if (!queue_.empty() || in_flight_count_.load() > 0 || device_pending_count_.load() > 0) {
+  // Transfers in flight or small operations queued while the progress thread naps in short
+  // slices: it finds them within a millisecond, and the caller usually waits for them next (a
+  // send and a receive posted together, the receive waited for after the send) and then runs
+  // them itself. Waking it costs a system call, and a core that the caller's peer may need.
+  // Device steps are polled: they always wake it.
+  if (device_pending_count_.load() > 0 ||
+      (!napping_ && (!queue_.empty() || in_flight_count_.load() > 0))) {
     KickLocked();
   }
 }
@@ -425,8 +447,12 @@ void Engine::RunLocked(const Work* until) {
   // this host, or behind RDMA, usually answers within it), then sleeps; the progress thread
   // (no caller) sleeps at once.
   int64_t spin_until = 0;
+  int64_t waiting_since = 0;
   while (true) {
-    if (until != nullptr && until->IsCompleted()) return;
+    if (until != nullptr && until->IsCompleted()) {
+      if (waiting_since != 0) LearnSpin(NowNanos() - waiting_since);
+      return;
+    }
     if (aborted_.load()) {
       absl::Status reason;
       {
@@ -454,13 +480,12 @@ void Engine::RunLocked(const Work* until) {
     const bool device = !device_pending_.empty();
     int timeout_ms = device ? 0 : until != nullptr ? 1 : 50;
     if (until != nullptr && !device) {
+      const int64_t now = NowNanos();
       if (spin_until == 0) {
-        const int spin = config_.settings.spin_microseconds >= 0
-                             ? config_.settings.spin_microseconds
-                             : transport_->PreferredSpinMicros();
-        spin_until = NowNanos() + int64_t{spin} * 1000;
+        waiting_since = now;
+        spin_until = now + int64_t{SpinMicros()} * 1000;
       }
-      if (NowNanos() < spin_until) timeout_ms = 0;
+      if (now < spin_until) timeout_ms = 0;
     }
     absl::Status status = transport_->Progress(timeout_ms);
     if (!status.ok()) {

@@ -77,6 +77,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Runs queued operations on the calling thread until `work` completes, if no other thread is
   // executing. False when another thread holds the engine (the caller should just wait).
   bool HelpUntil(const Work* work);
+  // How long a waiting thread polls before it sleeps (COHORT_SPIN_US, else the transport's
+  // choice, zero when the ranks of this host have fewer cores than threads that would spin,
+  // shortened while waits on this communicator outlast it).
+  int SpinMicros() const;
 
   const Protocol& transport() const { return *transport_; }
   const Topology& topology() const { return *config_.topology; }
@@ -188,6 +192,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::deque<std::shared_ptr<Operation>> device_pending_ ABSL_GUARDED_BY(executing_);
   std::atomic<int> device_pending_count_{0};
   int64_t device_nap_nanos_ ABSL_GUARDED_BY(executing_) = 0;
+  // The spin budget learned from the waits so far (microseconds; -1: the transport's choice).
+  // A wait that ended within the transport's budget doubles it (up to that budget), a longer
+  // one halves it: on a host whose cores are shared with other hosts' ranks (containers,
+  // namespaces) a spinning waiter keeps its peer off the core, and the waits teach it to sleep.
+  std::atomic<int> spin_budget_us_{-1};
+  void LearnSpin(int64_t waited_nanos);
   // Device operations enqueue their steps in issue order (held across enqueue and queueing).
   absl::Mutex device_submit_mutex_;
 

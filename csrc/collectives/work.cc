@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "collectives/engine.h"
+#include "common/clock.h"
+#include "common/cpu.h"
 
 namespace cohort {
 
@@ -9,8 +11,12 @@ Work::Work(std::shared_ptr<Engine> engine, OpType op, uint64_t sequence)
     : engine_(std::move(engine)), op_(op), sequence_(sequence) {}
 
 absl::Status Work::Wait(absl::Duration timeout) {
-  if (!IsCompleted() && timeout == absl::InfiniteDuration() && engine_ != nullptr) {
-    engine_->HelpUntil(this);
+  if (!IsCompleted() && timeout == absl::InfiniteDuration() && engine_ != nullptr &&
+      !engine_->HelpUntil(this)) {
+    // Another thread drives the engine (the progress thread, usually): poll for the spin
+    // budget before sleeping on the mutex; a sleeper costs its completer a wake-up call.
+    const int64_t spin_until = NowNanos() + int64_t{engine_->SpinMicros()} * 1000;
+    while (!IsCompleted() && NowNanos() < spin_until) CpuRelax();
   }
   if (IsCompleted()) return status();  // no condition to evaluate on the way out
   absl::MutexLock lock(&mutex_);

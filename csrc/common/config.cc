@@ -52,7 +52,9 @@ const std::vector<Variable>& BuildRegistry() {
       {"COHORT_SPIN_US", Type::kInt, "-1",
        "Microseconds a waiting thread polls before it sleeps in the kernel; -1 (auto): 200 when "
        "each rank on this host has a core of its own (waking from a sleep costs more than most "
-       "replies take, over shared memory, UCX or TCP), else 0.",
+       "replies take, over shared memory, UCX or TCP), else 0; also 0 while the machine has more "
+       "runnable threads than cores (other namespaces' or containers' ranks, a build), and "
+       "shorter while a communicator's waits keep outlasting it.",
        {}, -1, 1'000'000},
       {"COHORT_TRANSPORTS", Type::kString, "",
        "Channel kinds a communicator may use, in order of preference (shm, ucx, tcp, comma "

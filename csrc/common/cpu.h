@@ -15,4 +15,10 @@ inline void CpuRelax() {
 #endif
 }
 
+// Whether the machine has a core for every runnable thread right now (read from /proc/loadavg at
+// most every 2 ms; true where it cannot be read). A waiter that spins while threads outnumber
+// cores keeps the peer it waits for - or another namespace's or container's rank on this
+// machine - off a core: it should sleep instead.
+bool CoresToSpare();
+
 }  // namespace cohort

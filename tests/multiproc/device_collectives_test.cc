@@ -238,9 +238,12 @@ TEST(DeviceCollectivesTest, TwoHostsComposeTheDeviceGroupWithRails) {
     ASSERT_NE(r.comm, nullptr);
     // 7: one element of tail (7 = 2 x 3 + 1); 100003: several chunks and a tail.
     for (size_t count : {size_t{1}, size_t{7}, size_t{100003}}) {
-      for (auto [type, op] : {std::pair{DataType::kFloat32, ReduceOp::kSum},
-                              std::pair{DataType::kInt64, ReduceOp::kAvg},
-                              std::pair{DataType::kInt32, ReduceOp::kMin}}) {
+      for (auto [type_, op_] : {std::pair{DataType::kFloat32, ReduceOp::kSum},
+                                std::pair{DataType::kInt64, ReduceOp::kAvg},
+                                std::pair{DataType::kInt32, ReduceOp::kMin}}) {
+        // Copies: clang 14 cannot capture structured bindings in the lambda below.
+        const DataType type = type_;
+        const ReduceOp op = op_;
         std::vector<char> input = MakeInput(type, op, rank, count);
         std::vector<char> output(input.size(), 0x5a);
         AllreduceOptions options;

@@ -16,6 +16,7 @@
 #include "collectives/transport/tcp/address.h"
 #include "collectives/transport/tcp/channel.h"
 #include "collectives/transport/tcp/mesh.h"
+#include "common/cpu.h"
 #include "common/crypto.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -583,7 +584,9 @@ void Protocol::Wake() {
 int Protocol::PreferredSpinMicros() const {
   int spin = 0;
   for (const auto& channel : channels_) spin = std::max(spin, channel->PreferredSpinMicros());
-  return spin;
+  // The channels judge by this host's ranks and cores; other hosts' ranks may share the
+  // machine's cores (namespaces, containers), and a busy machine has none to spin on.
+  return spin > 0 && !CoresToSpare() ? 0 : spin;
 }
 
 ChannelKind Protocol::KindBetween(int a, int b) const {
