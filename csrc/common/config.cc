@@ -90,9 +90,11 @@ const std::vector<Variable>& BuildRegistry() {
        "it to <log dir>/attempt_<n>/traces. Empty: a failure dumps nothing, SIGUSR1 dumps into "
        "the working folder."},
       {"COHORT_ON_FAILURE", Type::kChoice, "restart",
-       "Set by cohortrun for its workers (--on-failure): restart (a failure restarts every "
-       "worker) or shrink (the survivors go on; the torch backend then watches the launcher's "
-       "removals and fails operations with a removed rank at once).",
+       "What a failed worker or a lost node does to a cohortrun job (the default of cohortrun's "
+       "--on-failure, which sets it for the workers): restart (every worker stops and a new "
+       "generation starts, as torchrun) or shrink (cohortrun removes the failed ranks and the "
+       "survivors go on; the torch backend then watches the launcher's removals and fails "
+       "operations with a removed rank at once).",
        {"restart", "shrink"}},
       {"COHORT_SHRINK_WAIT", Type::kDuration, "30s",
        "How long Shrink's agreement waits for a rank that nobody reported as failed (a rank "
