@@ -14,8 +14,8 @@ Under ``cohortrun --on-failure shrink`` a watch thread also waits for the launch
 once, naming it (a peer whose traffic vanished sends no FIN), instead of at the timeout. See
 docs/failures.md.
 """
+import atexit
 import os
-import sys
 import threading
 import weakref
 
@@ -25,8 +25,9 @@ import torch.distributed as dist
 from . import _C
 
 _tracked = weakref.WeakSet()  # cohort backends of the job's world (their root ranks are RANKs)
-_watch_started = False
+_watch_thread = None
 _watch_lock = threading.Lock()
+_watch_stop = threading.Event()
 
 
 def _c10d():
@@ -125,7 +126,7 @@ def dump_trace(group=None, directory=None):
 
 def _watch():
     number = 1
-    while not sys.is_finalizing():
+    while not _watch_stop.is_set():
         removal = _C.wait_removal(number, 1.0)
         if removal is None:
             continue
@@ -139,15 +140,25 @@ def _watch():
                 pass
 
 
+def _stop_watch():
+    """At exit, while threads still run: the watch must not be inside the extension (the GIL
+    released) when the interpreter finalizes, or the process aborts."""
+    _watch_stop.set()
+    _C.stop_watch()
+    if _watch_thread is not None:
+        _watch_thread.join(timeout=5)
+
+
 def _track(backend, size):
     """Called for each backend the creator makes: the job's world groups are watched."""
-    global _watch_started
+    global _watch_thread
     if os.environ.get("COHORT_ON_FAILURE") != "shrink" or not os.environ.get("COHORT_STORE_ADDR"):
         return
     if str(size) != os.environ.get("WORLD_SIZE"):
         return
     _tracked.add(backend)
     with _watch_lock:
-        if not _watch_started:
-            _watch_started = True
-            threading.Thread(target=_watch, name="cohort-membership", daemon=True).start()
+        if _watch_thread is None:
+            _watch_thread = threading.Thread(target=_watch, name="cohort-membership", daemon=True)
+            _watch_thread.start()
+            atexit.register(_stop_watch)

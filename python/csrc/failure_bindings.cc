@@ -22,12 +22,28 @@ ProcessGroupCohort& Ours(const c10::intrusive_ptr<BackendBase>& backend);
 
 namespace {
 
-// One connection to cohortrun's worker store for the removal watch (COHORT_STORE_ADDR).
+// One connection to cohortrun's worker store for the removal watch (COHORT_STORE_ADDR). Never
+// destroyed (static destruction would pull it from under a watch parked in a get), and shut
+// down by stop_watch at interpreter exit: a daemon thread that comes back from the get while
+// the interpreter finalizes is ended inside gil_scoped_release's destructor, and that forced
+// unwinding through a noexcept frame aborted workers at their exit ("terminate called without
+// an active exception").
+struct WatchConnection {
+  std::mutex mutex;
+  store::StoreClient* client = nullptr;  // leaked on purpose
+  bool stopped = false;
+};
+
+WatchConnection& Watch() {
+  static WatchConnection* watch = new WatchConnection;
+  return *watch;
+}
+
 store::StoreClient* WatchStore() {
-  static std::mutex mutex;
-  static std::unique_ptr<store::StoreClient> client;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (client != nullptr) return client.get();
+  WatchConnection& watch = Watch();
+  std::lock_guard<std::mutex> lock(watch.mutex);
+  if (watch.stopped) return nullptr;
+  if (watch.client != nullptr) return watch.client;
   auto address = config::GetString("COHORT_STORE_ADDR");
   if (!address.ok() || address->empty()) return nullptr;
   std::vector<std::string> parts = absl::StrSplit(*address, absl::MaxSplits(':', 1));
@@ -42,8 +58,8 @@ store::StoreClient* WatchStore() {
   if (job.ok()) options.job_id = *job;
   auto connected = store::StoreClient::Connect(options);
   if (!connected.ok()) return nullptr;
-  client = std::move(*connected);
-  return client.get();
+  watch.client = connected->release();
+  return watch.client;
 }
 
 }  // namespace
@@ -109,6 +125,16 @@ void DefineFailureCalls(py::module& module) {
       },
       py::arg("number"), py::arg("timeout_seconds"),
       "cohortrun's removal `number` (ranks, reason), or None when it did not come in time.");
+  module.def(
+      "stop_watch",
+      [] {
+        WatchConnection& watch = Watch();
+        std::lock_guard<std::mutex> lock(watch.mutex);
+        watch.stopped = true;
+        if (watch.client != nullptr) watch.client->Shutdown();  // a parked get returns now
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "Ends the removal watch's waits for good (at interpreter exit).");
 }
 
 }  // namespace cohort::torch_ext
