@@ -9,11 +9,25 @@
 #            the heartbeat timeout + 1 s of the drop; node2's agent, cut off, stops its workers.
 # Both jobs finish with exit code 0 on the survivors. Prints the time from the drop to the
 # survivors' next completed step on each path. ROUNDS=N alternates the two N times and prints
-# the medians (bench/RESULTS.md); ctest runs one round.
+# the medians (bench/RESULTS.md); ctest runs one round. WORKER_KIND=torch runs the same job with
+# torch workers on the cohort backend (tests/cluster/lib/torch_shrink_worker.py: a restart there
+# also pays for starting python, importing torch and forming the process group).
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/netns.sh"
 WORKER=$BUILD/tests/cohort-shrink-worker
 [[ -x $WORKER ]] || fail "$WORKER is not built"
+kind=${WORKER_KIND:-cpp}
+if [[ $kind == torch ]]; then
+  ls "$BUILD"/python/cohort/_C*.so > /dev/null 2>&1 || fail "the torch extension is not built in $BUILD"
+  export PYTHONPATH=$BUILD/python COHORT_PYTHON=/usr/bin/python3 STEP_SECONDS=0.1
+  worker=("$SOURCE/tests/cluster/lib/torch_shrink_worker.py")
+  worker_args() { echo "$1 $steps"; }
+  start_limit=120
+else
+  worker=(--no-python "$WORKER")
+  worker_args() { echo "--dir $1 --steps $steps --step-ms 100 --timeout 30s"; }
+  start_limit=30
+fi
 command -v iptables > /dev/null || fail "iptables is not installed (scripts/bootstrap installs it)"
 rounds=${ROUNDS:-1}
 heartbeat_timeout=2
@@ -39,11 +53,10 @@ run() {
   for i in 0 1 2; do
     start_node $i "$SCRATCH/$name.node$i.log" --nnodes 2:3 --nproc-per-node 2 --max-restarts 1 \
       --on-failure "$mode" --rdzv-endpoint "$(address 0):$port" --rdzv-id "$name" \
-      --rdzv-conf "$conf" --no-python "$WORKER" --dir "$d" --steps $steps --step-ms 100 \
-      --timeout 30s "$TAG"
+      --rdzv-conf "$conf" "${worker[@]}" $(worker_args "$d") "$TAG"
   done
   stepped() { [[ -f $d/steps.1.5 ]] && (($(wc -l < "$d/steps.1.5") >= 8)); }
-  wait_for 30 stepped || { tail "$SCRATCH/$name".node*.log; fail "$name: 6 workers on 3 nodes did not step"; }
+  wait_for $start_limit stepped || { tail "$SCRATCH/$name".node*.log; fail "$name: 6 workers on 3 nodes did not step"; }
   for rank in 0 1 2 3 4 5; do
     read -r _ _ size host < "$d/start.1.$rank"
     [[ $size == 6 && $host == node$((rank / 2)) ]] || fail "$name: rank $rank: $(cat "$d/start.1.$rank")"
@@ -73,7 +86,7 @@ run() {
     ls "$d"/start.2.* > /dev/null 2>&1 && fail "$name: a second generation started"
     for rank in 0 1 2 3; do
       (($(wc -l < "$d/start.1.$rank") == 1)) || fail "$name: rank $rank started more than once"
-      contains "$d/removal.$rank" "1|4,5|node node2 lost: no heartbeat for"
+      [[ $kind == torch ]] || contains "$d/removal.$rank" "1|4,5|node node2 lost: no heartbeat for"
       read -r _ from to < "$d/shrunk.$rank"
       [[ $from == 6 && $to == 4 ]] || fail "$name: rank $rank shrank from $from to $to ranks"
       [[ $(tail -1 "$d/steps.1.$rank" | awk '{print $2, $3}') == "$((steps - 1)) 4" ]] ||
@@ -108,7 +121,7 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 restart_median=$(median "${restart_times[@]}")
 shrink_median=$(median "${shrink_times[@]}")
-echo "drop to the survivors' next step over $rounds round(s), heartbeat timeout ${heartbeat_timeout} s: restart median $restart_median s (${restart_times[*]}), shrink median $shrink_median s (${shrink_times[*]}), restart/shrink $(awk -v r="$restart_median" -v s="$shrink_median" 'BEGIN {printf "%.2f", r / s}')"
+echo "$kind workers: drop to the survivors' next step over $rounds round(s), heartbeat timeout ${heartbeat_timeout} s: restart median $restart_median s (${restart_times[*]}), shrink median $shrink_median s (${shrink_times[*]}), restart/shrink $(awk -v r="$restart_median" -v s="$shrink_median" 'BEGIN {printf "%.2f", r / s}')"
 [[ -z ${KEEP_LOGS:-} ]] || cp -r "$SCRATCH" "$KEEP_LOGS"
 no_leftovers
 no_namespace_leftovers
