@@ -230,3 +230,22 @@ def test_the_example_trains_loses_a_worker_and_finishes_on_the_survivors(tmp_pat
     assert losses[-1][1] < losses[0][1]  # it went on learning
     assert "finished 24 steps on 3 workers (started on 4)" in out
     assert "killing myself (SIGKILL) at step 8" in logs[2]
+
+
+def _rank0_lost(rank, world_size):
+    values = torch.ones(8)
+    dist.all_reduce(values)
+    if rank == 0:
+        _die()  # and with it the store, which lives in its process
+    _fails(lambda: dist.all_reduce(values))
+    try:
+        cohort.shrink()
+    except RuntimeError as error:
+        return str(error)
+    raise AssertionError("shrink without the store succeeded")
+
+
+def test_losing_rank_0_without_a_launcher_says_why_shrink_cannot_go_on():
+    results = harness.run(_rank0_lost, world_size=3, expect_killed=(0,), pg_timeout=20)
+    for message in results[1:]:
+        assert "lives in rank 0's process" in message and "run it under cohortrun" in message

@@ -324,3 +324,27 @@ def test_a_torch_jobs_dumps_name_the_killed_rank_and_where_each_rank_stopped(tmp
         assert rows[r]["last_sequence"] == sequence and rows[r]["state"] == "failed"
     assert result["stopped_at"]["sequence"] == min(reached.values())
     assert rows[2]["at_least_done"] == max(reached.values()) - 1
+
+
+def _disagree(rank, world_size):
+    for _ in range(3):
+        dist.all_reduce(torch.ones(64))
+    try:
+        dist.all_reduce(torch.ones(32 if rank == 2 else 64))
+    except cohort.CollectiveError as error:
+        return error.sequence
+    raise AssertionError("the mismatched allreduce did not fail")
+
+
+def test_a_torch_jobs_dumps_name_the_rank_that_disagreed(tmp_path):
+    traces = tmp_path / "traces"
+    results = harness.run(_disagree, world_size=4, env={"COHORT_TRACE_DIR": str(traces)},
+                          pg_timeout=20)
+    done = subprocess.run([COHORT_TRACE, str(traces), "--json"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["communicators"]
+    assert result["missing"] == [] and result["culprits"] == [2]
+    (mismatch,) = result["mismatches"]
+    assert mismatch["sequence"] == results[0] and mismatch["odd"] == [2]
+    assert [(g["ranks"], g["count"]) for g in mismatch["groups"]] == [([0, 1, 3], 64), ([2], 32)]
