@@ -261,8 +261,11 @@ TEST_P(UcxChannelTest, FramesArriveInOrderAtEverySize) {
     // Per peer, tags in send order; every payload intact.
     std::map<int, uint32_t> next;
     for (const TestSink::Frame& frame : self->sink.frames) {
-      EXPECT_EQ(frame.header.tag, next[frame.peer]++) << "from rank " << frame.peer;
-      EXPECT_EQ(frame.header.length, sizes[frame.header.tag]);
+      // Copies: the header is packed, and EXPECT_EQ binds references (misaligned fields).
+      const uint32_t tag = frame.header.tag;
+      const uint64_t length = frame.header.length;
+      EXPECT_EQ(tag, next[frame.peer]++) << "from rank " << frame.peer;
+      EXPECT_EQ(length, sizes[tag]);
       EXPECT_TRUE(frame.landed);
     }
     for (auto& [key, buffer] : inbound) {
