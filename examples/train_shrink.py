@@ -21,14 +21,16 @@ outlives every worker, so any rank may go, and cohortrun tells the survivors who
         python3 examples/train_shrink.py --kill-rank 2 --kill-step 10 & done; wait
     cohortrun --standalone --nproc-per-node 4 --on-failure shrink examples/train_shrink.py
 
-Output (rank 0; the lost worker's error names it and its host):
+Output (rank 0; the lost worker's error names it and its host; lines cut here):
 
     [rank 0] backend cohort, world size 4, 40 steps of 64 samples
-    [rank 0] step 10 loss 0.3920 (world size 4)
-    [rank 0] step 11 failed: allreduce(float32 x 577, sum) #24 on rank 0 (vm) failed: lost connection to rank 2 (vm) ...
-    [rank 0] shrank in 4.1 ms: world size 4 -> 3, this worker rank 0 -> 0 (ranks 0, 1, 3 go on), resuming at step 10
-    [rank 0] step 20 loss 0.1404 (world size 3)
-    [rank 0] finished 40 steps on 3 workers (started on 4), final loss 0.0301
+    [rank 0] step 10 loss 2.5548 (world size 4)
+    [rank 0] step 11 failed: allreduce(float32 x 577, sum) #26 on rank 0 (vm) failed: lost
+             connection to rank 2 (vm): the peer closed the connection. ...
+    [rank 0] shrank in 3.7 ms: world size 4 -> 3, this worker rank 0 -> 0 (ranks 0, 1, 3 go
+             on), resuming at step 10
+    [rank 0] step 15 loss 1.7034 (world size 3)
+    [rank 0] finished 40 steps on 3 workers (started on 4), final loss 0.2255
 """
 import argparse
 import datetime

@@ -167,7 +167,8 @@ def main(argv=None):
     shrink, restart = times["shrink"], times["restart"]
     print(f"# shrink:  median {statistics.median(shrink):.1f} ms, max {max(shrink):.1f} ms")
     print(f"# restart: median {statistics.median(restart):.1f} ms, max {max(restart):.1f} ms")
-    print(f"# restart / shrink (medians): {statistics.median(restart) / statistics.median(shrink):.1f}x")
+    ratio = statistics.median(restart) / statistics.median(shrink)
+    print(f"# restart / shrink (medians): {ratio:.1f}x")
     return 0
 
 

@@ -98,7 +98,8 @@ def test_a_rank_without_a_dump_is_named_with_how_the_others_lost_it(tmp_path, ca
                                                                "3": "lost"}
     assert rows[1]["at_least_done"] == 6  # the others finished sequence 6 with it
     for r in (0, 2, 3):
-        assert (rows[r]["last_sequence"], rows[r]["state"], rows[r]["last_done"]) == (7, "failed", 6)
+        row = rows[r]
+        assert (row["last_sequence"], row["state"], row["last_done"]) == (7, "failed", 6)
     code, out, _ = trace(capsys, folder)
     assert code == 0
     assert "stopped first: rank 1 (no dump)" in out
