@@ -49,6 +49,7 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
   identity.size = size_;
   identity.host = transport_->PeerHost(rank_);
   identity.generation = config_.generation;
+  identity.root_rank = transport_->ConnectionRank(rank_);
   recorder_ = std::make_unique<FlightRecorder>(config_.trace_buffer, std::move(identity),
                                                config_.trace_dir);
   config_.tuning.device = &device_->state();
@@ -734,7 +735,7 @@ void Engine::BreakLocked(const absl::Status& status, const Operation* current) {
   if (first && recorder_->enabled() && !config_.trace_dir.empty()) {
     auto path = recorder_->Dump(
         status.code() == absl::StatusCode::kDeadlineExceeded ? "timeout" : "error",
-        std::string(status.message()));
+        std::string(status.message()), "", FailedRanksLocked());
     if (path.ok()) {
       COHORT_LOG(WARN) << "flight recorder of communicator \"" << config_.name << "\" dumped to "
                        << *path;
@@ -778,6 +779,23 @@ std::vector<FailureBlame> Engine::FailedRanks() {
     removed = removed_;
   }
   absl::MutexLock lock(&executing_);
+  return FailedRanksLocked(removed);
+}
+
+std::vector<FlightRecorder::FailedRank> Engine::FailedRanksLocked() {
+  std::vector<int> removed;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    removed = removed_;
+  }
+  std::vector<FlightRecorder::FailedRank> failed;
+  for (const FailureBlame& blame : FailedRanksLocked(removed)) {
+    failed.push_back({blame.rank, BlameName(blame.blame)});
+  }
+  return failed;
+}
+
+std::vector<FailureBlame> Engine::FailedRanksLocked(const std::vector<int>& removed) {
   std::vector<FailureBlame> failed;
   for (int rank = 0; rank < size_; ++rank) {
     Blame blame = transport_->FailedBlame(rank);
@@ -798,9 +816,16 @@ absl::StatusOr<std::string> Engine::DumpTrace(const std::string& reason,
     absl::MutexLock lock(&queue_mutex_);
     error = std::string(broken_.message());
   }
+  // The failed ranks when no operation holds the engine (a dump asked for while one waits must
+  // not wait behind it).
+  std::vector<FlightRecorder::FailedRank> failed;
+  if (executing_.TryLock()) {
+    failed = FailedRanksLocked();
+    executing_.Unlock();
+  }
   // Empty: the recorder's own folder (COHORT_TRACE_DIR), and where there is none, this one.
   const bool here = directory.empty() && config_.trace_dir.empty();
-  return recorder_->Dump(reason, error, here ? std::string(".") : directory);
+  return recorder_->Dump(reason, error, here ? std::string(".") : directory, failed);
 }
 
 void Engine::Shutdown() {

@@ -146,6 +146,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // `status` blames) and dumps the flight recorder. `current`: the operation that failed.
   void BreakLocked(const absl::Status& status, const Operation* current = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // The ranks the transport knows failed, and those a launcher removed (`removed`).
+  std::vector<FailureBlame> FailedRanksLocked(const std::vector<int>& removed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // The same for a flight-recorder dump.
+  std::vector<FlightRecorder::FailedRank> FailedRanksLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void AfterRelease();
   std::shared_ptr<Operation> PopLocked();
   absl::Status Validate(const OpArgs& args) const;

@@ -224,7 +224,8 @@ std::string FlightRecorder::FileName() const {
   return absl::StrCat("trace-rank", identity_.rank, name.empty() ? "" : "-", name, ".json");
 }
 
-std::string FlightRecorder::Json(const std::string& reason, const std::string& error) const {
+std::string FlightRecorder::Json(const std::string& reason, const std::string& error,
+                                 const std::vector<FailedRank>& failed) const {
   const int64_t now = RealtimeNanos();
   std::vector<Entry> entries;
   uint64_t made = 0;
@@ -247,8 +248,15 @@ std::string FlightRecorder::Json(const std::string& reason, const std::string& e
       " \"rank\": ", identity_.rank, ", \"world_size\": ", identity_.size,
       ", \"host\": ", JsonString(identity_.host), ", \"pid\": ", getpid(),
       ",\n \"communicator\": ", JsonString(identity_.communicator),
-      ", \"generation\": ", identity_.generation, ", \"reason\": ", JsonString(reason),
-      ",\n \"error\": ", error.empty() ? "null" : JsonString(error),
+      ", \"generation\": ", identity_.generation, ", \"root_rank\": ", identity_.root_rank,
+      ", \"reason\": ", JsonString(reason),
+      ",\n \"error\": ", error.empty() ? "null" : JsonString(error), ", \"failed_ranks\": [",
+      absl::StrJoin(failed, ", ",
+                    [](std::string* out, const FailedRank& failure) {
+                      absl::StrAppend(out, "{\"rank\": ", failure.rank,
+                                      ", \"how\": ", JsonString(failure.how), "}");
+                    }),
+      "]",
       ",\n \"clock\": \"realtime\", \"dumped_at_ns\": ", now, ", \"buffer_size\": ", capacity_,
       ", \"dropped\": ", made > capacity_ ? made - capacity_ : 0,
       ",\n \"machine\": {\"host\": ", JsonString(identity_.host), "}, \"commit\": null",
@@ -282,7 +290,8 @@ std::string FlightRecorder::Json(const std::string& reason, const std::string& e
 
 absl::StatusOr<std::string> FlightRecorder::Dump(const std::string& reason,
                                                  const std::string& error,
-                                                 const std::string& directory) const {
+                                                 const std::string& directory,
+                                                 const std::vector<FailedRank>& failed) const {
   const std::string& folder = directory.empty() ? directory_ : directory;
   if (folder.empty()) {
     return absl::FailedPreconditionError(
@@ -294,7 +303,7 @@ absl::StatusOr<std::string> FlightRecorder::Dump(const std::string& reason,
   const std::string partial = absl::StrCat(path, ".", getpid(), ".tmp");
   {
     std::ofstream file(partial, std::ios::trunc);
-    file << Json(reason, error);
+    file << Json(reason, error, failed);
     if (!file) {
       return absl::UnavailableError(absl::StrCat("cannot write the flight-recorder dump ", partial,
                                                  ": ", std::strerror(errno)));

@@ -30,6 +30,13 @@ class FlightRecorder {
     int size = 1;
     std::string host;
     int generation = 0;  // cohortrun's (COHORT_GENERATION)
+    int root_rank = 0;   // this rank in the communicator a shrink or split started from
+  };
+  // A rank this rank knew had failed when it dumped, and how it learned (BlameName: lost,
+  // stopped, timeout, removed): cohort-trace names a rank that wrote no dump from these.
+  struct FailedRank {
+    int rank = 0;
+    std::string how;
   };
 
   // `capacity` 0 records nothing. `directory`: where dumps go ("" for failures: nowhere).
@@ -52,11 +59,13 @@ class FlightRecorder {
   void Finished(uint64_t id, const absl::Status& status, uint8_t channels);
 
   // The dump as JSON; `reason` is error, timeout, signal or request.
-  std::string Json(const std::string& reason, const std::string& error) const;
+  std::string Json(const std::string& reason, const std::string& error,
+                   const std::vector<FailedRank>& failed = {}) const;
   // Writes it to `directory` (else the recorder's) as trace-rank<R>[-<communicator>].json,
   // replacing an earlier dump of the same communicator; returns the path.
   absl::StatusOr<std::string> Dump(const std::string& reason, const std::string& error,
-                                   const std::string& directory = "") const;
+                                   const std::string& directory = "",
+                                   const std::vector<FailedRank>& failed = {}) const;
   // The file name of this recorder's dumps.
   std::string FileName() const;
 

@@ -61,7 +61,17 @@ c10::intrusive_ptr<ProcessGroupCohort> ProcessGroupCohort::Shrink(
   options.exclude = exclude;
   options.device_bootstrap = bootstrap.get();
   absl::StatusOr<std::unique_ptr<Communicator>> shrunk = comm().Shrink(arbiter, options);
-  TORCH_CHECK(shrunk.ok(), "cohort: ", shrunk.status().message());
+  // Without cohortrun the survivors agree through the group's store, which a job started by
+  // hand (or by torchrun without its agent store) serves from rank 0's process.
+  const bool store_gone = worker_store == nullptr &&
+                          shrunk.status().code() == absl::StatusCode::kUnavailable;
+  TORCH_CHECK(shrunk.ok(), "cohort: ", shrunk.status().message(),
+              store_gone ? ". The survivors agree through the process group's store, which did "
+                           "not answer: started without cohortrun it lives in rank 0's process "
+                           "(MASTER_ADDR:MASTER_PORT), so a job that lost rank 0 cannot shrink; "
+                           "run it under cohortrun (whose store outlives every worker) or restart "
+                           "it"
+                         : "");
   return c10::make_intrusive<ProcessGroupCohort>(store_, std::move(bootstrap),
                                                  std::move(*shrunk), timeout_);
 }

@@ -130,6 +130,10 @@ TEST(Shrink, FailureDumpsTheFlightRecorder) {
     EXPECT_THAT(text, HasSubstr("\"state\": \"failed\""));
     EXPECT_THAT(text, HasSubstr("\"op\": \"allreduce\""));
     EXPECT_THAT(text, HasSubstr("rank 2 ("));
+    // Whom this rank knew had failed, for cohort-trace; the root rank maps a shrunk
+    // communicator's ranks back.
+    EXPECT_THAT(text, HasSubstr("\"failed_ranks\": [{\"rank\": 2, \"how\": \"lost\"}]"));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("\"root_rank\": ", rank, ",")));
   }
   EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir, "/trace-rank2-shrink.json")));
   std::filesystem::remove_all(dir);
