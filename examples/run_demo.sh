@@ -5,9 +5,9 @@
 #   1. --on-failure restart (the default, as torchrun): examples/train.py; this script kills
 #      worker rank 1 with SIGKILL half way, cohortrun restarts the job in a new generation,
 #      which resumes from the last checkpoint and finishes.
-#   2. --on-failure shrink: examples/train_shrink.py; rank 1 is killed half way again, cohortrun
-#      removes it from the job, and the 3 survivors shrink their process group (cohort.shrink())
-#      and finish without any process restarting.
+#   2. --on-failure shrink: examples/train_shrink.py; worker rank 1 kills itself with SIGKILL
+#      half way (--kill-rank 1), cohortrun removes it from the job, and the 3 survivors shrink
+#      their process group (cohort.shrink()) and finish without any process restarting.
 # Usage: examples/run_demo.sh [build dir]
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
@@ -41,15 +41,6 @@ wait_for_line() {
   return 1
 }
 
-# The pid of the worker with RANK=$2 whose command line holds $1.
-worker_pid() {
-  local pid
-  for pid in $(pgrep -f -- "$1"); do
-    tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=$2" && { echo "$pid"; return; }
-  done
-  return 1
-}
-
 echo "== 1. restart: cohortrun --standalone --nproc-per-node 4 --max-restarts 3 examples/train.py --steps $steps"
 "$cohortrun" --standalone --nproc-per-node 4 --max-restarts 3 \
   "$here/train.py" --steps "$steps" --checkpoint-dir "$work/ckpt" --step-seconds 0.1 \
@@ -74,22 +65,23 @@ if [[ ! -f $here/train_shrink.py ]]; then
   exit 0
 fi
 echo
-echo "== 2. shrink: cohortrun --standalone --nproc-per-node 4 --on-failure shrink examples/train_shrink.py --steps $steps"
+echo "== 2. shrink: cohortrun --standalone --nproc-per-node 4 --on-failure shrink" \
+  "examples/train_shrink.py --steps $steps --kill-rank 1 --kill-step $half"
 "$cohortrun" --standalone --nproc-per-node 4 --on-failure shrink \
-  "$here/train_shrink.py" --steps "$steps" --checkpoint-dir "$work/shrink" --step-seconds 0.1 \
+  "$here/train_shrink.py" --steps "$steps" --step-seconds 0.1 --kill-rank 1 --kill-step "$half" \
   > >(tee "$work/shrink.log") 2>&1 &
 launcher=$!
-wait_for_line "$work/shrink.log" "step $half([^0-9]|$)"
-victim=$(worker_pid "$work/shrink" 1) || { echo "== no worker with RANK=1 found" >&2; exit 1; }
-echo "== killing worker rank 1 (pid $victim) with SIGKILL at step $half of $steps"
-kill -KILL "$victim"
 status=0
 wait "$launcher" || status=$?
 launcher=
 echo "== cohortrun exited with code $status"
+grep -q "killing myself (SIGKILL) at step $half" "$work/shrink.log" ||
+  { echo "== worker rank 1 was not killed" >&2; exit 1; }
 grep -q "backend cohort" "$work/shrink.log" || { echo "== the job did not run on the cohort backend" >&2; exit 1; }
+grep -q "finished $steps steps on 3 workers" "$work/shrink.log" ||
+  { echo "== the survivors did not finish all $steps steps" >&2; exit 1; }
 grep -q "the job succeeded: all 3 surviving workers exited with code 0; 1 rank (1) removed" "$work/shrink.log" ||
-  { echo "== the survivors did not finish on their own" >&2; exit 1; }
+  { echo "== cohortrun did not report the survivors' success" >&2; exit 1; }
 if grep -q "restarting" "$work/shrink.log"; then echo "== the job restarted" >&2; exit 1; fi
 ((status == 0)) || exit "$status"
 echo "== backend cohort; the 3 survivors shrank their group and finished all $steps steps, no process restarted"

@@ -326,7 +326,8 @@ class Coordinator::Loop {
         if (!removed_ranks_.empty()) {
           reason = absl::StrCat("all ", TotalRanks() - static_cast<int>(removed_ranks_.size()),
                                 " surviving workers exited with code 0; ",
-                                removed_ranks_.size(), " rank", removed_ranks_.size() > 1 ? "s" : "",
+                                removed_ranks_.size(), " rank",
+                                removed_ranks_.size() > 1 ? "s" : "",
                                 " (", absl::StrJoin(removed_ranks_, ", "),
                                 ") removed on the way (--on-failure shrink): ",
                                 absl::StrJoin(removal_reasons_, "; "));

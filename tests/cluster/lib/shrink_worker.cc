@@ -127,12 +127,17 @@ int Main(int argc, char** argv) {
   absl::Duration timeout = absl::Seconds(30);
   for (int i = 1; i + 1 < argc; ++i) {
     std::string flag = argv[i];
-    if (flag == "--dir") dir = argv[++i];
-    else if (flag == "--steps") steps = std::atoi(argv[++i]);
-    else if (flag == "--step-ms") step_ms = std::atoi(argv[++i]);
-    else if (flag == "--timeout" && !absl::ParseDuration(argv[++i], &timeout)) Die("bad --timeout");
+    if (flag == "--dir")
+      dir = argv[++i];
+    else if (flag == "--steps")
+      steps = std::atoi(argv[++i]);
+    else if (flag == "--step-ms")
+      step_ms = std::atoi(argv[++i]);
+    else if (flag == "--timeout" && !absl::ParseDuration(argv[++i], &timeout))
+      Die("bad --timeout");
   }
-  if (dir.empty()) Die("usage: cohort-shrink-worker --dir D [--steps N] [--step-ms M] [--timeout S]");
+  if (dir.empty())
+    Die("usage: cohort-shrink-worker --dir D [--steps N] [--step-ms M] [--timeout S]");
   const int rank = std::atoi(Env("RANK", "0").c_str());
   const int size = std::atoi(Env("WORLD_SIZE", "1").c_str());
   const std::string generation = Env("COHORT_GENERATION", "1");
