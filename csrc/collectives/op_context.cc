@@ -105,13 +105,13 @@ absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
   // is the better answer (every rank that times out, or hears of it, names the same one).
   int stopped = transport_.StoppedLocalPeer();
   if (stopped >= 0) {
+    // It leads: the rank waited for (perhaps another) comes after, as what this rank saw.
     absl::Status blamed = WithBlame(
         absl::Status(timeout.code(),
-                     absl::StrCat(timeout.message(), " Rank ", stopped, " (",
-                                  transport_.PeerHost(stopped), ") is stopped: its process ",
-                                  transport_.Record(stopped).pid,
+                     absl::StrCat("rank ", stopped, " (", transport_.PeerHost(stopped),
+                                  ") is stopped: its process ", transport_.Record(stopped).pid,
                                   " is in state T (SIGSTOP or a debugger); resume it (SIGCONT) "
-                                  "or end it")),
+                                  "or end it. Rank ", rank_, " ", timeout.message())),
         stopped, Blame::kStopped);
     AddFailedPeer(blamed, stopped);
     return blamed;

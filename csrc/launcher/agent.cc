@@ -406,6 +406,18 @@ class Agent {
       left_ = true;
       return kExitFailure;
     }
+    // The workers' flight recorders dump here on a failure (COHORT_TRACE_DIR), unless the user
+    // chose a folder.
+    std::string trace_dir;
+    if (!CurrentEnvironment().contains("COHORT_TRACE_DIR")) {
+      trace_dir = absl::StrCat(attempt_dir, "/traces");
+      fs::create_directories(trace_dir, error);
+      if (error) {
+        COHORT_LOG(WARN) << "cannot create " << trace_dir << ": " << error.message()
+                         << "; the workers' flight recorders will not dump";
+        trace_dir.clear();
+      }
+    }
     std::vector<WorkerSpec> specs;
     for (int local_rank = 0; local_rank < node.local_world_size; ++local_rank) {
       std::string rank_dir = absl::StrCat(attempt_dir, "/", local_rank);
@@ -420,10 +432,10 @@ class Agent {
       spec.program = *resolved;
       spec.argv = argv;
       std::string error_file = absl::StrCat(rank_dir, "/error.json");
-      spec.env = MergeEnvironment(
-          WorkerVariables(options_, world, group_rank, local_rank, master_addr, master_port, token_,
-                          host_, error_file),
-          node.local_world_size);
+      auto variables = WorkerVariables(options_, world, group_rank, local_rank, master_addr,
+                                       master_port, token_, host_, error_file);
+      if (!trace_dir.empty()) variables["COHORT_TRACE_DIR"] = trace_dir;
+      spec.env = MergeEnvironment(variables, node.local_world_size);
       spec.prefix = ExpandPrefix(options_.log_line_prefix_template, host_, spec.rank, local_rank,
                                  node.role, world.generation);
       int redirect = options_.redirects.For(local_rank);
@@ -547,6 +559,7 @@ class Agent {
       if (!end.ok()) return LostStore(end.status());
       if (!end->has_value()) continue;
       const GenerationEnd& how = **end;
+      ShowTraces(trace_dir);
       if (how.readers > 0) expected_acks_ = how.readers;  // lost nodes will not read it
       if (!workers_->AllExited()) workers_->Stop(StopGrace());
       workers_->PumpAll();
@@ -577,6 +590,18 @@ class Agent {
         }
       }
     }
+  }
+
+  // Names the folder where this node's workers dumped their flight recorders, if any did, and
+  // keeps the log folder that holds it.
+  void ShowTraces(const std::string& trace_dir) {
+    std::error_code error;
+    if (trace_dir.empty() || fs::is_empty(trace_dir, error) || error) return;
+    keep_log_dir_ = true;
+    std::fprintf(stderr,
+                 "cohortrun: the flight recorders of %s's workers dumped into %s; `cohort-trace "
+                 "%s` says where each rank stopped\n",
+                 host_.c_str(), trace_dir.c_str(), trace_dir.c_str());
   }
 
   int LostStore(const absl::Status& status) {
@@ -777,6 +802,9 @@ std::string DescribeDryRun(const LaunchOptions& options) {
                                      options.master_port, "(job token)", logging::HostName(),
                                      absl::StrCat("<log dir>/attempt_0/", local_rank, "/error.json"));
     if (!options.master_port_given) variables["MASTER_PORT"] = "(reserved port)";
+    if (!CurrentEnvironment().contains("COHORT_TRACE_DIR")) {
+      variables["COHORT_TRACE_DIR"] = "<log dir>/attempt_0/traces";
+    }
     std::vector<std::string> entries;
     for (const auto& [name, value] : variables) entries.push_back(absl::StrCat(name, "=", value));
     absl::StrAppend(&out, "  local rank ", local_rank, ": ", absl::StrJoin(entries, " "), "\n");

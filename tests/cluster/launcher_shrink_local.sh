@@ -3,7 +3,9 @@
 # steps over libcohort) and one of them SIGKILLed half way. The survivors are not restarted (one
 # process each, one generation), each sees the launcher's removal record naming the rank, host
 # and signal, shrinks to 3 ranks and finishes every step with correct sums, and the job exits 0.
-# Nothing is left behind (processes, /dev/shm segments of the workers).
+# The survivors' flight recorders dump into the log folder (<log dir>/attempt_0/traces, which
+# cohortrun names), and cohort-trace there names the killed rank. Nothing is left behind
+# (processes, /dev/shm segments of the workers).
 source "$(dirname "$0")/lib/common.sh"
 WORKER=$BUILD/tests/cohort-shrink-worker
 [[ -x $WORKER ]] || fail "$WORKER is not built"
@@ -17,7 +19,9 @@ remove_segments() {
 CLEANUPS+=(remove_segments)
 
 steps=30
-"$COHORTRUN" --standalone --nproc-per-node 4 --on-failure shrink --no-python "$WORKER" \
+unset COHORT_TRACE_DIR
+"$COHORTRUN" --standalone --nproc-per-node 4 --on-failure shrink --log-dir "$SCRATCH/logs" \
+  --no-python "$WORKER" \
   --dir "$d" --steps $steps --step-ms 100 --timeout 30s "$TAG" > "$log" 2>&1 &
 launcher=$!
 STARTED_PIDS+=("$launcher")
@@ -51,6 +55,15 @@ for rank in 0 2 3; do
   last=$(tail -1 "$d/steps.1.$rank")
   [[ $(echo "$last" | awk '{print $2, $3}') == "$((steps - 1)) 3" ]] || fail "rank $rank's last step: $last"
 done
+traces=$(echo "$SCRATCH"/logs/*/attempt_0/traces)
+contains "$log" "the flight recorders of $host's workers dumped into $traces; \`cohort-trace $traces\`"
+for rank in 0 2 3; do
+  ls "$traces"/trace-rank$rank-*.json > /dev/null 2>&1 || fail "rank $rank wrote no dump into $traces: $(ls "$traces")"
+done
+if [[ -x $BUILD/tools/cohort-trace ]]; then
+  "$BUILD/tools/cohort-trace" "$traces" > "$SCRATCH/trace.txt" 2>&1 || true
+  grep -qE "rank 1\b" "$SCRATCH/trace.txt" || { cat "$SCRATCH/trace.txt"; fail "cohort-trace does not name rank 1"; }
+fi
 first=$(awk '$3 == 3 {print $1; exit}' "$d/steps.1.0")
 took=$(elapsed "$killed_at" "$first")
 echo "worker killed: survivors' first step on 3 ranks $took s after the kill, no process restarted"

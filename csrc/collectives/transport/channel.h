@@ -71,6 +71,9 @@ struct Request {
 struct Landing {
   char* data = nullptr;   // header.length bytes; nullptr (with length > 0): deferred
   void* token = nullptr;  // handed back with OnPayload
+  // The sink wants none of the payload (a frame of a revoked view): the channel reads past it
+  // without a buffer of its length (a stream) or releases it (UCX), and no OnPayload follows.
+  bool discard = false;
 };
 
 // The protocol, as a channel sees it.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace cohort {
 namespace {
@@ -23,7 +24,8 @@ T* HeldOf(void* token) {
 ConnectionSet::ConnectionSet(int connections)
     : view_of_(connections, -1), closed_(connections) {}
 
-absl::Status ConnectionSet::Install(FrameSink* view, uint32_t epoch, std::vector<int> members) {
+absl::Status ConnectionSet::Install(FrameSink* view, uint32_t epoch, std::vector<int> members,
+                                    ChannelClaim claim) {
   if (installed_ && epoch <= epoch_) {
     return absl::InternalError(absl::StrCat("a communicator view of epoch ", epoch,
                                             " cannot follow epoch ", epoch_));
@@ -33,6 +35,7 @@ absl::Status ConnectionSet::Install(FrameSink* view, uint32_t epoch, std::vector
         "a communicator lineage can be shrunk at most ", kMaxFrameEpoch, " times"));
   }
   view_ = view;
+  claim_ = std::move(claim);
   epoch_ = epoch;
   installed_ = true;
   std::fill(view_of_.begin(), view_of_.end(), -1);
@@ -45,7 +48,8 @@ absl::Status ConnectionSet::Install(FrameSink* view, uint32_t epoch, std::vector
     const bool member = view_of_[it->connection] >= 0;
     if (!it->discard && (it->header.epoch() < epoch_ || !member)) it->discard = true;
     if (it->discard) {
-      if (it->arrived) held_.erase(it);
+      // (One left in its channel stays unread there: the connection is not this view's.)
+      if (it->arrived) Drop(it);
     } else if (it->header.epoch() == epoch_ && it->arrived && !it->deferred) {
       absl::Status status = Replay(it);
       if (verdict.ok()) verdict = status;
@@ -63,9 +67,20 @@ absl::Status ConnectionSet::Install(FrameSink* view, uint32_t epoch, std::vector
 
 absl::Status ConnectionSet::Replay(std::list<Held>::iterator held) {
   const int rank = view_of_[held->connection];
+  if (held->in_channel) {
+    // The view lands it through the channel, or defers it under the channel's id (then its
+    // claim goes to the channel, not here).
+    const FrameHeader header = held->header;
+    const uint64_t id = held->channel_id;
+    Drop(held);
+    COHORT_ASSIGN_OR_RETURN(Landing landing, view_->OnFrame(rank, header, id));
+    if (landing.data == nullptr) return absl::OkStatus();
+    if (!claim_) return absl::InternalError("a frame deferred in its channel has no claim");
+    return claim_(rank, id, landing.data, landing.token);
+  }
   auto landing = view_->OnFrame(rank, held->header, held->id);
   if (!landing.ok()) {
-    held_.erase(held);
+    Drop(held);
     return landing.status();
   }
   if (landing->data == nullptr && held->header.length > 0) {
@@ -73,14 +88,19 @@ absl::Status ConnectionSet::Replay(std::list<Held>::iterator held) {
     return absl::OkStatus();
   }
   if (held->header.length > 0) std::memcpy(landing->data, held->data.data(), held->header.length);
-  held_.erase(held);
+  Drop(held);
   return view_->OnPayload(rank, landing->token);
+}
+
+void ConnectionSet::Drop(std::list<Held>::iterator held) {
+  held_bytes_ -= held->data.size();
+  held_.erase(held);
 }
 
 void ConnectionSet::Erase(const Held* held) {
   for (auto it = held_.begin(); it != held_.end(); ++it) {
     if (&*it == held) {
-      held_.erase(it);
+      Drop(it);
       return;
     }
   }
@@ -90,7 +110,7 @@ absl::Status ConnectionSet::Claim(int connection, uint64_t deferred_id, char* da
   for (auto it = held_.begin(); it != held_.end(); ++it) {
     if (it->id != deferred_id || it->connection != connection || !it->deferred) continue;
     if (it->header.length > 0) std::memcpy(data, it->data.data(), it->header.length);
-    held_.erase(it);
+    Drop(it);
     return view_->OnPayload(view_of_[connection], token);
   }
   return absl::InternalError(absl::StrCat("claimed frame ", deferred_id & ~kHeldBit,
@@ -102,17 +122,26 @@ absl::StatusOr<Landing> ConnectionSet::OnFrame(int connection, const FrameHeader
   const int rank = view_of_[connection];
   const uint32_t epoch = header.epoch();
   if (rank >= 0 && epoch == epoch_) return view_->OnFrame(rank, header, deferred_id);
-  const bool future = epoch > epoch_ && rank >= 0;
-  if (!future) {
-    // Dropped. A remote payload stays unread in the sender's memory; nothing stalls for it.
-    if (header.length == 0 || (header.reserved & kFrameRemote)) return Landing{};
+  if (epoch <= epoch_ || rank < 0) {
+    // Dropped: the channel reads past a stream payload. A remote payload stays unread in the
+    // sender's memory; nothing stalls for it.
+    return Landing{nullptr, nullptr, /*discard=*/header.length > 0};
   }
   Held& held = held_.emplace_back();
   held.connection = connection;
   held.header = header;
   held.id = ++next_id_ | kHeldBit;
-  held.discard = !future;
+  const bool copy = header.length <= kHeldCopyBytes &&
+                    held_bytes_ + header.length <= kHeldTotalBytes &&
+                    (header.reserved & kFrameRemote) == 0;
+  if (!copy) {
+    held.in_channel = true;
+    held.channel_id = deferred_id;
+    held.arrived = true;  // nothing more comes here: the channel keeps the payload
+    return Landing{};
+  }
   held.data.assign(header.length, '\0');
+  held_bytes_ += header.length;
   return Landing{header.length > 0 ? held.data.data() : nullptr, TokenOf(&held)};
 }
 

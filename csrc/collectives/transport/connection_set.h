@@ -16,13 +16,18 @@
 // time. An inbound frame from connection rank c with epoch e, while epoch E is current:
 //   - c is not a member of the current view (left out by the shrink): dropped.
 //   - e < E: a frame of a revoked view (an operation cut short by the failure, the old
-//     communicator's abort frames): dropped. A stream payload is read into a scratch buffer and
-//     freed; a remote (single-copy) payload is left unread, so the sender's memory is not
-//     touched after it moved on.
+//     communicator's abort frames): dropped. A stream payload is read past (Landing::discard,
+//     no buffer of the announced length); a remote (single-copy) payload is left unread, so the
+//     sender's memory is not touched after it moved on.
 //   - e == E: handed to the view, c translated to the view's rank.
 //   - e > E: a peer that finished its shrink first and already sends to the child view this rank
-//     has yet to install: kept here (payload copied), in arrival order, and replayed to that view
-//     when it is installed. What the view then defers stays here until it claims it (Claim).
+//     has yet to install: kept here, in arrival order, and replayed to that view when it is
+//     installed. A small payload (at most kHeldCopyBytes, while all copies here stay within
+//     kHeldTotalBytes) is copied here; what the view then defers stays here until it claims it
+//     (Claim). A larger one, or a remote one, stays in its channel (deferred there: a stream
+//     reads nothing more of that peer until it is claimed, which bounds what a peer can make
+//     this rank hold); on replay the view lands it through the channel's Claim, or defers it
+//     under the channel's own id.
 // Closes: a closed connection is remembered; when a view is installed, members whose connection
 // closed meanwhile are reported to it at once, so a child never waits for a peer that is gone.
 //
@@ -35,6 +40,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <string>
 #include <vector>
@@ -50,10 +56,19 @@ class ConnectionSet final : public FrameSink {
 
   int connections() const { return static_cast<int>(view_of_.size()); }
   uint32_t epoch() const { return epoch_; }
+  // Lands a frame a channel deferred (its id) for the view's rank `rank` (Channel::Claim).
+  using ChannelClaim =
+      std::function<absl::Status(int rank, uint64_t deferred_id, char* data, void* token)>;
+  // The most a held frame's payload copied here may be, and all of them together.
+  static constexpr uint64_t kHeldCopyBytes = 256 << 10;
+  static constexpr uint64_t kHeldTotalBytes = 64 << 20;
+
   // Makes `view` current under `epoch` (above the current one, but for the first view).
-  // `members[v]` is the connection rank of the view's rank v. Replays the frames held for this
-  // epoch and reports members whose connections closed; returns the view's verdict on those.
-  absl::Status Install(FrameSink* view, uint32_t epoch, std::vector<int> members);
+  // `members[v]` is the connection rank of the view's rank v; `claim` lands frames the channels
+  // deferred for the view. Replays the frames held for this epoch and reports members whose
+  // connections closed; returns the view's verdict on those.
+  absl::Status Install(FrameSink* view, uint32_t epoch, std::vector<int> members,
+                       ChannelClaim claim);
   // Why the connection to `connection` closed, or "" while it is open.
   const std::string& closed(int connection) const { return closed_[connection]; }
 
@@ -78,13 +93,18 @@ class ConnectionSet final : public FrameSink {
     bool discard = false;       // a dropped frame's scratch buffer
     bool arrived = false;       // its payload is all in `data`
     bool deferred = false;      // replayed, and the view deferred it (claimed by id)
+    bool in_channel = false;    // the payload waits in the channel, under channel_id
+    uint64_t channel_id = 0;
   };
   // Hands a held frame whose payload arrived to the current view.
   absl::Status Replay(std::list<Held>::iterator held);
   void Erase(const Held* held);
+  void Drop(std::list<Held>::iterator held);  // removes it, and its copy from held_bytes_
 
   FrameSink* view_ = nullptr;
+  ChannelClaim claim_;
   uint32_t epoch_ = 0;
+  uint64_t held_bytes_ = 0;  // payload bytes copied into held_
   bool installed_ = false;
   std::vector<int> view_of_;         // connection rank -> view rank, -1: not a member
   std::vector<std::string> closed_;  // per connection rank: why it closed, "" while open

@@ -85,7 +85,7 @@ absl::Status Protocol::Connect(Bootstrap& bootstrap) {
   // The channels report to the connection set, which hands their frames to this view (and, after
   // a Shrink, to its child). Installed first: a channel may deliver frames while it connects.
   connections_ = std::make_shared<ConnectionSet>(size_);
-  COHORT_RETURN_IF_ERROR(connections_->Install(this, 0, conn_of_));
+  COHORT_RETURN_IF_ERROR(connections_->Install(this, 0, conn_of_, ChannelClaimer()));
   setup.sink = connections_.get();
   setup.deadline = deadline;
 
@@ -264,6 +264,15 @@ bool Protocol::ProbePeer(int peer) {
 uint64_t Protocol::ProbeAnswers(int peer) const {
   if (peer < 0 || peer >= size_ || peer == rank_ || peers_[peer].channel == nullptr) return 0;
   return peers_[peer].channel->ProbeAnswers(conn_of_[peer]);
+}
+
+ConnectionSet::ChannelClaim Protocol::ChannelClaimer() {
+  return [this](int rank, uint64_t id, char* data, void* token) -> absl::Status {
+    if (peers_[rank].channel == nullptr) {
+      return absl::InternalError(absl::StrCat("no channel to claim a frame of rank ", rank));
+    }
+    return peers_[rank].channel->Claim(conn_of_[rank], id, data, token);
+  };
 }
 
 absl::Status Protocol::ClaimFrame(int rank, uint64_t id, Request* request) {

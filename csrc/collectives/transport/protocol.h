@@ -196,6 +196,8 @@ class Protocol final : public FrameSink {
   bool DescriptorWorkPending() const;
   // Lands a deferred frame `id` of `rank` in `request` (from its channel, or the connection set).
   absl::Status ClaimFrame(int rank, uint64_t id, Request* request);
+  // Lands a frame a channel deferred for rank `rank` (the connection set's replay uses it).
+  ConnectionSet::ChannelClaim ChannelClaimer();
   void MarkUsed(int peer) const {
     if (peer >= 0 && peer != rank_) kinds_used_ |= uint8_t(1u << static_cast<int>(kinds_[peer]));
   }

@@ -52,7 +52,8 @@ absl::StatusOr<std::unique_ptr<Protocol>> Protocol::Shrink(Protocol& parent,
   for (auto& channel : child->channels_) channel->set_control(child->epoch_, -1, Blame::kNone);
   // A survivor whose connection closed meanwhile fails the child at once (sticky): its first
   // operation names that rank, and the caller may shrink again.
-  (void)child->connections_->Install(child.get(), child->epoch_, child->conn_of_);
+  (void)child->connections_->Install(child.get(), child->epoch_, child->conn_of_,
+                                     child->ChannelClaimer());
   return child;
 }
 

@@ -125,6 +125,10 @@ absl::Status StreamChannel::Announce(Peer& peer, const FrameHeader& header) {
   COHORT_ASSIGN_OR_RETURN(Landing landing, sink_->OnFrame(peer.rank, header, id));
   peer.state = ReadState::kHeader;
   if (header.length == 0) return sink_->OnPayload(peer.rank, landing.token);
+  if (landing.discard) {
+    Skip(peer, header.length, 0);
+    return absl::OkStatus();
+  }
   if (landing.data == nullptr) {
     peer.state = ReadState::kStalled;  // read it when its receive is posted
     peer.stalled_id = id;
@@ -181,7 +185,6 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
   peer.state = ReadState::kHeader;
   if (peer.discarding) {
     peer.discarding = false;
-    peer.discard.clear();
     return absl::OkStatus();
   }
   if (peer.reading_descriptor) {
@@ -190,6 +193,7 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
     FrameHeader header = peer.header;
     uint64_t id = ++peer.frames;
     COHORT_ASSIGN_OR_RETURN(Landing landing, sink_->OnFrame(peer.rank, header, id));
+    if (landing.discard) return absl::OkStatus();  // left unread in the sender's memory
     if (landing.data == nullptr && header.length > 0) {
       peer.remote_deferred[id] = {header, {peer.descriptor[0], peer.descriptor[1]}};
       return absl::OkStatus();
@@ -197,6 +201,14 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
     return CopyRemote(peer, header, peer.descriptor, landing.data, landing.token);
   }
   return sink_->OnPayload(peer.rank, peer.landing.token);
+}
+
+void StreamChannel::Skip(Peer& peer, size_t length, size_t got) {
+  peer.state = ReadState::kPayload;
+  peer.discarding = true;
+  peer.target = nullptr;
+  peer.target_got = got;
+  peer.payload_length = length;
 }
 
 absl::Status StreamChannel::ReadPeer(Peer& peer) {
@@ -210,7 +222,10 @@ absl::Status StreamChannel::ReadPeer(Peer& peer) {
       size_t remaining = peer.payload_length - peer.target_got;
       if (staged > 0 && remaining > 0) {
         size_t take = std::min(staged, remaining);
-        std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin, take);
+        if (!peer.discarding) {
+          std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin,
+                      take);
+        }
         peer.staged_begin += take;
         peer.target_got += take;
         remaining -= take;
@@ -220,7 +235,7 @@ absl::Status StreamChannel::ReadPeer(Peer& peer) {
         continue;
       }
       if (drained) return absl::OkStatus();
-      if (remaining >= kDirectReadMin) {
+      if (remaining >= kDirectReadMin && !peer.discarding) {
         ssize_t got = StreamRead(peer, peer.target + peer.target_got, remaining);
         if (got > 0) {
           peer.target_got += static_cast<size_t>(got);
@@ -402,20 +417,12 @@ void StreamChannel::DropRequests() {
     peer.awaiting_ack.clear();
     peer.remote_deferred.clear();
     if (peer.state == ReadState::kPayload && !peer.discarding && !peer.reading_descriptor) {
-      // Keep the stream in sync: the rest of this payload is read and discarded.
-      peer.discard.assign(peer.payload_length, '\0');
-      std::memcpy(peer.discard.data(), peer.target, peer.target_got);
-      peer.target = peer.discard.data();
-      peer.discarding = true;
+      // Keep the stream in sync: the rest of this payload is read past.
+      Skip(peer, peer.payload_length, peer.target_got);
     } else if (peer.state == ReadState::kStalled) {
-      // A deferred frame nobody will claim now: read it into the discard buffer, so the stream
-      // moves on (a shrunk communicator goes on using it).
-      peer.discard.assign(peer.header.length, '\0');
-      peer.target = peer.discard.data();
-      peer.target_got = 0;
-      peer.payload_length = peer.header.length;
-      peer.discarding = true;
-      peer.state = ReadState::kPayload;
+      // A deferred frame nobody will claim now: read past it, so the stream moves on (a shrunk
+      // communicator goes on using it).
+      Skip(peer, peer.header.length, 0);
       Arm(peer);
     }
   }

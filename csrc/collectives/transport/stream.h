@@ -24,7 +24,8 @@
 // even an abort frame, as the peer would read it as payload.
 //
 // Invariant: a peer's stream position is always at a frame boundary of what was announced; when
-// requests are dropped mid-payload the rest is read into a discard buffer, keeping it in sync.
+// requests are dropped mid-payload, or a frame's payload is not wanted (Landing::discard), the
+// rest is read past through the staging buffer, keeping it in sync.
 #pragma once
 
 #include <sys/types.h>
@@ -68,7 +69,7 @@ class StreamChannel : public Channel {
     ReadState state = ReadState::kHeader;
     FrameHeader header = {};
     bool reading_descriptor = false;  // the payload being read is a remote frame's descriptor
-    bool discarding = false;          // the payload being read goes nowhere (requests dropped)
+    bool discarding = false;  // the payload being read goes nowhere (read past, no buffer)
     Landing landing;
     char* target = nullptr;  // where the payload being read goes
     size_t target_got = 0;
@@ -78,7 +79,6 @@ class StreamChannel : public Channel {
     uint64_t remote_ids = 0;     // remote frames sent (their acknowledgements name them)
     uint64_t stalled_id = 0;     // the frame kStalled waits with
     std::map<uint64_t, std::pair<FrameHeader, std::array<uint64_t, 2>>> remote_deferred;
-    std::string discard;
     std::vector<char> staging;
     size_t staged_begin = 0;
     size_t staged_end = 0;
@@ -137,6 +137,8 @@ class StreamChannel : public Channel {
   absl::Status OnHeader(Peer& peer);
   absl::Status Announce(Peer& peer, const FrameHeader& header);
   absl::Status OnPayloadComplete(Peer& peer);
+  // Reads past a payload of `length` bytes of which `got` were read.
+  void Skip(Peer& peer, size_t length, size_t got);
   absl::Status CopyRemote(Peer& peer, const FrameHeader& header, const uint64_t descriptor[2],
                           char* data, void* token);
   void QueueAck(Peer& peer, uint64_t id);
