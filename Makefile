@@ -77,8 +77,10 @@ check-aarch64: bootstrap
 install-python: build
 	cmake --install $(BUILD) --component python
 
-# The main job: cohortrun trains examples/train.py on 4 local workers, one worker is killed
-# half way, and the job restarts from its last checkpoint and finishes (examples/run_demo.sh).
+# The main job (examples/run_demo.sh), on the cohort backend built here ($(BUILD)/python on the
+# workers' PYTHONPATH): cohortrun trains on 4 local workers and one is killed half way, twice:
+# with --on-failure restart the job restarts from its last checkpoint and finishes; with
+# --on-failure shrink (examples/train_shrink.py) the survivors shrink their group and finish.
 run: build
 	examples/run_demo.sh $(BUILD)
 

@@ -32,7 +32,9 @@ def pick_backend():
     try:
         import cohort  # noqa: F401  (registers the "cohort" backend)
         return "cohort"
-    except Exception:
+    except Exception as error:  # say why, so a gloo run is never mistaken for a cohort one
+        if os.environ.get("RANK", "0") == "0":
+            print(f"the cohort package does not import ({error}); using gloo", flush=True)
         return "gloo"
 
 

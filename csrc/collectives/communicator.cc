@@ -194,6 +194,13 @@ absl::StatusOr<Settings> Resolve(const CommOptions& options) {
                               [] { return config::GetBool("COHORT_TUNER_PROBE"); }));
   COHORT_RETURN_IF_ERROR(Fill(options.topology_file, settings.topology_file,
                               [] { return config::GetString("COHORT_TOPO_FILE"); }));
+  engine.name = options.name;
+  COHORT_RETURN_IF_ERROR(Fill(options.trace_buffer, engine.trace_buffer,
+                              [] { return config::GetInt("COHORT_TRACE_BUFFER"); }));
+  COHORT_RETURN_IF_ERROR(Fill(options.trace_dir, engine.trace_dir,
+                              [] { return config::GetString("COHORT_TRACE_DIR"); }));
+  COHORT_ASSIGN_OR_RETURN(int64_t generation, config::GetInt("COHORT_GENERATION"));
+  engine.generation = static_cast<int>(generation);
   std::string cuda_path;
   COHORT_RETURN_IF_ERROR(
       Fill(options.cuda_path, cuda_path, [] { return config::GetString("COHORT_CUDA_PATH"); }));
@@ -269,6 +276,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(Bootstrap& bo
   auto engine = std::make_shared<Engine>(std::move(*transport), std::move(config));
   engine->Start();
   std::unique_ptr<Communicator> comm(new Communicator(std::move(engine)));
+  comm->options_ = std::move(options);
   if (settings.tuner_probe) COHORT_RETURN_IF_ERROR(comm->ProbeLinks());
   return comm;
 }

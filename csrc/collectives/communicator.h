@@ -14,6 +14,7 @@
 #include "collectives/op_args.h"
 #include "collectives/topology.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/failure.h"
 #include "collectives/types.h"
 #include "collectives/work.h"
 #include "common/bootstrap.h"
@@ -52,12 +53,30 @@ struct CommOptions {
   std::optional<bool> tuner_probe;              // COHORT_TUNER_PROBE
   std::optional<std::string> topology_file;     // COHORT_TOPO_FILE
   std::optional<std::string> debug;             // COHORT_DEBUG
+  std::optional<size_t> trace_buffer;           // the flight recorder's size (COHORT_TRACE_BUFFER)
+  std::optional<std::string> trace_dir;         // where it dumps (COHORT_TRACE_DIR)
   // CUDA buffers (CommonOptions::memory): how their collectives run (COHORT_CUDA_PATH: "auto",
   // "nccl" or "staged"; docs/backend.md), and the backend that runs them. Unset backend: CUDA
   // where libcohort was built with the CUDA toolkit (device::DefaultDeviceBackend); tests pass
   // a device::FakeDeviceBackend.
   std::optional<std::string> cuda_path;
   std::shared_ptr<device::DeviceBackend> device_backend;
+};
+
+// How Communicator::Shrink chooses the survivors.
+struct ShrinkOptions {
+  // Ranks to leave out (e.g. ones the caller knows are gone), besides the failed ones.
+  std::vector<int> exclude;
+  // Also leave out the ranks the survivors learned have failed (connection lost, removed by the
+  // launcher, stopped, timed out and not joining). False: only `exclude`.
+  bool failed = true;
+  // Longest wait for a rank nobody reported as failed (COHORT_SHRINK_WAIT).
+  std::optional<absl::Duration> wait;
+  // The new communicator's name; empty: "<name>/shrink<epoch>".
+  std::string name;
+  // Where the new communicator's CUDA device groups agree (must outlive it); null: the
+  // bootstrap given to Shrink (which then must outlive it where it runs CUDA buffers).
+  Bootstrap* device_bootstrap = nullptr;
 };
 
 // Once, at program start, before the first communicator: process-wide settings a library
@@ -199,8 +218,35 @@ class Communicator {
   std::shared_ptr<Work> Send(const SendOptions& options);
   std::shared_ptr<Work> Recv(const RecvOptions& options);
 
-  // Fails every pending and future operation with `reason` (thread-safe, returns at once).
+  // Fails every pending and future operation with `reason` (thread-safe, returns at once). The
+  // peers' pending operations fail too, with this rank's reason in their error.
   void Abort(const absl::Status& reason);
+
+  // A communicator of the survivors, with dense new ranks in the old order, over this one's
+  // channels (no new connections). Every surviving rank calls it (typically after an operation
+  // failed); they agree through `bootstrap` (the store every rank reaches; with cohortrun its
+  // worker store) on who is left out: the failed ranks and `options.exclude`. This
+  // communicator is revoked: whatever is pending fails, and every later call fails. A rank that
+  // is left out gets an error. The new one runs over messages only (no windows, no lane).
+  absl::StatusOr<std::unique_ptr<Communicator>> Shrink(Bootstrap& bootstrap,
+                                                       const ShrinkOptions& options = {});
+  // Like MPI_Comm_split / ncclCommSplit: every rank calls it (a collective on this
+  // communicator); ranks with the same `color` form a new communicator, ranked by `key` (ties:
+  // by their rank here). A negative color joins none (returns nullptr). The new communicators
+  // have connections of their own (through `bootstrap`); this one stays usable.
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(Bootstrap& bootstrap, int color, int key);
+  // The ranks this rank learned have failed, and how (lost, stopped, timed out, removed).
+  std::vector<FailureBlame> FailedRanks() const;
+  // Like Abort, for ranks a launcher removed from the job (cohortrun --on-failure shrink): they
+  // count as failed (Blame::kRemoved), so Shrink leaves them out without waiting for them.
+  void Remove(const std::vector<int>& ranks, const std::string& reason);
+  // The rank that `rank` had in the communicator Create made, before any Shrink (what a
+  // launcher's job ranks map to).
+  int root_rank(int rank) const;
+  // Writes the flight recorder's dump to `directory` (empty: COHORT_TRACE_DIR, else the
+  // working folder) and returns its path.
+  absl::StatusOr<std::string> DumpTrace(const std::string& directory = "") const;
+  const std::string& name() const;
 
   // The channel kind that carries this rank's traffic with `peer` (for tools and tests).
   ChannelKind channel_kind(int peer) const;
@@ -222,6 +268,8 @@ class Communicator {
   absl::Status ProbeLinks();
   std::shared_ptr<Work> Submit(OpArgs args, const CommonOptions& common);
   std::shared_ptr<Engine> engine_;
+  CommOptions options_;  // as given to Create (Split's children get them too)
+  int splits_ = 0;       // Split calls so far (each gets its own keys)
 };
 
 }  // namespace cohort

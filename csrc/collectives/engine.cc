@@ -43,6 +43,15 @@ Engine::Engine(std::unique_ptr<Protocol> transport, EngineConfig config)
                                             *config_.topology, std::move(device));
   config_.tuning.topology = config_.topology.get();
   config_.tuning.lane_bytes = LaneBytes();
+  FlightRecorder::Identity identity;
+  identity.communicator = config_.name;
+  identity.rank = rank_;
+  identity.size = size_;
+  identity.host = transport_->PeerHost(rank_);
+  identity.generation = config_.generation;
+  identity.root_rank = transport_->ConnectionRank(rank_);
+  recorder_ = std::make_unique<FlightRecorder>(config_.trace_buffer, std::move(identity),
+                                               config_.trace_dir);
   config_.tuning.device = &device_->state();
 }
 
@@ -183,7 +192,14 @@ absl::Status Engine::Failed(OpType op, uint64_t sequence, absl::Status status) c
   details.op = OpTypeName(op);
   details.sequence = sequence;
   details.ranks.push_back(rank_);
-  for (int peer : FailedPeers(status)) {
+  // The rank a failure blames (a lost, stopped or removed peer) comes first among the peers.
+  std::vector<int> peers = FailedPeers(status);
+  FailureBlame blame = BlameOf(status);
+  if (blame.rank >= 0) peers.insert(peers.begin(), blame.rank);
+  for (int peer : peers) {
+    if (std::find(details.ranks.begin(), details.ranks.end(), peer) != details.ranks.end()) {
+      continue;
+    }
     if (peer != rank_ && peer >= 0 && peer < size_) details.ranks.push_back(peer);
   }
   for (int rank : details.ranks) details.hosts.push_back(transport_->PeerHost(rank));
@@ -219,6 +235,9 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
     if (operation->algorithm != nullptr) work->set_algorithm(operation->algorithm->name);
     operation->work = work;
+    operation->trace_id = recorder_->Queued(
+        fingerprint, IsPointToPoint(operation->args.op) ? operation->args.root : -1,
+        operation->algorithm != nullptr ? &operation->algorithm->name : nullptr);
     // A bad argument fails this call only; the communicator stays usable.
     if (valid.ok()) valid = RefusalLocked(fingerprint);
     if (valid.ok()) {
@@ -232,6 +251,7 @@ std::shared_ptr<Work> Engine::Submit(OpArgs args, const std::string& algorithm_n
     }
   }
   if (!valid.ok()) {
+    recorder_->Finished(operation->trace_id, valid, 0);
     work->Complete(valid);
     return work;
   }
@@ -286,7 +306,13 @@ std::shared_ptr<Work> Engine::RunNow(OpArgs args, const std::string& algorithm_n
     AfterRelease();
     return submit_and_wait(std::move(queued_args));
   }
-  if (status.ok()) status = RunCollectiveLocked(operation);
+  operation.trace_id = recorder_->StartedNow(
+      operation.fingerprint, -1, operation.algorithm != nullptr ? &operation.algorithm->name : nullptr);
+  if (status.ok()) {
+    status = RunCollectiveLocked(operation);
+  } else {
+    recorder_->Finished(operation.trace_id, status, 0);
+  }
   // The finished Work of the last call, when its caller let go of it, serves again.
   std::shared_ptr<Work> work;
   std::string_view algorithm =
@@ -436,8 +462,10 @@ void Engine::RunLocked(const Work* until) {
         absl::MutexLock lock(&queue_mutex_);
         reason = abort_reason_;
       }
-      BreakLocked(absl::CancelledError(
-          absl::StrCat("communicator aborted on ", Where(), ": ", reason.message())));
+      FailureBlame blame = BlameOf(reason);
+      BreakLocked(WithBlame(absl::CancelledError(absl::StrCat("communicator aborted on ", Where(),
+                                                              ": ", reason.message())),
+                            blame.rank, blame.blame));
     }
     std::shared_ptr<Operation> operation = PopLocked();
     if (operation != nullptr) {
@@ -508,7 +536,7 @@ void Engine::ExpireTransfersLocked() {
     // does not read (the reason for the timeout) would only hold the caller up to the abort's
     // own deadline. Peers learn of the failure from the abort, or the close.
     transport_->DropRequests();
-    BreakLocked(failure);
+    BreakLocked(failure, expired.get());
     expired->work->Complete(failure);
     return;
   }
@@ -518,6 +546,11 @@ void Engine::CompleteFinishedTransfersLocked() {
   for (size_t index = 0; index < in_flight_.size();) {
     Operation& operation = *in_flight_[index];
     if (operation.request.complete) {
+      const int peer = operation.request.peer;
+      recorder_->Finished(operation.trace_id, absl::OkStatus(),
+                          peer >= 0 && peer != rank_
+                              ? uint8_t(1u << static_cast<int>(transport_->ChannelOf(peer)))
+                              : 0);
       operation.work->set_source_rank(operation.request.peer);
       std::shared_ptr<Operation> done = std::move(in_flight_[index]);
       in_flight_[index] = std::move(in_flight_.back());
@@ -538,6 +571,7 @@ void Engine::CompleteFinishedTransfersLocked() {
 void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
   Operation& operation = *owner;
   const OpArgs& args = operation.args;
+  recorder_->Started(operation.trace_id);
   if (!IsPointToPoint(args.op)) {
     if (operation.plan != nullptr) {
       ExecuteDeviceLocked(std::move(owner));
@@ -547,17 +581,24 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
     return;
   }
   if (aborted_.load()) {
-    operation.work->Complete(
-        Failed(args.op, 0, absl::CancelledError("the communicator was aborted")));
+    absl::Status aborted =
+        Failed(args.op, 0, absl::CancelledError("the communicator was aborted"));
+    recorder_->Finished(operation.trace_id, aborted, 0);
+    operation.work->Complete(aborted);
     return;
   }
   if (broken_flag_.load(std::memory_order_acquire)) {
-    absl::MutexLock lock(&queue_mutex_);
-    operation.work->Complete(Failed(
-        args.op, 0,
-        WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
-                       absl::StrCat("this communicator failed earlier: ", broken_.message()),
-                       broken_)));
+    absl::Status refused;
+    {
+      absl::MutexLock lock(&queue_mutex_);
+      refused = Failed(
+          args.op, 0,
+          WithPayloadsOf(absl::StatusCode::kFailedPrecondition,
+                         absl::StrCat("this communicator failed earlier: ", broken_.message()),
+                         broken_));
+    }
+    recorder_->Finished(operation.trace_id, refused, 0);
+    operation.work->Complete(refused);
     return;
   }
   Request& request = operation.request;
@@ -570,6 +611,7 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
     if (operation.plan != nullptr) {
       absl::Status staged = AwaitDeviceSendLocked(operation);
       if (!staged.ok()) {
+        recorder_->Finished(operation.trace_id, staged, 0);
         operation.work->Complete(staged);
         return;
       }
@@ -586,6 +628,13 @@ void Engine::ExecuteLocked(std::shared_ptr<Operation> owner) {
 }
 
 absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
+  (void)transport_->TakeKindsUsed();  // what this operation uses, from here on
+  absl::Status status = RunCollectiveBodyLocked(operation);
+  recorder_->Finished(operation.trace_id, status, transport_->TakeKindsUsed());
+  return status;
+}
+
+absl::Status Engine::RunCollectiveBodyLocked(const Operation& operation) {
   const OpArgs& args = operation.args;
   const uint64_t sequence = operation.fingerprint.sequence;
   if (aborted_.load()) {
@@ -627,13 +676,13 @@ absl::Status Engine::RunCollectiveLocked(const Operation& operation) {
       // Break while the context (which owns the requests the transport still points to) and
       // the operation's buffers are alive: half-written frames are finished before the abort.
       absl::Status failure = Describe(operation, status);
-      BreakLocked(failure);
+      BreakLocked(failure, &operation);
       return failure;
     }
     return absl::OkStatus();
   }
   absl::Status failure = Describe(operation, status);
-  BreakLocked(failure);
+  BreakLocked(failure, &operation);
   return failure;
 }
 
@@ -650,28 +699,135 @@ absl::Status Engine::Describe(const Operation& operation, const absl::Status& st
                                status));
 }
 
-void Engine::BreakLocked(const absl::Status& status) {
+void Engine::BreakLocked(const absl::Status& status, const Operation* current) {
   std::deque<std::shared_ptr<Operation>> queued;
+  bool first = false;
   {
     absl::MutexLock lock(&queue_mutex_);
-    if (broken_.ok()) broken_ = status;
+    first = broken_.ok();
+    if (first) broken_ = status;
     broken_flag_.store(true, std::memory_order_release);
     queued.swap(queue_);
     queued_.store(0, std::memory_order_relaxed);
   }
-  COHORT_LOG(ERROR) << status.message();
-  transport_->AbortPeers(std::string(status.message()));
+  if (current != nullptr) recorder_->Finished(current->trace_id, status, transport_->TakeKindsUsed());
+  if (first) {
+    COHORT_LOG(ERROR) << status.message();
+    // Peers learn who is to blame from the abort frame's header, not only from its words.
+    FailureBlame blame = BlameOf(status);
+    transport_->NoteFailure(blame.rank, blame.blame);
+    transport_->AbortPeers(std::string(status.message()), blame);
+  } else {
+    transport_->DropRequests();  // told them already; forget what the failed call posted
+  }
+  // WithPayloadsOf keeps the failure's details and whom it blames.
   absl::Status pending = WithPayloadsOf(
       status.code(), absl::StrCat("not run because the communicator failed: ", status.message()),
       status);
   auto fail = [&](const std::shared_ptr<Operation>& operation) {
-    operation->work->Complete(Failed(operation->args.op, operation->fingerprint.sequence, pending));
+    absl::Status failed = Failed(operation->args.op, operation->fingerprint.sequence, pending);
+    recorder_->Finished(operation->trace_id, failed, 0);
+    operation->work->Complete(failed);
   };
   for (const auto& operation : queued) fail(operation);
   for (const auto& operation : in_flight_) fail(operation);
   in_flight_.clear();
   in_flight_count_.store(0);
   FailDeviceLocked(pending);
+  if (first && recorder_->enabled() && !config_.trace_dir.empty()) {
+    auto path = recorder_->Dump(
+        status.code() == absl::StatusCode::kDeadlineExceeded ? "timeout" : "error",
+        std::string(status.message()), "", FailedRanksLocked());
+    if (path.ok()) {
+      COHORT_LOG(WARN) << "flight recorder of communicator \"" << config_.name << "\" dumped to "
+                       << *path;
+    } else {
+      COHORT_LOG(WARN) << path.status().message();
+    }
+  }
+}
+
+void Engine::Revoke(const absl::Status& reason) {
+  Abort(reason);
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    stop_ = true;
+    wake_.Signal();
+  }
+  transport_->Wake();
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&executing_);
+  FailureBlame blame = BlameOf(reason);
+  BreakLocked(WithBlame(absl::CancelledError(absl::StrCat("communicator revoked on ", Where(),
+                                                          ": ", reason.message())),
+                        blame.rank, blame.blame));
+}
+
+absl::StatusOr<std::unique_ptr<Protocol>> Engine::ShrinkProtocol(
+    const std::vector<int>& survivors, const std::string& prefix) {
+  absl::MutexLock lock(&executing_);
+  return Protocol::Shrink(*transport_, survivors, prefix);
+}
+
+void Engine::NoteRemoved(const std::vector<int>& ranks) {
+  absl::MutexLock lock(&queue_mutex_);
+  removed_.insert(removed_.end(), ranks.begin(), ranks.end());
+}
+
+std::vector<FailureBlame> Engine::FailedRanks() {
+  std::vector<int> removed;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    removed = removed_;
+  }
+  absl::MutexLock lock(&executing_);
+  return FailedRanksLocked(removed);
+}
+
+std::vector<FlightRecorder::FailedRank> Engine::FailedRanksLocked() {
+  std::vector<int> removed;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    removed = removed_;
+  }
+  std::vector<FlightRecorder::FailedRank> failed;
+  for (const FailureBlame& blame : FailedRanksLocked(removed)) {
+    failed.push_back({blame.rank, BlameName(blame.blame)});
+  }
+  return failed;
+}
+
+std::vector<FailureBlame> Engine::FailedRanksLocked(const std::vector<int>& removed) {
+  std::vector<FailureBlame> failed;
+  for (int rank = 0; rank < size_; ++rank) {
+    Blame blame = transport_->FailedBlame(rank);
+    if (std::find(removed.begin(), removed.end(), rank) != removed.end()) blame = Blame::kRemoved;
+    if (blame != Blame::kNone) failed.push_back({rank, blame});
+  }
+  return failed;
+}
+
+absl::StatusOr<std::string> Engine::DumpTrace(const std::string& reason,
+                                              const std::string& directory) {
+  if (!recorder_->enabled()) {
+    return absl::FailedPreconditionError(
+        "the flight recorder is off (COHORT_TRACE_BUFFER=0); set it to a number of operations");
+  }
+  std::string error;
+  {
+    absl::MutexLock lock(&queue_mutex_);
+    error = std::string(broken_.message());
+  }
+  // The failed ranks when no operation holds the engine (a dump asked for while one waits must
+  // not wait behind it).
+  std::vector<FlightRecorder::FailedRank> failed;
+  if (executing_.TryLock()) {
+    failed = FailedRanksLocked();
+    executing_.Unlock();
+  }
+  // Empty: the recorder's own folder (COHORT_TRACE_DIR), and where there is none, this one.
+  const bool here = directory.empty() && config_.trace_dir.empty();
+  return recorder_->Dump(reason, error, here ? std::string(".") : directory, failed);
 }
 
 void Engine::Shutdown() {
@@ -696,8 +852,9 @@ void Engine::Shutdown() {
   absl::Status destroyed = absl::CancelledError(
       "the communicator was destroyed before this operation ran");
   auto fail = [&](const std::shared_ptr<Operation>& operation) {
-    operation->work->Complete(
-        Failed(operation->args.op, operation->fingerprint.sequence, destroyed));
+    absl::Status failed = Failed(operation->args.op, operation->fingerprint.sequence, destroyed);
+    recorder_->Finished(operation->trace_id, failed, 0);
+    operation->work->Complete(failed);
   };
   for (const auto& operation : queued) fail(operation);
   for (const auto& operation : in_flight_) fail(operation);

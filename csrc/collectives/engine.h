@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "collectives/algorithms/registry.h"
+#include "collectives/flight_recorder.h"
 #include "collectives/device_runtime.h"
 #include "collectives/op_args.h"
 #include "collectives/op_context.h"
@@ -33,8 +34,11 @@ struct EngineConfig {
   // made from (outlives the communicator), the communicator's name and the path they take.
   std::shared_ptr<device::DeviceBackend> device_backend;
   Bootstrap* bootstrap = nullptr;
-  std::string name;
+  std::string name;            // the communicator's (CommOptions::name)
   DevicePath device_path = DevicePath::kAuto;
+  size_t trace_buffer = 2000;  // the flight recorder's entries (COHORT_TRACE_BUFFER)
+  std::string trace_dir;       // where it dumps (COHORT_TRACE_DIR)
+  int generation = 0;          // cohortrun's (COHORT_GENERATION), for the dumps
 };
 
 class Engine : public std::enable_shared_from_this<Engine> {
@@ -54,6 +58,21 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Abort(const absl::Status& reason);
   // Wakes the progress thread to run what is queued (a Work got a completion callback).
   void Kick();
+
+  // Shrink, step 1: stops this engine for good. Everything pending fails (peers are told, with
+  // `reason`, unless it had failed already) and the progress thread ends; the protocol stays
+  // as it is, for TakeProtocol.
+  void Revoke(const absl::Status& reason);
+  // Shrink, step 2 (after Revoke): the child view of `survivors` over this engine's channels.
+  absl::StatusOr<std::unique_ptr<Protocol>> ShrinkProtocol(const std::vector<int>& survivors,
+                                                           const std::string& prefix);
+  // The ranks this rank learned have failed, and how.
+  std::vector<FailureBlame> FailedRanks();
+  // Ranks a launcher removed (thread-safe): FailedRanks reports them as Blame::kRemoved.
+  void NoteRemoved(const std::vector<int>& ranks);
+  // Writes the flight recorder's dump (to `directory`, else COHORT_TRACE_DIR, else here).
+  absl::StatusOr<std::string> DumpTrace(const std::string& reason, const std::string& directory);
+  const EngineConfig& config() const { return config_; }
 
   // Runs queued operations on the calling thread until `work` completes, if no other thread is
   // executing. False when another thread holds the engine (the caller should just wait).
@@ -88,6 +107,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     absl::Duration timeout;
     std::shared_ptr<Work> work;
     Request request;  // point-to-point operations
+    uint64_t trace_id = 0;  // its flight-recorder entry
     // Point-to-point: `timeout` from when the transfer was posted; an unfinished transfer past
     // it fails (and breaks the communicator, whose connection to that peer is then mid-frame).
     Deadline deadline = Deadline::Never();
@@ -107,8 +127,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // completes (nullptr: until nothing is left).
   void RunLocked(const Work* until) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void ExecuteLocked(std::shared_ptr<Operation> operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
-  // Runs a collective; a failure breaks the communicator and is returned (described).
+  // Runs a collective; a failure breaks the communicator and is returned (described). The
+  // flight recorder notes how it ended.
   absl::Status RunCollectiveLocked(const Operation& operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  absl::Status RunCollectiveBodyLocked(const Operation& operation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   // Fills in an operation (algorithm, fingerprint without sequence); an error fails this call.
   absl::Status Prepare(Operation& operation, OpArgs args, const std::string& algorithm_name,
@@ -119,7 +142,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void CompleteFinishedTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   // Fails the first in-flight transfer past its deadline (and with it the communicator).
   void ExpireTransfersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
-  void BreakLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // Fails everything pending with `status`; the first time also tells the peers (blaming whom
+  // `status` blames) and dumps the flight recorder. `current`: the operation that failed.
+  void BreakLocked(const absl::Status& status, const Operation* current = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // The ranks the transport knows failed, and those a launcher removed (`removed`).
+  std::vector<FailureBlame> FailedRanksLocked(const std::vector<int>& removed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
+  // The same for a flight-recorder dump.
+  std::vector<FlightRecorder::FailedRank> FailedRanksLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(executing_);
   void AfterRelease();
   std::shared_ptr<Operation> PopLocked();
   absl::Status Validate(const OpArgs& args) const;
@@ -153,6 +185,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::unique_ptr<DeviceRuntime> device_;  // first: outlives every operation's plan
   std::unique_ptr<Protocol> transport_;
   EngineConfig config_;
+  std::unique_ptr<FlightRecorder> recorder_;
   const int rank_;
   const int size_;
 
@@ -208,6 +241,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool shut_down_ ABSL_GUARDED_BY(queue_mutex_) = false;
   absl::Status broken_ ABSL_GUARDED_BY(queue_mutex_);
   absl::Status abort_reason_ ABSL_GUARDED_BY(queue_mutex_);
+  std::vector<int> removed_ ABSL_GUARDED_BY(queue_mutex_);
 
   std::thread thread_;
 };

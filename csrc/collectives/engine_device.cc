@@ -64,6 +64,9 @@ std::shared_ptr<Work> Engine::SubmitDevice(OpArgs args, const std::string& algor
     work = std::make_shared<Work>(shared_from_this(), operation->args.op, sequence);
     operation->work = work;
     if (operation->algorithm != nullptr) work->set_algorithm(operation->algorithm->name);
+    operation->trace_id = recorder_->Queued(
+        fingerprint, IsPointToPoint(operation->args.op) ? operation->args.root : -1,
+        operation->algorithm != nullptr ? &operation->algorithm->name : nullptr);
     if (valid.ok()) valid = RefusalLocked(fingerprint);
     if (valid.ok()) {
       work->set_device_event(operation->plan->done());
@@ -77,6 +80,7 @@ std::shared_ptr<Work> Engine::SubmitDevice(OpArgs args, const std::string& algor
     // recorded now tells the runtime when the stream has passed its memory.
     if (operation->plan != nullptr) operation->plan->Finish().IgnoreError();
     operation->plan.reset();
+    recorder_->Finished(operation->trace_id, valid, 0);
     work->Complete(valid);
     return work;
   }
@@ -189,7 +193,7 @@ bool Engine::PollDeviceLocked() {
     device_pending_.erase(it);
     device_pending_count_.fetch_sub(1);
     absl::Status described = Describe(*failed, failure);
-    BreakLocked(described);
+    BreakLocked(described, failed.get());
     failed->work->Complete(described);
     return true;
   }
@@ -200,7 +204,7 @@ bool Engine::PollDeviceLocked() {
       device_pending_.pop_front();
       device_pending_count_.fetch_sub(1);
       absl::Status described = Describe(*failed, async);
-      BreakLocked(described);
+      BreakLocked(described, failed.get());
       failed->work->Complete(described);
       return true;
     }
@@ -213,7 +217,10 @@ void Engine::FailDeviceLocked(const absl::Status& status) {
   std::deque<std::shared_ptr<Operation>> pending;
   pending.swap(device_pending_);
   device_pending_count_.store(0);
-  for (auto& operation : pending) operation->work->Complete(status);
+  for (auto& operation : pending) {
+    recorder_->Finished(operation->trace_id, status, 0);
+    operation->work->Complete(status);
+  }
 }
 
 }  // namespace cohort

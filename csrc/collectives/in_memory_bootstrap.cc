@@ -46,4 +46,18 @@ absl::StatusOr<int64_t> InMemoryBootstrap::Add(const std::string& key, int64_t d
   return value;
 }
 
+absl::StatusOr<std::string> InMemoryBootstrap::CompareSet(const std::string& key,
+                                                          const std::string& expected,
+                                                          const std::string& desired) {
+  absl::MutexLock lock(&state_->mutex);
+  auto it = state_->values.find(key);
+  if (it == state_->values.end()) {
+    if (!expected.empty()) return expected;
+    state_->values[key] = desired;
+    return desired;
+  }
+  if (it->second == expected) it->second = desired;
+  return it->second;
+}
+
 }  // namespace cohort

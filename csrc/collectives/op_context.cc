@@ -72,12 +72,53 @@ absl::Status OpContext::TimeoutError(const Request* request) const {
           : absl::StrCat(request->direction == Request::Direction::kRecv ? "data from "
                                                                          : "sending to ",
                          "rank ", request->peer, " (", transport_.PeerHost(request->peer), ")");
-  absl::Status status = absl::DeadlineExceededError(
-      absl::StrCat("timed out waiting for ", waiting,
-                   ". That rank may be stuck, slow or in a different operation; raise "
-                   "COHORT_TIMEOUT if the work is legitimately slow"));
-  if (request != nullptr && request->peer >= 0) AddFailedPeer(status, request->peer);
-  return status;
+  return Blamed(absl::DeadlineExceededError(
+                    absl::StrCat("timed out waiting for ", waiting,
+                                 ". That rank may be stuck, slow or in a different operation; "
+                                 "raise COHORT_TIMEOUT if the work is legitimately slow")),
+                request == nullptr ? -1 : request->peer);
+}
+
+int OpContext::WaitMillis() {
+  return deadline().Expired() ? 1 : deadline().RemainingMillis(100);
+}
+
+bool OpContext::StillWaiting(int peer) {
+  if (peer < 0 || peer == rank_ || transport_.StoppedLocalPeer() >= 0) return false;
+  const int64_t now = NowNanos();
+  if (probed_peer_ != peer) {
+    probed_peer_ = peer;
+    answers_before_ = transport_.ProbeAnswers(peer);
+    alive_until_ = 0;
+    if (!transport_.ProbePeer(peer)) return false;
+    probe_until_ = now + 300'000'000;
+    return true;
+  }
+  if (alive_until_ == 0 && transport_.ProbeAnswers(peer) > answers_before_) {
+    alive_until_ = now + 1'000'000'000;
+  }
+  return now < (alive_until_ != 0 ? alive_until_ : probe_until_);
+}
+
+absl::Status OpContext::Blamed(absl::Status timeout, int peer) const {
+  // The rank waited for may itself be waiting for a stopped one: a stopped process on this host
+  // is the better answer (every rank that times out, or hears of it, names the same one).
+  int stopped = transport_.StoppedLocalPeer();
+  if (stopped >= 0) {
+    // It leads: the rank waited for (perhaps another) comes after, as what this rank saw.
+    absl::Status blamed = WithBlame(
+        absl::Status(timeout.code(),
+                     absl::StrCat("rank ", stopped, " (", transport_.PeerHost(stopped),
+                                  ") is stopped: its process ", transport_.Record(stopped).pid,
+                                  " is in state T (SIGSTOP or a debugger); resume it (SIGCONT) "
+                                  "or end it. Rank ", rank_, " ", timeout.message())),
+        stopped, Blame::kStopped);
+    AddFailedPeer(blamed, stopped);
+    return blamed;
+  }
+  if (peer < 0) return timeout;
+  AddFailedPeer(timeout, peer);
+  return WithBlame(std::move(timeout), peer, Blame::kTimeout);
 }
 
 const Deadline& OpContext::deadline() {
@@ -143,14 +184,14 @@ absl::Status OpContext::LaneWait(uint32_t stage) {
     }
     COHORT_RETURN_IF_ERROR(transport_.CheckPeers());
     if (lane.Reached(stage)) break;
-    if (deadline().Expired()) {
+    if (deadline().Expired() && !StillWaiting(lane.Laggard(stage))) {
       int laggard = lane.Laggard(stage);
-      absl::Status status = absl::DeadlineExceededError(absl::StrCat(
-          "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
-          ") to join through shared memory. That rank may be stuck, slow or in a different "
-          "operation; raise COHORT_TIMEOUT if the work is legitimately slow"));
-      AddFailedPeer(status, laggard);
-      return status;
+      return Blamed(absl::DeadlineExceededError(absl::StrCat(
+                        "timed out waiting for rank ", laggard, " (", transport_.PeerHost(laggard),
+                        ") to join through shared memory. That rank may be stuck, slow or in a "
+                        "different operation; raise COHORT_TIMEOUT if the work is legitimately "
+                        "slow")),
+                    laggard);
     }
     lane.Sleep(stage, std::max(1, std::min(5, deadline().RemainingMillis(5))));
   }
@@ -170,9 +211,11 @@ absl::Status OpContext::Wait(Request* request) {
     // data loader, a compiler) hands it that thread's whole slice: an 8 B allreduce over TCP
     // took 1.3 ms instead of 25 us next to a niced build.
     bool spinning = NowNanos() < spin_until;
-    absl::Status status = transport_.Progress(spinning ? 0 : deadline().RemainingMillis(100));
+    absl::Status status = transport_.Progress(spinning ? 0 : WaitMillis());
     if (!status.ok()) return status;
-    if (!request->complete && deadline().Expired()) return TimeoutError(request);
+    if (!request->complete && deadline().Expired() && !StillWaiting(request->peer)) {
+      return TimeoutError(request);
+    }
   }
   return absl::OkStatus();
 }
@@ -263,10 +306,12 @@ absl::Status OpContext::Put(Window& window, int peer, const RemoteBuffer& remote
 }
 
 absl::Status OpContext::TimeoutWaitingFor(int peer, const std::string& what) const {
-  return absl::DeadlineExceededError(absl::StrCat(
-      "timed out waiting for ", what, " from rank ", peer, " (", transport_.PeerHost(peer),
-      "). That rank may be stuck, slow or in a different operation; raise COHORT_TIMEOUT if "
-      "the work is legitimately slow"));
+  return Blamed(absl::DeadlineExceededError(absl::StrCat(
+                    "timed out waiting for ", what, " from rank ", peer, " (",
+                    transport_.PeerHost(peer),
+                    "). That rank may be stuck, slow or in a different operation; raise "
+                    "COHORT_TIMEOUT if the work is legitimately slow")),
+                peer);
 }
 
 absl::Status OpContext::WaitSignal(Window& window, int slot, uint64_t value, int peer) {
@@ -285,10 +330,10 @@ absl::Status OpContext::WaitUntil(absl::FunctionRef<absl::StatusOr<bool>()> read
       return absl::CancelledError("the communicator was aborted");
     }
     bool spinning = NowNanos() < spin_until;  // without yielding, as Wait
-    COHORT_RETURN_IF_ERROR(transport_.Progress(spinning ? 0 : deadline().RemainingMillis(100)));
+    COHORT_RETURN_IF_ERROR(transport_.Progress(spinning ? 0 : WaitMillis()));
     COHORT_ASSIGN_OR_RETURN(done, ready());
     if (done) return absl::OkStatus();
-    if (deadline().Expired()) return TimeoutWaitingFor(peer, what);
+    if (deadline().Expired() && !StillWaiting(peer)) return TimeoutWaitingFor(peer, what);
   }
 }
 

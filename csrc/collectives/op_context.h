@@ -126,6 +126,15 @@ class OpContext {
  private:
   absl::Status TimeoutError(const Request* request) const;
   absl::Status TimeoutWaitingFor(int peer, const std::string& what) const;
+  // A timeout waiting for `peer` (-1: none in particular), with the rank to blame attached.
+  absl::Status Blamed(absl::Status timeout, int peer) const;
+  // Called once the deadline passed while waiting for `peer`: whether to wait a little longer
+  // before blaming it. The first call probes it; a peer that answers is alive and waiting
+  // itself (for a rank further on), so this rank waits up to a second more for that peer's own
+  // verdict (its abort frame names the rank it waited for); one that does not answer within
+  // 300 ms is blamed.
+  bool StillWaiting(int peer);
+  int WaitMillis();  // how long one wait for progress may sleep now
   int SpinMicros() const;
 
   Protocol& transport_;
@@ -147,6 +156,11 @@ class OpContext {
   std::optional<std::deque<Request>> requests_;
   std::vector<std::shared_ptr<const Registration>> registrations_;  // exposed in this operation
   std::vector<std::unique_ptr<char[]>> frames_;                      // their descriptions, sent
+  // StillWaiting's probe: of which peer, its answers before, until when to wait.
+  int probed_peer_ = -1;
+  uint64_t answers_before_ = 0;
+  int64_t probe_until_ = 0;
+  int64_t alive_until_ = 0;
   DevicePlan* device_plan_ = nullptr;
   std::function<void()> device_poll_;
 };

@@ -87,6 +87,16 @@ Topology Topology::FromPlaces(std::vector<RankPlace> places, std::vector<HostNic
   return topology;
 }
 
+Topology Topology::Subset(const std::vector<int>& ranks) const {
+  std::vector<RankPlace> places;
+  for (int rank : ranks) places.push_back(places_[rank]);
+  Topology subset = FromPlaces(std::move(places));
+  for (size_t host = 0; host < subset.hosts_.size(); ++host) {
+    subset.host_nics_[host] = host_nics_[places_[ranks[subset.hosts_[host][0]]].host];
+  }
+  return subset;
+}
+
 absl::StatusOr<Topology> Topology::Exchange(Bootstrap& bootstrap, const std::string& prefix,
                                             int rank, int size, absl::Duration timeout,
                                             const LocalFacts& mine) {

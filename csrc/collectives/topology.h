@@ -56,6 +56,10 @@ class Topology {
   // that node. Without it the places' `nic` fields are kept as they are.
   static Topology FromPlaces(std::vector<RankPlace> places, std::vector<HostNics> nics = {});
 
+  // The topology of `ranks` (ascending) alone, renumbered from 0 in that order, each keeping its
+  // place, NIC and its host's network (a shrunk communicator's).
+  Topology Subset(const std::vector<int>& ranks) const;
+
   int size() const { return static_cast<int>(places_.size()); }
   const RankPlace& place(int rank) const { return places_[rank]; }
   // Ranks of each host, hosts in order of their lowest rank, ranks ascending.

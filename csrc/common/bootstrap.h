@@ -23,6 +23,16 @@ class Bootstrap {
   virtual absl::Status Wait(const std::vector<std::string>& keys, absl::Duration timeout) = 0;
   // Atomically adds `delta` to the integer stored at key (missing counts as 0); returns the sum.
   virtual absl::StatusOr<int64_t> Add(const std::string& key, int64_t delta) = 0;
+  // torch c10d's compare_set: stores `desired` when the key holds `expected` (a missing key
+  // matches an empty `expected`) and returns the value now stored. Shrink's agreement decides
+  // through it; a bootstrap without it answers Unimplemented (the agreement then decides by
+  // the first ticket of an Add, which a decider that dies at that very moment can stall).
+  virtual absl::StatusOr<std::string> CompareSet(const std::string& key,
+                                                 const std::string& expected,
+                                                 const std::string& desired) {
+    (void)key, (void)expected, (void)desired;
+    return absl::UnimplementedError("this bootstrap has no compare_set");
+  }
   // An address of this host that peers can reach (e.g. the local end of the connection to the
   // store), or empty when the bootstrap cannot tell.
   virtual std::string LocalAddressHint() { return ""; }

@@ -81,6 +81,25 @@ const std::vector<Variable>& BuildRegistry() {
        "a page) that collectives of up to this many bytes per rank use directly: one "
        "synchronisation instead of messages. 0 turns the lane off.",
        {}, 0, int64_t{1} << 30},
+      {"COHORT_TRACE_BUFFER", Type::kInt, "2000",
+       "Operations each communicator's flight recorder keeps (the last ones, with their state and "
+       "times; dumped on a failure, a timeout, SIGUSR1 or cohort.dump_trace()); 0 turns it off.",
+       {}, 0, 10'000'000},
+      {"COHORT_TRACE_DIR", Type::kString, "",
+       "Folder the flight recorders dump to (trace-rank<R>-<communicator>.json); cohortrun sets "
+       "it to <log dir>/attempt_<n>/traces. Empty: a failure dumps nothing, SIGUSR1 dumps into "
+       "the working folder."},
+      {"COHORT_ON_FAILURE", Type::kChoice, "restart",
+       "What a failed worker or a lost node does to a cohortrun job (the default of cohortrun's "
+       "--on-failure, which sets it for the workers): restart (every worker stops and a new "
+       "generation starts, as torchrun) or shrink (cohortrun removes the failed ranks and the "
+       "survivors go on; the torch backend then watches the launcher's removals and fails "
+       "operations with a removed rank at once).",
+       {"restart", "shrink"}},
+      {"COHORT_SHRINK_WAIT", Type::kDuration, "30s",
+       "How long Shrink's agreement waits for a rank that nobody reported as failed (a rank "
+       "reported lost, stopped or timed out is waited for only a moment) before it leaves it "
+       "out."},
       {"COHORT_DEBUG", Type::kString, "",
        "Comma-separated debug output to print: TUNING (each collective's algorithm with its "
        "predicted and measured time)."},

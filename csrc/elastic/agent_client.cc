@@ -38,6 +38,10 @@ absl::StatusOr<std::unique_ptr<AgentClient>> AgentClient::Start(
       std::unique_ptr<AgentClient>(new AgentClient(std::move(backend), settings, node_id));
   // The first beat before returning, so the coordinator sees this node alive from the start.
   COHORT_RETURN_IF_ERROR(agent->backend_->Beat());
+  {
+    absl::MutexLock lock(&agent->mutex_);
+    agent->last_beat_ = absl::Now();
+  }
   AgentClient* raw = agent.get();
   agent->heartbeat_thread_ = std::thread([raw] {
     pthread_setname_np(pthread_self(), "cohort-heartbeat");
@@ -107,6 +111,7 @@ void AgentClient::HeartbeatLoop() {
       changed_.SignalAll();
       break;
     }
+    last_beat_ = absl::Now();
     next_beat = Deadline::In(settings_.heartbeat_interval);
   }
 }
@@ -114,6 +119,11 @@ void AgentClient::HeartbeatLoop() {
 absl::Status AgentClient::health() const {
   absl::MutexLock lock(&mutex_);
   return health_;
+}
+
+absl::Time AgentClient::last_beat() const {
+  absl::MutexLock lock(&mutex_);
+  return last_beat_;
 }
 
 absl::StatusOr<World> AgentClient::Join(const NodeInfo& info, absl::Duration timeout,

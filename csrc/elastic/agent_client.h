@@ -74,6 +74,9 @@ class AgentClient {
   absl::StatusOr<int64_t> RefusedCount();
   // Why heartbeats stopped (the store went away, the lease expired), or OK.
   absl::Status health() const;
+  // When the backend last acknowledged a heartbeat. A node cut off from the coordinator learns
+  // from it that it has been declared lost: its beats hang (no FIN, no RST) instead of failing.
+  absl::Time last_beat() const;
   // An address of this host that the other nodes can reach (from the connection), or empty.
   std::string LocalAddressHint() { return backend_->LocalAddressHint(); }
 
@@ -99,6 +102,7 @@ class AgentClient {
   std::optional<World> admitted_world_ ABSL_GUARDED_BY(mutex_);
   std::optional<std::string> refused_ ABSL_GUARDED_BY(mutex_);
   std::map<int64_t, GenerationEnd> ends_ ABSL_GUARDED_BY(mutex_);
+  absl::Time last_beat_ ABSL_GUARDED_BY(mutex_);
   std::thread heartbeat_thread_;
 };
 

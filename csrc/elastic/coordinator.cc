@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/membership.h"
 #include "common/status.h"
 #include "elastic/backend.h"
 #include "elastic/store/store_client.h"
@@ -29,6 +30,14 @@ namespace cohort::elastic {
 //             member done, or a waiting node that can scale the job up ends it. A restart goes
 //             back to forming with generation_ + 1 (if the budget allows), the others finish.
 //   finished  every join is refused.
+// With --on-failure shrink (settings_.shrink_on_failure) a running generation does not end on a
+// failure: a failed worker's rank, or every rank of a lost or departed node, is removed from it
+// (removed_ranks_, removed_nodes_: a node is removed once none of its ranks is left), each
+// removal written as a numbered record to the generation's worker store for the workers
+// (common/membership.h), and the survivors go on. It ends as with restart once fewer than
+// min_nodes nodes keep a rank, and succeeds once every node that keeps one reported done. A
+// node waiting to join is not admitted into a running shrink generation (no scale-up restart):
+// it waits for the next one.
 // Events are applied as they come (Apply), then Step moves the state along. Nothing here reads
 // the backend beyond Poll, so the cost of a round is proportional to the events in it.
 class Coordinator::Loop {
@@ -138,20 +147,73 @@ class Coordinator::Loop {
                                        ")"));
         return;
       case AgentEvent::Kind::kFailed:
-        if (!running_ || event.generation != generation_ || failure_reason_) return;
-        failure_reason_ = "a worker failed";
-        if (!event.failures.empty()) {
-          const WorkerFailure& first = event.failures.front();
-          failure_reason_ = absl::StrCat(
-              "worker rank ", first.rank, " on ", first.host,
-              first.exit_code < 0 ? " was killed by signal " : " exited with code ",
-              first.exit_code < 0 ? -first.exit_code : first.exit_code);
+        if (!running_ || event.generation != generation_) return;
+        if (settings_.shrink_on_failure) {
+          RemoveFailedWorkers(event);
+          return;
         }
+        if (failure_reason_) return;
+        failure_reason_ = "a worker failed";
+        if (!event.failures.empty()) failure_reason_ = DescribeFailure(event.failures.front());
         return;
       case AgentEvent::Kind::kDone:
         if (event.generation == generation_) done_.insert(node_id);
         return;
     }
+  }
+
+  static std::string DescribeFailure(const WorkerFailure& failure) {
+    return absl::StrCat("worker rank ", failure.rank, " on ", failure.host,
+                        failure.exit_code < 0 ? " was killed by signal " : " exited with code ",
+                        failure.exit_code < 0 ? -failure.exit_code : failure.exit_code);
+  }
+
+  // The ranks of `members_[group_rank]`, in the running generation.
+  std::vector<int> RanksOf(size_t group_rank) const {
+    int first = 0;
+    for (size_t i = 0; i < group_rank; ++i) first += members_[i].local_world_size;
+    std::vector<int> ranks;
+    for (int i = 0; i < members_[group_rank].local_world_size; ++i) ranks.push_back(first + i);
+    return ranks;
+  }
+
+  int GroupRankOf(const std::string& node_id) const {
+    for (size_t i = 0; i < members_.size(); ++i) {
+      if (members_[i].node_id == node_id) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  // Queues the removal of `ranks` (those not removed yet) of member `group_rank`.
+  void QueueRemoval(size_t group_rank, const std::vector<int>& ranks, const std::string& reason) {
+    membership::Removal removal;
+    for (int rank : ranks) {
+      if (removed_ranks_.insert(rank).second) removal.ranks.push_back(rank);
+    }
+    if (removal.ranks.empty()) return;
+    std::sort(removal.ranks.begin(), removal.ranks.end());
+    removal.reason = reason;
+    bool any_left = false;
+    for (int rank : RanksOf(group_rank)) any_left |= !removed_ranks_.contains(rank);
+    if (!any_left) removed_nodes_.insert(members_[group_rank].node_id);
+    pending_removals_.push_back(std::move(removal));
+  }
+
+  // --on-failure shrink: a node reported failed workers (its list so far, so some may be old).
+  void RemoveFailedWorkers(const AgentEvent& event) {
+    int group_rank = GroupRankOf(event.node_id);
+    if (group_rank < 0 || removed_nodes_.contains(event.node_id)) return;
+    const std::vector<int> own = RanksOf(group_rank);
+    std::vector<int> ranks;
+    std::string reason;
+    for (const WorkerFailure& failure : event.failures) {
+      if (std::find(own.begin(), own.end(), failure.rank) == own.end()) continue;
+      if (removed_ranks_.contains(failure.rank)) continue;
+      ranks.push_back(failure.rank);
+      if (reason.empty()) reason = DescribeFailure(failure);
+    }
+    if (ranks.size() > 1) absl::StrAppend(&reason, " (and ", ranks.size() - 1, " more there)");
+    QueueRemoval(group_rank, ranks, reason);
   }
 
   void MarkLost(const std::string& node_id, const std::string& reason) {
@@ -198,7 +260,93 @@ class Coordinator::Loop {
     return backend_->Refuse(node_ids, why);
   }
 
+  // Writes the queued removals to the generation's worker store, numbered from 1.
+  absl::Status WriteRemovals() {
+    if (pending_removals_.empty()) return absl::OkStatus();
+    if (worker_client_ == nullptr) {
+      store::StoreClientOptions client_options;
+      client_options.host = options_.worker_store_listen_host.empty()
+                                ? "127.0.0.1"
+                                : options_.worker_store_listen_host;
+      client_options.port = worker_store_->port();
+      client_options.job_id = options_.job_id;
+      client_options.token = options_.token;
+      client_options.connect_timeout = settings_.read_timeout;
+      client_options.timeout = settings_.read_timeout;
+      COHORT_ASSIGN_OR_RETURN(worker_client_, store::StoreClient::Connect(client_options));
+    }
+    const int left = TotalRanks() - static_cast<int>(removed_ranks_.size());
+    const size_t nodes_left = members_.size() - removed_nodes_.size();
+    for (const membership::Removal& removal : pending_removals_) {
+      COHORT_RETURN_IF_ERROR(worker_client_->Set(membership::RemovalKey(++removals_),
+                                                 membership::Encode(removal)));
+      COHORT_LOG(WARN) << "generation " << generation_ << " goes on without rank"
+                       << (removal.ranks.size() > 1 ? "s " : " ")
+                       << absl::StrJoin(removal.ranks, ", ") << " (--on-failure shrink): "
+                       << removal.reason << "; " << left << " rank" << (left == 1 ? "" : "s")
+                       << " on " << nodes_left << " node" << (nodes_left == 1 ? "" : "s")
+                       << (left == 1 && nodes_left == 1 ? " is" : " are") << " left";
+      removal_reasons_.push_back(removal.reason);
+    }
+    pending_removals_.clear();
+    return absl::OkStatus();
+  }
+
+  // --on-failure shrink: removes lost members, and ends the generation only when too few nodes
+  // are left or every node left is done.
+  absl::Status StepShrinking() {
+    for (size_t i = 0; i < members_.size(); ++i) {
+      const std::string& node_id = members_[i].node_id;
+      if (lost_.contains(node_id) && !removed_nodes_.contains(node_id)) {
+        QueueRemoval(i, RanksOf(i), LostReason(node_id));
+        removed_nodes_.insert(node_id);  // even when its ranks had all failed before
+      }
+    }
+    COHORT_RETURN_IF_ERROR(WriteRemovals());
+    std::optional<GenerationEnd> end;
+    const int left = static_cast<int>(members_.size() - removed_nodes_.size());
+    if (!removed_nodes_.empty() && left < settings_.min_nodes) {
+      end = GenerationEnd{
+          GenerationEnd::Kind::kRestart,
+          absl::StrCat(removal_reasons_.back(), "; ", left, " node", left == 1 ? "" : "s",
+                       " left, fewer than the minimum of --nnodes (", settings_.min_nodes, ")"),
+          true};
+    } else if (!moved_from_.empty()) {
+      end = GenerationEnd{GenerationEnd::Kind::kRestart,
+                          absl::StrCat("the coordinator moved from ", moved_from_, " to ",
+                                       options_.host, " (the workers' store moves with it)"),
+                          false};
+    } else {
+      size_t done = 0;
+      for (const NodeInfo& member : members_) {
+        done += done_.contains(member.node_id) && !removed_nodes_.contains(member.node_id) ? 1 : 0;
+      }
+      if (done == members_.size() - removed_nodes_.size()) {
+        std::string reason = "all workers exited with code 0";
+        if (!removed_ranks_.empty()) {
+          reason = absl::StrCat("all ", TotalRanks() - static_cast<int>(removed_ranks_.size()),
+                                " surviving workers exited with code 0; ",
+                                removed_ranks_.size(), " rank",
+                                removed_ranks_.size() > 1 ? "s" : "",
+                                " (", absl::StrJoin(removed_ranks_, ", "),
+                                ") removed on the way (--on-failure shrink): ",
+                                absl::StrJoin(removal_reasons_, "; "));
+        }
+        end = GenerationEnd{GenerationEnd::Kind::kSucceeded, reason, false};
+      }
+    }
+    if (!end) return absl::OkStatus();
+    return EndGeneration(*end);
+  }
+
+  int TotalRanks() const {
+    int total = 0;
+    for (const NodeInfo& member : members_) total += member.local_world_size;
+    return total;
+  }
+
   absl::Status StepRunning() {
+    if (settings_.shrink_on_failure) return StepShrinking();
     std::optional<GenerationEnd> end;
     if (failure_reason_) end = GenerationEnd{GenerationEnd::Kind::kRestart, *failure_reason_, true};
     if (!end) {
@@ -247,10 +395,18 @@ class Coordinator::Loop {
     }
     const int64_t ended = generation_;
     COHORT_LOG(INFO) << "generation " << ended << " ends: " << end.reason;
+    end.readers = 0;
+    for (const NodeInfo& member : members_) end.readers += lost_.contains(member.node_id) ? 0 : 1;
     running_ = false;
     moved_from_.clear();
     failure_reason_.reset();
     done_.clear();
+    removed_ranks_.clear();
+    removed_nodes_.clear();
+    pending_removals_.clear();
+    removal_reasons_.clear();
+    removals_ = 0;
+    worker_client_.reset();
     if (end.kind != GenerationEnd::Kind::kRestart) {
       finished_ = true;
     } else {
@@ -319,6 +475,7 @@ class Coordinator::Loop {
     world.master_addr = world.nodes.front().address;
     world.master_port = world.nodes.front().master_port;
     // A fresh store for this generation's workers; the last one's workers lose theirs.
+    worker_client_.reset();
     worker_store_.reset();
     store::StoreServerOptions store_options;
     store_options.host = options_.worker_store_listen_host;
@@ -370,6 +527,14 @@ class Coordinator::Loop {
   absl::Time round_opened_;
   std::optional<absl::Time> min_reached_at_;
   std::unique_ptr<store::StoreServer> worker_store_;
+  // --on-failure shrink, in the running generation: what was removed, the removals still to
+  // write, the records written so far, and a connection to the worker store to write them.
+  std::set<int> removed_ranks_;
+  std::set<std::string> removed_nodes_;
+  std::vector<membership::Removal> pending_removals_;
+  std::vector<std::string> removal_reasons_;
+  int removals_ = 0;
+  std::unique_ptr<store::StoreClient> worker_client_;
 };
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorOptions& options) {

@@ -423,7 +423,9 @@ std::string EncodeEnd(const GenerationEnd& end) {
   const char* kind = end.kind == GenerationEnd::Kind::kRestart     ? "restart"
                      : end.kind == GenerationEnd::Kind::kSucceeded ? "succeeded"
                                                                    : "failed";
-  return Json{{"kind", kind}, {"reason", end.reason}, {"counted", end.counted}}.dump();
+  return Json{{"kind", kind}, {"reason", end.reason}, {"counted", end.counted},
+              {"readers", end.readers}}
+      .dump();
 }
 
 absl::StatusOr<GenerationEnd> DecodeEnd(const std::string& text) {
@@ -435,6 +437,7 @@ absl::StatusOr<GenerationEnd> DecodeEnd(const std::string& text) {
                                      : GenerationEnd::Kind::kFailed;
     end.reason = json.at("reason").get<std::string>();
     end.counted = json.at("counted").get<bool>();
+    if (json.contains("readers")) end.readers = JsonInteger(json, "readers", 0, kMaxNodes);
     return end;
   });
 }

@@ -78,6 +78,10 @@ struct RendezvousSettings {
   // Timeout of single store calls.
   absl::Duration read_timeout = absl::Seconds(60);
   int max_restarts = 0;
+  // --on-failure shrink: a failed worker or a lost node is removed from the running generation
+  // (a removal record in its worker store, common/membership.h) and the survivors go on; the
+  // generation ends as with restart only when fewer than min_nodes nodes keep a rank.
+  bool shrink_on_failure = false;
   EtcdSettings etcd;
 };
 
@@ -111,6 +115,9 @@ struct GenerationEnd {
   Kind kind = Kind::kRestart;
   std::string reason;
   bool counted = false;  // the restart counts against --max-restarts
+  // How many agents will read this end (the generation's nodes that were not lost), for the
+  // coordinator's host to wait for; 0: every node of the generation.
+  int64_t readers = 0;
 };
 std::string EncodeEnd(const GenerationEnd& end);
 absl::StatusOr<GenerationEnd> DecodeEnd(const std::string& text);

@@ -113,6 +113,7 @@ std::map<std::string, std::string> WorkerVariables(const LaunchOptions& options,
       {"COHORT_JOB_ID", options.rdzv_id},
       {"COHORT_HOST_ID", host},
       {"COHORT_GENERATION", absl::StrCat(world.generation)},
+      {"COHORT_ON_FAILURE", options.on_failure},
   };
   return variables;
 }
@@ -405,6 +406,18 @@ class Agent {
       left_ = true;
       return kExitFailure;
     }
+    // The workers' flight recorders dump here on a failure (COHORT_TRACE_DIR), unless the user
+    // chose a folder.
+    std::string trace_dir;
+    if (!CurrentEnvironment().contains("COHORT_TRACE_DIR")) {
+      trace_dir = absl::StrCat(attempt_dir, "/traces");
+      fs::create_directories(trace_dir, error);
+      if (error) {
+        COHORT_LOG(WARN) << "cannot create " << trace_dir << ": " << error.message()
+                         << "; the workers' flight recorders will not dump";
+        trace_dir.clear();
+      }
+    }
     std::vector<WorkerSpec> specs;
     for (int local_rank = 0; local_rank < node.local_world_size; ++local_rank) {
       std::string rank_dir = absl::StrCat(attempt_dir, "/", local_rank);
@@ -419,10 +432,10 @@ class Agent {
       spec.program = *resolved;
       spec.argv = argv;
       std::string error_file = absl::StrCat(rank_dir, "/error.json");
-      spec.env = MergeEnvironment(
-          WorkerVariables(options_, world, group_rank, local_rank, master_addr, master_port, token_,
-                          host_, error_file),
-          node.local_world_size);
+      auto variables = WorkerVariables(options_, world, group_rank, local_rank, master_addr,
+                                       master_port, token_, host_, error_file);
+      if (!trace_dir.empty()) variables["COHORT_TRACE_DIR"] = trace_dir;
+      spec.env = MergeEnvironment(variables, node.local_world_size);
       spec.prefix = ExpandPrefix(options_.log_line_prefix_template, host_, spec.rank, local_rank,
                                  node.role, world.generation);
       int redirect = options_.redirects.For(local_rank);
@@ -453,6 +466,14 @@ class Agent {
     }
     workers_ = std::move(*started);
 
+    const bool shrink = options_.settings.shrink_on_failure;
+    // This agent's host runs the rendezvous store: its beats cannot be cut off from it.
+    const bool beside_coordinator = server_ != nullptr;
+    // A node cut off from the coordinator this long has been declared lost (the coordinator
+    // allows heartbeat_timeout, and checks a few times per interval).
+    const absl::Duration cut_off_after =
+        options_.settings.heartbeat_timeout + options_.settings.heartbeat_interval;
+    std::vector<WorkerFailure> reported_failures;  // every failure so far, as last reported
     bool failures_reported = false;
     bool done_reported = false;
     bool all_ok = true;
@@ -489,21 +510,43 @@ class Agent {
         FillFromErrorFile(error_files[exit.local_rank], &failure);
         failures.push_back(failure);
       }
-      if (!failures.empty() && !failures_reported) {
+      if (shrink && !beside_coordinator && absl::Now() - client_->last_beat() > cut_off_after) {
+        std::fprintf(stderr,
+                     "cohortrun: %s has had no heartbeat through to %s for %s: the coordinator "
+                     "has removed this node from the job (--on-failure shrink) and the others go "
+                     "on without it; stopping its workers. Check the network between this node "
+                     "and the rendezvous endpoint\n",
+                     host_.c_str(), client_->backend().Describe().c_str(),
+                     absl::FormatDuration(absl::Trunc(absl::Now() - client_->last_beat(),
+                                                      absl::Milliseconds(100)))
+                         .c_str());
+        workers_->Stop(StopGrace());
+        workers_->PumpAll();
+        workers_.reset();
+        keep_log_dir_ = true;
+        return kExitFailure;
+      }
+      // Restart: the first failures are reported and every other worker stops (the coordinator
+      // ends the generation everywhere). Shrink: each new failure is reported (the list so
+      // far), and the other workers go on.
+      if (!failures.empty() && (shrink || !failures_reported)) {
         failures_reported = true;
         for (const WorkerFailure& failure : failures) {
-          std::fprintf(stderr, "cohortrun: worker rank %d (local rank %d, pid %d) on %s %s\n",
+          std::fprintf(stderr, "cohortrun: worker rank %d (local rank %d, pid %d) on %s %s%s\n",
                        failure.rank, failure.local_rank, failure.pid, host_.c_str(),
                        failure.exit_code < 0
                            ? absl::StrCat("was killed by ", SignalName(-failure.exit_code)).c_str()
-                           : absl::StrCat("exited with code ", failure.exit_code).c_str());
+                           : absl::StrCat("exited with code ", failure.exit_code).c_str(),
+                       shrink ? "; --on-failure shrink: the job goes on without it" : "");
         }
-        absl::Status reported = client_->ReportFailures(world.generation, failures);
+        reported_failures.insert(reported_failures.end(), failures.begin(), failures.end());
+        absl::Status reported = client_->ReportFailures(world.generation, reported_failures);
         if (!reported.ok()) return LostStore(reported);
-        // The other local workers stop now; the coordinator ends the generation everywhere.
-        workers_->Stop(StopGrace());
+        if (!shrink) workers_->Stop(StopGrace());
       }
-      if (workers_->AllExited() && all_ok && !done_reported) {
+      // With shrink, the workers that failed are out of the job: this node is done once the
+      // others exited with 0.
+      if (workers_->AllExited() && (all_ok || shrink) && !done_reported) {
         done_reported = true;
         absl::Status reported = client_->ReportDone(world.generation);
         if (!reported.ok()) return LostStore(reported);
@@ -516,6 +559,8 @@ class Agent {
       if (!end.ok()) return LostStore(end.status());
       if (!end->has_value()) continue;
       const GenerationEnd& how = **end;
+      ShowTraces(trace_dir);
+      if (how.readers > 0) expected_acks_ = how.readers;  // lost nodes will not read it
       if (!workers_->AllExited()) workers_->Stop(StopGrace());
       workers_->PumpAll();
       workers_.reset();
@@ -528,6 +573,9 @@ class Agent {
                                    : "");
           return std::nullopt;
         case GenerationEnd::Kind::kSucceeded:
+          if (shrink && how.reason != "all workers exited with code 0") {
+            std::fprintf(stderr, "cohortrun: the job succeeded: %s\n", how.reason.c_str());
+          }
           (void)client_->AcknowledgeEnd();
           return 0;
         case GenerationEnd::Kind::kFailed: {
@@ -542,6 +590,18 @@ class Agent {
         }
       }
     }
+  }
+
+  // Names the folder where this node's workers dumped their flight recorders, if any did, and
+  // keeps the log folder that holds it.
+  void ShowTraces(const std::string& trace_dir) {
+    std::error_code error;
+    if (trace_dir.empty() || fs::is_empty(trace_dir, error) || error) return;
+    keep_log_dir_ = true;
+    std::fprintf(stderr,
+                 "cohortrun: the flight recorders of %s's workers dumped into %s; `cohort-trace "
+                 "%s` says where each rank stopped\n",
+                 host_.c_str(), trace_dir.c_str(), trace_dir.c_str());
   }
 
   int LostStore(const absl::Status& status) {
@@ -689,6 +749,7 @@ std::string DescribeDryRun(const LaunchOptions& options) {
   line("rdzv-id", options.rdzv_id);
   line("rdzv-conf", options.rdzv_conf);
   line("max-restarts", absl::StrCat(options.max_restarts));
+  line("on-failure", options.on_failure);
   line("monitor-interval", absl::StrCat(options.monitor_interval_seconds, "s"));
   line("role", options.role);
   line("master-addr", options.master_addr_given ? options.master_addr : "(group rank 0's address)");
@@ -741,6 +802,9 @@ std::string DescribeDryRun(const LaunchOptions& options) {
                                      options.master_port, "(job token)", logging::HostName(),
                                      absl::StrCat("<log dir>/attempt_0/", local_rank, "/error.json"));
     if (!options.master_port_given) variables["MASTER_PORT"] = "(reserved port)";
+    if (!CurrentEnvironment().contains("COHORT_TRACE_DIR")) {
+      variables["COHORT_TRACE_DIR"] = "<log dir>/attempt_0/traces";
+    }
     std::vector<std::string> entries;
     for (const auto& [name, value] : variables) entries.push_back(absl::StrCat(name, "=", value));
     absl::StrAppend(&out, "  local rank ", local_rank, ": ", absl::StrJoin(entries, " "), "\n");

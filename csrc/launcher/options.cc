@@ -48,6 +48,10 @@ const std::vector<Flag>& Flags() {
        "etcd: protocol, cacert, cert, key, user, password, etcd_prefix"},
       {"standalone", false, nullptr, "single node: a private store on a free local port"},
       {"max-restarts", true, nullptr, "restarts of the job after failures (default 0)"},
+      {"on-failure", true, nullptr,
+       "restart (default: every worker stops, a new generation starts) or shrink (the failed "
+       "worker or lost node is removed and the survivors go on; below the minimum of --nnodes "
+       "the job restarts); also COHORT_ON_FAILURE"},
       {"monitor-interval", true, nullptr, "seconds between worker checks (default 0.1)"},
       {"start-method", true, nullptr, "spawn, fork or forkserver (accepted; workers are exec'd)"},
       {"role", true, nullptr, "role of this node's workers (default \"default\")"},
@@ -483,6 +487,27 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
   if (auto value = value_of("max-restarts")) {
     COHORT_ASSIGN_OR_RETURN(options.max_restarts, ParseInt("max-restarts", *value, 0, 1 << 30));
   }
+  {
+    // The flag, PET_ON_FAILURE, then COHORT_ON_FAILURE (the name the workers see it by).
+    std::optional<std::string> value = value_of("on-failure");
+    std::string named = "--on-failure";
+    if (!value && Has(environment, "COHORT_ON_FAILURE")) {
+      value = environment.at("COHORT_ON_FAILURE");
+      options.sources["on-failure"] = named = "COHORT_ON_FAILURE";
+    } else if (value && options.sources["on-failure"] != "flag") {
+      named = options.sources["on-failure"];
+    }
+    if (value) {
+      std::string mode = absl::AsciiStrToLower(absl::StripAsciiWhitespace(*value));
+      if (mode != "restart" && mode != "shrink") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            named, " \"", *value, "\" is not valid: it accepts restart (every worker stops and "
+            "the job starts again, as torchrun) or shrink (the failed worker or lost node is "
+            "removed and the survivors go on)"));
+      }
+      options.on_failure = mode;
+    }
+  }
   if (auto value = value_of("monitor-interval")) {
     if (!absl::SimpleAtod(*value, &options.monitor_interval_seconds) ||
         options.monitor_interval_seconds <= 0 || options.monitor_interval_seconds > 3600) {
@@ -622,6 +647,7 @@ absl::StatusOr<LaunchOptions> ParseLaunchOptions(
   options.settings.min_nodes = options.min_nodes;
   options.settings.max_nodes = options.max_nodes;
   options.settings.max_restarts = options.max_restarts;
+  options.settings.shrink_on_failure = options.on_failure == "shrink";
   options.settings.static_ranks = options.rdzv_backend == "static";
   COHORT_RETURN_IF_ERROR(
       elastic::ParseRendezvousConf(options.rdzv_conf, &options.settings, &options.is_host));
@@ -643,8 +669,9 @@ std::string Usage() {
   std::string out =
       "usage: cohortrun [flags] training_script [script args...]\n\n"
       "Launches nproc-per-node workers on each node, forms the job's ranks across nodes with an\n"
-      "elastic coordinator, restarts the job when a worker or node fails, and prints a summary\n"
-      "of the first failure. Flags are torchrun's, in --dash-case or --snake_case, each also\n"
+      "elastic coordinator, restarts the job when a worker or node fails (with --on-failure\n"
+      "shrink: removes it, and the survivors go on), and prints a summary of the first\n"
+      "failure. Flags are torchrun's, in --dash-case or --snake_case, each also\n"
       "settable as PET_<NAME> (e.g. PET_NPROC_PER_NODE=4); Slurm, dstack and Open MPI\n"
       "environments fill what neither gives. Flags win.\n\nflags:\n";
   for (const Flag& flag : Flags()) {
@@ -656,7 +683,8 @@ std::string Usage() {
   absl::StrAppend(&out,
                   "\nWorkers get torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, "
                   "...)\nplus COHORT_STORE_ADDR, COHORT_JOB_TOKEN, COHORT_JOB_ID, COHORT_HOST_ID "
-                  "and\nCOHORT_GENERATION for the cohort backend. See docs/launcher.md.\n");
+                  "and\nCOHORT_GENERATION, COHORT_ON_FAILURE for the cohort backend. See "
+                  "docs/launcher.md.\n");
   return out;
 }
 

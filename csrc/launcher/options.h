@@ -37,6 +37,10 @@ struct LaunchOptions {
   std::string rdzv_conf;
   bool standalone = false;
   int max_restarts = 0;
+  // --on-failure restart|shrink (or COHORT_ON_FAILURE): what a failed worker or a lost node does
+  // to the job. restart (torchrun's way): every worker stops and a new generation starts.
+  // shrink: it is removed from the job and the survivors go on (settings.shrink_on_failure).
+  std::string on_failure = "restart";
   double monitor_interval_seconds = 0.1;
   std::string start_method = "spawn";  // accepted for compatibility; workers are always exec'd
   std::string role = "default";

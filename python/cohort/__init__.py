@@ -14,11 +14,13 @@ import os
 import torch
 import torch.distributed as dist
 
-from . import _C
+from . import _C, failures
+
+from .failures import dump_trace, failed_ranks, root_ranks, shrink
 
 __all__ = [
-    "BACKEND", "CollectiveError", "abort", "communicator_name", "create_backend", "is_available",
-    "monitored_barrier", "work_exception",
+    "BACKEND", "CollectiveError", "abort", "communicator_name", "create_backend", "dump_trace",
+    "failed_ranks", "is_available", "monitored_barrier", "root_ranks", "shrink", "work_exception",
 ]
 
 # A collective or point-to-point operation that failed because of its peers or the
@@ -68,7 +70,9 @@ def create_backend(store, rank, size, timeout, group_name="cohort"):
     """Creates a cohort backend object directly (torch calls this through the registry)."""
     if not isinstance(timeout, datetime.timedelta):
         timeout = datetime.timedelta(seconds=float(timeout))
-    return _C.create_backend(store, rank, size, timeout, _store_host(store), str(group_name))
+    backend = _C.create_backend(store, rank, size, timeout, _store_host(store), str(group_name))
+    failures._track(backend, size)  # cohortrun --on-failure shrink: watch for its removals
+    return backend
 
 
 def _backend_of(group):

@@ -3,139 +3,25 @@ docs/bench.md): who stopped where first, in words; then one row per rank with it
 as bars in time (done, failed, started and never finished, queued) and where each rank stopped
 marked; then a table per rank. Also the terminal version (--text).
 
-The analysis follows PyTorch's flight-recorder analyzer: the first sequence number that not
-every rank finished is where the job stopped; a rank that never entered it (or wrote no dump)
-stopped first; ranks that disagree on what that sequence number is (op, type, count, root) are
-named too.
+The analysis is cohort-trace's (flight_trace.py, after PyTorch's flight-recorder analyzer): the
+first sequence number that not every rank finished is where the job stopped; a rank that never
+entered it (or wrote no dump) stopped first; ranks that disagree on what that sequence number is
+(op, type, count, root) are named too.
 """
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 try:
+    from . import flight_trace
     from . import report_page as page_lib
 except ImportError:  # run as a script (cohort-bench report): no package, no torch needed
+    import flight_trace
     import report_page as page_lib
 
 STATE_COLORS = {"done": "#4c72b0", "failed": "#c62828", "started": "#f0a030", "queued": "#bdbdbd"}
-ENTERED = ("started", "done", "failed")
-
-
-def _describe(entry):
-    what = f"{entry.get('op', '?')}"
-    if entry.get("dtype"):
-        what += f" {entry['dtype']}"
-    if entry.get("count") is not None:
-        what += f" x {entry['count']}"
-    for key in ("root", "peer"):
-        if entry.get(key) not in (None, -1):
-            what += f" {key} {entry[key]}"
-    return what
-
-
-def _signature(entry):
-    return tuple(entry.get(k) for k in ("op", "dtype", "count", "root", "peer"))
-
-
-class Rank:
-    def __init__(self, dump):
-        self.dump = dump
-        self.rank = dump["rank"]
-        self.host = dump.get("host", "?")
-        self.entries = sorted(dump["entries"], key=lambda e: e["sequence"])
-        self.by_sequence = {e["sequence"]: e for e in self.entries}
-        done = [e["sequence"] for e in self.entries if e["state"] == "done"]
-        self.last_done = max(done) if done else None
-        entered = [e["sequence"] for e in self.entries if e["state"] in ENTERED]
-        self.last_entered = max(entered) if entered else None
-        pending = [e for e in self.entries if e["state"] != "done"]
-        self.stop = pending[0] if pending else (self.entries[-1] if self.entries else None)
-
-
-def _ranks_text(ranks):
-    ranks = sorted(ranks)
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(str(r) for r in ranks)
-
-
-def analyze(dumps):
-    """{"world_size", "ranks": {rank: Rank}, "missing", "sequence", "culprits", "summary",
-    "mismatch"} from the dumps of one communicator."""
-    ranks = {d["rank"]: Rank(d) for d in dumps}
-    world = max([d.get("world_size", 0) for d in dumps] + [max(ranks) + 1])
-    missing = [r for r in range(world) if r not in ranks]
-    hosts = {r: ranks[r].host for r in ranks}
-    pending = [rank.stop["sequence"] for rank in ranks.values()
-               if rank.stop is not None and rank.stop["state"] != "done"]
-    result = {"world_size": world, "ranks": ranks, "missing": missing, "sequence": None,
-              "culprits": [], "mismatch": None}
-    sentences = []
-    # Ranks that disagree on what a sequence number is: the first such number; the ranks off the
-    # majority (all of them when there is none) are to blame.
-    odd = []
-    sequences = sorted({e["sequence"] for rank in ranks.values() for e in rank.entries})
-    for sequence in sequences:
-        groups = {}
-        for rank in ranks.values():
-            entry = rank.by_sequence.get(sequence)
-            if entry is not None:
-                groups.setdefault(_signature(entry), []).append(rank.rank)
-        if len(groups) > 1:
-            members = sorted(groups.values(), key=len, reverse=True)
-            parts = [f"{_ranks_text(group)} ran "
-                     f"{_describe(ranks[group[0]].by_sequence[sequence])}" for group in members]
-            result["mismatch"] = sequence
-            majority = len(members[0]) > len(members[1])
-            odd = sorted(r for group in (members[1:] if majority else members) for r in group)
-            sentences.append(f"The ranks disagree on sequence {sequence}: {'; '.join(parts)}.")
-            break
-    if not pending:
-        last = [rank.last_done for rank in ranks.values() if rank.last_done is not None]
-        if missing:
-            sentences.append(f"{_ranks_text(missing)} wrote no dump (the process died, or was "
-                             f"never asked to write one).")
-        sentences.append(f"Every dumped rank finished its last operation (sequence "
-                         f"{max(last) if last else '-'}); nothing was pending when they dumped.")
-        result["culprits"] = sorted(set(missing) | set(odd))
-    else:
-        sequence = min(pending)
-        result["sequence"] = sequence
-        example = next(rank.by_sequence[sequence] for rank in ranks.values()
-                       if sequence in rank.by_sequence)
-        entered = sorted(r for r, rank in ranks.items()
-                         if rank.by_sequence.get(sequence, {}).get("state") in ENTERED)
-        behind = sorted(r for r in ranks if r not in entered)
-        failed = sorted(r for r, rank in ranks.items()
-                        if rank.by_sequence.get(sequence, {}).get("state") == "failed")
-        what = f"sequence {sequence} ({_describe(example)})"
-        if missing:
-            sentences.append(f"{_ranks_text(missing)} wrote no dump: the process died or hung "
-                             f"before dumping, at or before {what}"
-                             + (f", which {_ranks_text(entered)} entered and waited in"
-                                if entered and not behind else "") + ".")
-        for r in behind:
-            last = ranks[r].last_entered
-            sentences.append(f"Rank {r} ({hosts[r]}) never entered {what}: "
-                             + (f"it stopped after sequence {last}." if last is not None
-                                else "it entered no operation."))
-        if behind and entered:
-            sentences.append(f"{_ranks_text(entered).capitalize()} entered it and waited.")
-        if missing or behind:
-            result["culprits"] = sorted(set(missing) | set(behind) | set(odd))
-        else:
-            late = max(entered, key=lambda r: ranks[r].by_sequence[sequence].get("started_ns")
-                       or 0)
-            sentences.append(f"Every rank entered {what} and it did not finish"
-                             + (f" ({_ranks_text(failed)} failed)" if failed else "")
-                             + f"; the last to enter was rank {late} ({hosts[late]}).")
-            result["culprits"] = odd or [late]
-        errors = [(r, ranks[r].by_sequence[sequence].get("error")) for r in failed
-                  if ranks[r].by_sequence[sequence].get("error")]
-        if errors:
-            r, error = errors[0]
-            sentences.append(f"Rank {r}'s error: {error}")
-    sentences = [s[0].upper() + s[1:] for s in sentences]
-    result["summary"] = " ".join(sentences)
-    return result
+analyze = flight_trace.analyze
+_describe = flight_trace.describe
 
 
 def _times(entry, end):

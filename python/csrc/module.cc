@@ -14,7 +14,6 @@
 namespace py = pybind11;
 
 namespace cohort::torch_ext {
-namespace {
 
 ProcessGroupCohort& Ours(const c10::intrusive_ptr<BackendBase>& backend) {
   auto* ours = dynamic_cast<ProcessGroupCohort*>(backend.get());
@@ -23,7 +22,9 @@ ProcessGroupCohort& Ours(const c10::intrusive_ptr<BackendBase>& backend) {
   return *ours;
 }
 
-}  // namespace
+// failure_bindings.cc: cohort.shrink, the launcher's removals, the flight recorder.
+void DefineFailureCalls(py::module& module);
+
 }  // namespace cohort::torch_ext
 
 PYBIND11_MODULE(_C, module) {
@@ -80,6 +81,7 @@ PYBIND11_MODULE(_C, module) {
       "has none.");
   module.def("local_address_toward", &cohort::torch_ext::LocalAddressToward);
   cohort::torch_ext::RegisterErrors(module);
+  cohort::torch_ext::DefineFailureCalls(module);
   module.attr("torch_version_built") = TORCH_VERSION;
 #ifdef COHORT_HAVE_NCCL
   constexpr bool kWithNccl = COHORT_TORCH_CUDA;  // libcohort's NCCL device groups, on CUDA tensors

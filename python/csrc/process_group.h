@@ -103,6 +103,22 @@ class ProcessGroupCohort final : public BackendBase {
   // Fails every pending and later operation of this group with `reason` (thread-safe).
   void Abort(const std::string& reason);
 
+  // Failures in place (shrink.cc). A group of the survivors over the same connections
+  // (cohort.shrink): every survivor calls it after an operation failed; they agree through
+  // cohortrun's worker store when there is one (COHORT_STORE_ADDR), else this group's store.
+  // This group is revoked. `exclude`: ranks to leave out besides the failed ones.
+  c10::intrusive_ptr<ProcessGroupCohort> Shrink(const std::vector<int>& exclude);
+  // A group over a communicator made elsewhere (Shrink's result).
+  ProcessGroupCohort(const c10::intrusive_ptr<c10d::Store>& store,
+                     std::unique_ptr<StoreBootstrap> bootstrap, std::unique_ptr<Communicator> comm,
+                     std::chrono::milliseconds timeout);
+  // Ranks the launcher removed, by their rank in the group before any shrink.
+  void RemoveRootRanks(const std::vector<int>& root_ranks, const std::string& reason);
+  // The rank each rank of this group had before any shrink.
+  std::vector<int> RootRanks() const;
+  std::string DumpTrace(const std::string& directory) const;
+  std::vector<std::pair<int, std::string>> FailedRanks() const;
+
  private:
   // Notes `work` as a member of the open coalescing group, if any; returns it.
   c10::intrusive_ptr<c10d::Work> Record(c10::intrusive_ptr<c10d::Work> work);

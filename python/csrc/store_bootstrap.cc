@@ -82,6 +82,24 @@ absl::StatusOr<int64_t> StoreBootstrap::Add(const std::string& key, int64_t delt
   }
 }
 
+absl::StatusOr<std::string> StoreBootstrap::CompareSet(const std::string& key,
+                                                       const std::string& expected,
+                                                       const std::string& desired) {
+  try {
+    std::vector<uint8_t> stored =
+        store_->compareSet(key, std::vector<uint8_t>(expected.begin(), expected.end()),
+                           std::vector<uint8_t>(desired.begin(), desired.end()));
+    return std::string(stored.begin(), stored.end());
+  } catch (const std::exception& error) {
+    std::string message = error.what();
+    // Stores that have no compare_set (some Python stores) say so by throwing.
+    if (message.find("ot implemented") != std::string::npos) {
+      return absl::UnimplementedError(absl::StrCat("torch store: ", message));
+    }
+    return FromException(error, absl::StrCat("compare_set \"", key, "\""));
+  }
+}
+
 std::string LocalAddressToward(const std::string& host) {
   if (host.empty()) return "";
   addrinfo hints = {};

@@ -20,6 +20,8 @@ class StoreBootstrap final : public Bootstrap {
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout) override;
   absl::Status Wait(const std::vector<std::string>& keys, absl::Duration timeout) override;
   absl::StatusOr<int64_t> Add(const std::string& key, int64_t delta) override;
+  absl::StatusOr<std::string> CompareSet(const std::string& key, const std::string& expected,
+                                         const std::string& desired) override;
   std::string LocalAddressHint() override { return local_address_; }
 
   c10d::Store& store() { return *store_; }

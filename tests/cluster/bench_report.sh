@@ -5,7 +5,7 @@
 # named); the terminal version (--text); bad input (a truncated file, another format version,
 # an empty sweep, a file that is no report) is an error naming the file, exit code 2 and no page;
 # and the failure page from made-up flight-recorder dumps (tests/cluster/lib/trace_fixture.py:
-# libcohort writes no dumps yet) names the killed rank and marks where each rank stopped.
+# tests/python/test_trace.py reads real ones) names the killed rank and marks where each rank stopped.
 # (The validate page is checked in bench_netns_validate.sh, on the namespace test bed.)
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/report.sh"

@@ -15,6 +15,9 @@
 #include "elastic/agent_client.h"
 #include "elastic/coordinator.h"
 #include "elastic/etcd_backend.h"
+#include "common/membership.h"
+#include "common/status.h"
+#include "elastic/store/store_client.h"
 #include "elastic/store/store_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -23,6 +26,7 @@
 namespace cohort::elastic {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 enum class Backend { kEmbedded, kEtcd };
@@ -296,6 +300,139 @@ TEST_P(CoordinatorTest, MinNodesNotReachedTimesOut) {
   EXPECT_THAT(world.status().message(), HasSubstr("join_timeout"));
   EXPECT_FALSE(jb.get().ok());
 }
+
+// --on-failure shrink: removal records in the generation's worker store.
+class ShrinkTest : public CoordinatorTest {
+ protected:
+  RendezvousSettings ShrinkSettings(int min_nodes, int max_nodes, int max_restarts = 0) {
+    RendezvousSettings settings = Settings(min_nodes, max_nodes, max_restarts);
+    settings.shrink_on_failure = true;
+    return settings;
+  }
+
+  // Removal `number` from the worker store of `world`, waiting for it.
+  absl::StatusOr<membership::Removal> AwaitRemoval(const World& world, int number) {
+    if (worker_store_ == nullptr) {
+      size_t colon = world.worker_store.rfind(':');
+      store::StoreClientOptions options;
+      options.host = world.worker_store.substr(0, colon);
+      options.port = std::stoi(world.worker_store.substr(colon + 1));
+      options.job_id = "job";
+      options.token = "secret";
+      options.connect_timeout = absl::Seconds(5);
+      options.timeout = absl::Seconds(5);
+      COHORT_ASSIGN_OR_RETURN(worker_store_, store::StoreClient::Connect(options));
+    }
+    COHORT_ASSIGN_OR_RETURN(std::string text,
+                            worker_store_->Get(membership::RemovalKey(number), absl::Seconds(5)));
+    return membership::Decode(text);
+  }
+
+  void ExpectStillRunning(AgentClient* agent, int64_t generation) {
+    auto end = agent->PollEnd(generation, absl::Milliseconds(300));
+    ASSERT_TRUE(end.ok()) << end.status();
+    EXPECT_FALSE(end->has_value()) << "generation " << generation << " ended: " << (*end)->reason;
+  }
+
+  void TearDown() override {
+    worker_store_.reset();
+    CoordinatorTest::TearDown();
+  }
+
+  std::unique_ptr<store::StoreClient> worker_store_;
+};
+
+TEST_P(ShrinkTest, FailedWorkersAreRemovedAndTheSurvivorsFinish) {
+  Start(ShrinkSettings(1, 2));
+  AgentClient* a = Agent("a");
+  AgentClient* b = Agent("b");
+  auto ja = Join(a, "a");
+  auto jb = Join(b, "b");
+  auto world = ja.get();
+  ASSERT_TRUE(world.ok()) << world.status();
+  ASSERT_TRUE(jb.get().ok());
+  WorkerFailure killed;
+  killed.host = "b";
+  killed.rank = 3;
+  killed.exit_code = -9;
+  ASSERT_TRUE(b->ReportFailures(1, {killed}).ok());
+  auto removal = AwaitRemoval(*world, 1);
+  ASSERT_TRUE(removal.ok()) << removal.status();
+  EXPECT_THAT(removal->ranks, ElementsAre(3));
+  EXPECT_EQ(removal->reason, "worker rank 3 on b was killed by signal 9");
+  ExpectStillRunning(a, 1);
+  // The agent reports its failures so far: only the new one is removed. b keeps no rank, yet
+  // one node (the minimum) is left: the job goes on.
+  WorkerFailure exited = killed;
+  exited.rank = 2;
+  exited.exit_code = 3;
+  ASSERT_TRUE(b->ReportFailures(1, {killed, exited}).ok());
+  removal = AwaitRemoval(*world, 2);
+  ASSERT_TRUE(removal.ok()) << removal.status();
+  EXPECT_THAT(removal->ranks, ElementsAre(2));
+  EXPECT_EQ(removal->reason, "worker rank 2 on b exited with code 3");
+  ExpectStillRunning(a, 1);
+  ASSERT_TRUE(b->ReportDone(1).ok());  // b's workers have all exited
+  ExpectStillRunning(a, 1);
+  ASSERT_TRUE(a->ReportDone(1).ok());
+  GenerationEnd end = AwaitEnd(a, 1);
+  EXPECT_EQ(end.kind, GenerationEnd::Kind::kSucceeded);
+  EXPECT_THAT(end.reason, HasSubstr("all 2 surviving workers exited with code 0; 2 ranks (2, 3) "
+                                    "removed on the way (--on-failure shrink)"));
+  EXPECT_EQ(end.readers, 2);  // b's agent is alive and reads it too
+}
+
+TEST_P(ShrinkTest, LostNodeIsRemovedAndTheOthersGoOn) {
+  Start(ShrinkSettings(1, 2));
+  AgentClient* a = Agent("a");
+  AgentClient* b = Agent("b");
+  auto ja = Join(a, "a");
+  auto jb = Join(b, "b");
+  auto world = ja.get();
+  ASSERT_TRUE(world.ok()) << world.status();
+  ASSERT_TRUE(jb.get().ok());
+  absl::Time lost_at = absl::Now();
+  agents_.erase("b");  // heartbeats stop, as when the node dies
+  auto removal = AwaitRemoval(*world, 1);
+  ASSERT_TRUE(removal.ok()) << removal.status();
+  EXPECT_LT(absl::Now() - lost_at, LossBound());
+  EXPECT_THAT(removal->ranks, ElementsAre(2, 3));
+  EXPECT_THAT(removal->reason, HasSubstr(GetParam() == Backend::kEtcd
+                                             ? "node b lost: its etcd lease expired"
+                                             : "node b lost: no heartbeat"));
+  ExpectStillRunning(a, 1);
+  ASSERT_TRUE(a->ReportDone(1).ok());
+  GenerationEnd end = AwaitEnd(a, 1);
+  EXPECT_EQ(end.kind, GenerationEnd::Kind::kSucceeded);
+  EXPECT_THAT(end.reason, HasSubstr("all 2 surviving workers exited with code 0"));
+  EXPECT_EQ(end.readers, 1);  // nobody waits for the lost node to read it
+}
+
+TEST_P(ShrinkTest, FewerNodesThanTheMinimumRestart) {
+  Start(ShrinkSettings(2, 2, /*max_restarts=*/1));
+  AgentClient* a = Agent("a");
+  AgentClient* b = Agent("b");
+  auto ja = Join(a, "a");
+  auto jb = Join(b, "b");
+  auto world = ja.get();
+  ASSERT_TRUE(world.ok()) << world.status();
+  ASSERT_TRUE(jb.get().ok());
+  ASSERT_TRUE(b->Leave("its agent received SIGTERM").ok());
+  auto removal = AwaitRemoval(*world, 1);  // the workers still hear of it
+  ASSERT_TRUE(removal.ok()) << removal.status();
+  EXPECT_THAT(removal->ranks, ElementsAre(2, 3));
+  GenerationEnd end = AwaitEnd(a, 1);
+  EXPECT_EQ(end.kind, GenerationEnd::Kind::kRestart);
+  EXPECT_TRUE(end.counted);
+  EXPECT_THAT(end.reason, HasSubstr("node b left the job (its agent received SIGTERM); 1 node "
+                                    "left, fewer than the minimum of --nnodes (2)"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ShrinkTest,
+                         ::testing::Values(Backend::kEmbedded, Backend::kEtcd),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kEtcd ? "etcd" : "embedded";
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Backends, CoordinatorTest,
                          ::testing::Values(Backend::kEmbedded, Backend::kEtcd),

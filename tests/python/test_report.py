@@ -1,6 +1,6 @@
 """The report page's reading and judging (python/cohort/report*.py), without a browser: bad input
 is an error naming the file and writes no page; run labels; who stopped where in flight-recorder
-dumps (made up by tests/cluster/lib/trace_fixture.py: libcohort writes no dumps yet); the text
+dumps (made up by tests/cluster/lib/trace_fixture.py; test_trace.py reads real ones); the text
 versions. The pages themselves are opened in Chromium by tests/cluster/bench_report.sh and
 bench_netns_validate.sh, from real runs.
 

@@ -230,6 +230,54 @@ TEST(LauncherOptions, RendezvousConf) {
   EXPECT_FALSE(Parse({"--rdzv-conf", "heartbeat_interval=5,heartbeat_timeout=2", "t.py"}).ok());
 }
 
+TEST(LauncherOptions, OnFailure) {
+  auto options = Parse({"train.py"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_failure, "restart");  // torchrun's behaviour is the default
+  EXPECT_FALSE(options->settings.shrink_on_failure);
+  EXPECT_EQ(options->sources.at("on-failure"), "default");
+
+  options = Parse({"--on-failure", "shrink", "train.py"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_failure, "shrink");
+  EXPECT_TRUE(options->settings.shrink_on_failure);
+  options = Parse({"--on_failure=SHRINK", "train.py"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->settings.shrink_on_failure);
+
+  // COHORT_ON_FAILURE sets the default; PET_ON_FAILURE and the flag win over it.
+  options = Parse({"train.py"}, {{"COHORT_ON_FAILURE", "shrink"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_failure, "shrink");
+  EXPECT_EQ(options->sources.at("on-failure"), "COHORT_ON_FAILURE");
+  options = Parse({"train.py"}, {{"COHORT_ON_FAILURE", "shrink"}, {"PET_ON_FAILURE", "restart"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_failure, "restart");
+  EXPECT_EQ(options->sources.at("on-failure"), "PET_ON_FAILURE");
+  options = Parse({"--on-failure", "restart", "train.py"}, {{"COHORT_ON_FAILURE", "shrink"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FALSE(options->settings.shrink_on_failure);
+  options = Parse({"train.py"}, {{"COHORT_ON_FAILURE", ""}});  // empty: unset
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_failure, "restart");
+
+  // A bad value names where it came from and what is accepted.
+  options = Parse({"--on-failure", "ignore", "train.py"});
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("--on-failure \"ignore\" is not valid"));
+  EXPECT_THAT(options.status().message(), HasSubstr("restart"));
+  EXPECT_THAT(options.status().message(), HasSubstr("shrink"));
+  options = Parse({"train.py"}, {{"COHORT_ON_FAILURE", "grow"}});
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("COHORT_ON_FAILURE \"grow\" is not valid"));
+  options = Parse({"--on-failure"});
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("--on-failure needs a value"));
+
+  EXPECT_THAT(Usage(), HasSubstr("--on-failure V"));
+  EXPECT_THAT(Usage(), HasSubstr("COHORT_ON_FAILURE"));
+}
+
 TEST(LauncherOptions, StreamSpecs) {
   auto all = ParseStreamSpec("3", "redirects");
   ASSERT_TRUE(all.ok());

@@ -85,6 +85,16 @@ TEST(Rendezvous, RecordsRoundTrip) {
   ASSERT_TRUE(end_decoded.ok());
   EXPECT_EQ(end_decoded->kind, GenerationEnd::Kind::kFailed);
   EXPECT_EQ(end_decoded->reason, "why");
+  EXPECT_EQ(end_decoded->readers, 0);
+  end.readers = 3;
+  end_decoded = DecodeEnd(EncodeEnd(end));
+  ASSERT_TRUE(end_decoded.ok());
+  EXPECT_EQ(end_decoded->readers, 3);
+  // An end without "readers" (an older coordinator) still decodes; a bad count does not.
+  end_decoded = DecodeEnd(R"({"kind":"succeeded","reason":"r","counted":false})");
+  ASSERT_TRUE(end_decoded.ok()) << end_decoded.status();
+  EXPECT_EQ(end_decoded->readers, 0);
+  EXPECT_FALSE(DecodeEnd(R"({"kind":"succeeded","reason":"r","counted":false,"readers":-1})").ok());
   EXPECT_FALSE(DecodeWorld("{not json").ok());
 }
 

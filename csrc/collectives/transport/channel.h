@@ -16,6 +16,11 @@
 // What it does not do: matching, fingerprints, abort and goodbye semantics, error wording about
 // operations. Those are the protocol's, written once for every channel.
 //
+// Ranks: a channel knows its peers by their rank in the communicator that created it (the
+// "connection rank"). A shrunk communicator reuses its parent's channels under new ranks
+// (connection_set.h): the protocol translates, and a channel reads request->peer only inside
+// Send.
+//
 // All calls come from the one thread that executes the communicator's operations.
 #pragma once
 
@@ -66,6 +71,9 @@ struct Request {
 struct Landing {
   char* data = nullptr;   // header.length bytes; nullptr (with length > 0): deferred
   void* token = nullptr;  // handed back with OnPayload
+  // The sink wants none of the payload (a frame of a revoked view): the channel reads past it
+  // without a buffer of its length (a stream) or releases it (UCX), and no OnPayload follows.
+  bool discard = false;
 };
 
 // The protocol, as a channel sees it.
@@ -129,6 +137,15 @@ class Channel {
   virtual ~Channel() = default;
   virtual ChannelKind kind() const = 0;
 
+  // What this channel's control frames (abort, goodbye) carry besides their kind: the epoch of
+  // the communicator view now using it and, in an abort frame, the rank it blames and why
+  // (wire.h). Set by the protocol before it calls Abort or Close.
+  void set_control(uint32_t epoch, int blamed, Blame blame) {
+    control_epoch_ = epoch;
+    control_blamed_ = blamed;
+    control_blame_ = blame;
+  }
+
   // Queues a frame to `request->peer`: the header, then `length` payload bytes from `data`.
   // It completes (request->complete) once the buffer may be reused.
   virtual absl::Status Send(Request* request) = 0;
@@ -158,6 +175,18 @@ class Channel {
   // Whether the channel holds sends to `peer` not yet handed to the wire or not yet complete.
   virtual bool HasPendingSends(int peer) const = 0;
 
+  // Liveness, for a timeout's verdict: asks `peer` to answer (its channel does, whenever that
+  // rank drives its transport, whatever it is waiting for) and counts the answers. A channel
+  // without probes returns false: the caller cannot tell.
+  virtual bool Probe(int peer) {
+    (void)peer;
+    return false;
+  }
+  virtual uint64_t ProbeAnswers(int peer) const {
+    (void)peer;
+    return 0;
+  }
+
   // Best effort within `deadline`: finishes or abandons half-sent frames, then sends every
   // peer an abort frame carrying `reason`, and forgets every queued request.
   virtual void Abort(const std::string& reason, Deadline deadline) = 0;
@@ -177,6 +206,23 @@ class Channel {
     (void)peer;
     return nullptr;
   }
+
+ protected:
+  // The header of a control frame of `kind`, stamped as set_control says.
+  FrameHeader ControlHeader(FrameKind kind) const {
+    FrameHeader header = {};
+    header.kind = static_cast<uint8_t>(kind);
+    header.set_epoch(control_epoch_);
+    header.root = kind == FrameKind::kAbort ? control_blamed_ : -1;
+    header.tag = kind == FrameKind::kAbort ? static_cast<uint32_t>(control_blame_) : 0;
+    return header;
+  }
+  uint32_t control_epoch() const { return control_epoch_; }
+
+ private:
+  uint32_t control_epoch_ = 0;
+  int control_blamed_ = -1;
+  Blame control_blame_ = Blame::kNone;
 };
 
 }  // namespace cohort

@@ -51,9 +51,13 @@ Protocol::Protocol(int rank, int size, ProtocolOptions options)
     : rank_(rank),
       size_(size),
       options_(std::move(options)),
+      conn_of_(size),
+      failed_(size, Blame::kNone),
       records_(size),
       kinds_(size, ChannelKind::kTcp),
-      peers_(size) {}
+      peers_(size) {
+  for (int r = 0; r < size; ++r) conn_of_[r] = r;
+}
 
 Protocol::~Protocol() = default;
 
@@ -78,7 +82,11 @@ absl::Status Protocol::Connect(Bootstrap& bootstrap) {
   setup.prefix = prefix;
   setup.rank = rank_;
   setup.size = size_;
-  setup.sink = this;
+  // The channels report to the connection set, which hands their frames to this view (and, after
+  // a Shrink, to its child). Installed first: a channel may deliver frames while it connects.
+  connections_ = std::make_shared<ConnectionSet>(size_);
+  COHORT_RETURN_IF_ERROR(connections_->Install(this, 0, conn_of_, ChannelClaimer()));
+  setup.sink = connections_.get();
   setup.deadline = deadline;
 
   const std::string secret_key = absl::StrCat(prefix, "/secret");
@@ -225,16 +233,61 @@ absl::Status Protocol::Fail(absl::Status status) {
 }
 
 absl::Status Protocol::LostError(int peer, const std::string& why) const {
-  return absl::UnavailableError(
-      absl::StrCat("lost connection to ", Name(peer), ": ", why, ". The process of rank ", peer,
-                   " probably died or was killed; check its log and exit status"));
+  return WithBlame(
+      absl::UnavailableError(absl::StrCat("lost connection to ", Name(peer), ": ", why,
+                                          ". The process of rank ", peer,
+                                          " probably died or was killed; check its log and exit "
+                                          "status")),
+      peer, Blame::kLost);
+}
+
+void Protocol::NoteFailure(int rank, Blame blame) {
+  if (rank >= 0 && rank < size_ && rank != rank_ && blame != Blame::kNone &&
+      failed_[rank] == Blame::kNone) {
+    failed_[rank] = blame;
+  }
+}
+
+int Protocol::StoppedLocalPeer() const {
+  for (int rank = 0; rank < size_; ++rank) {
+    if (rank == rank_ || records_[rank].host_id != records_[rank_].host_id) continue;
+    if (ProcessStopped(records_[rank].pid)) return rank;
+  }
+  return -1;
+}
+
+bool Protocol::ProbePeer(int peer) {
+  if (peer < 0 || peer >= size_ || peer == rank_ || peers_[peer].channel == nullptr) return false;
+  return peers_[peer].channel->Probe(conn_of_[peer]);
+}
+
+uint64_t Protocol::ProbeAnswers(int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_ || peers_[peer].channel == nullptr) return 0;
+  return peers_[peer].channel->ProbeAnswers(conn_of_[peer]);
+}
+
+ConnectionSet::ChannelClaim Protocol::ChannelClaimer() {
+  return [this](int rank, uint64_t id, char* data, void* token) -> absl::Status {
+    if (peers_[rank].channel == nullptr) {
+      return absl::InternalError(absl::StrCat("no channel to claim a frame of rank ", rank));
+    }
+    return peers_[rank].channel->Claim(conn_of_[rank], id, data, token);
+  };
+}
+
+absl::Status Protocol::ClaimFrame(int rank, uint64_t id, Request* request) {
+  if (ConnectionSet::Holds(id)) {
+    return connections_->Claim(conn_of_[rank], id, request->data, Tagged(request, kRequestToken));
+  }
+  return peers_[rank].channel->Claim(conn_of_[rank], id, request->data,
+                                     Tagged(request, kRequestToken));
 }
 
 absl::Status Protocol::OnPeerClosed(int rank, const std::string& why) {
   Peer& peer = peers_[rank];
   peer.closed = true;
   bool expected_more = !peer.posted.empty() || peer.in_progress > 0 || !any_source_.empty() ||
-                       (peer.channel != nullptr && peer.channel->HasPendingSends(rank));
+                       (peer.channel != nullptr && peer.channel->HasPendingSends(conn_of_[rank]));
   if (peer.goodbye_received && !expected_more) return absl::OkStatus();  // a clean close
   if (peer.goodbye_received) {
     return Fail(absl::FailedPreconditionError(
@@ -242,6 +295,7 @@ absl::Status Protocol::OnPeerClosed(int rank, const std::string& why) {
                      " still expected data from it; every rank must issue the same operations "
                      "before destroying the communicator")));
   }
+  NoteFailure(rank, Blame::kLost);
   return Fail(LostError(rank, why));
 }
 
@@ -310,6 +364,10 @@ absl::StatusOr<Landing> Protocol::OnFrame(int rank, const FrameHeader& header,
   if (kind == FrameKind::kAbort) {
     if (header.length > kMaxAbortBytes) return Fail(LostError(rank, "malformed abort frame"));
     peer.control.assign(header.length, '\0');
+    peer.abort_blamed = header.root;
+    peer.abort_blame = header.tag <= static_cast<uint32_t>(Blame::kRemoved)
+                           ? static_cast<Blame>(header.tag)
+                           : Blame::kNone;
     ++peer.in_progress;
     return Landing{peer.control.data(), Tagged(&peer, kAbortToken)};
   }
@@ -380,8 +438,15 @@ absl::Status Protocol::OnPayload(int rank, void* token) {
       }
       return absl::OkStatus();
     }
-    case kAbortToken:
-      return Fail(absl::AbortedError(absl::StrCat(Name(rank), " failed: ", peer.control)));
+    case kAbortToken: {
+      absl::Status aborted = absl::AbortedError(absl::StrCat(Name(rank), " failed: ", peer.control));
+      if (peer.abort_blame != Blame::kNone && peer.abort_blamed >= 0 &&
+          peer.abort_blamed < size_) {
+        NoteFailure(peer.abort_blamed, peer.abort_blame);
+        aborted = WithBlame(std::move(aborted), peer.abort_blamed, peer.abort_blame);
+      }
+      return Fail(std::move(aborted));
+    }
   }
   return absl::InternalError("bad landing token");
 }
@@ -389,7 +454,12 @@ absl::Status Protocol::OnPayload(int rank, void* token) {
 void Protocol::PostSend(Request* request) {
   request->direction = Request::Direction::kSend;
   if (!failure_.ok()) return;
-  absl::Status status = peers_[request->peer].channel->Send(request);
+  request->header.set_epoch(epoch_);
+  const int peer = request->peer;
+  MarkUsed(peer);
+  request->peer = conn_of_[peer];  // channels know connection ranks, and read it only here
+  absl::Status status = peers_[peer].channel->Send(request);
+  request->peer = peer;
   if (!status.ok()) (void)Fail(status);
 }
 
@@ -397,6 +467,7 @@ void Protocol::PostRecv(Request* request) {
   request->direction = Request::Direction::kRecv;
   request->transferred = 0;
   request->complete = false;
+  MarkUsed(request->peer);
   int first = request->peer == kAnySource ? 0 : request->peer;
   int last = request->peer == kAnySource ? size_ - 1 : request->peer;
   for (int rank = first; rank <= last; ++rank) {
@@ -414,8 +485,7 @@ void Protocol::PostRecv(Request* request) {
         uint64_t id = it->deferred_id;
         peer.early.erase(it);  // still in progress: the claim lands it in the request
         if (!failure_.ok()) return;
-        absl::Status status =
-            peer.channel->Claim(rank, id, request->data, Tagged(request, kRequestToken));
+        absl::Status status = ClaimFrame(rank, id, request);
         if (!status.ok()) (void)Fail(status);
         return;
       }
@@ -445,7 +515,7 @@ bool Protocol::DescriptorWorkPending() const {
       continue;
     }
     if (!any_source_.empty() || !peer.posted.empty() || peer.in_progress > 0 ||
-        peer.channel->HasPendingSends(rank)) {
+        peer.channel->HasPendingSends(conn_of_[rank])) {
       return true;
     }
   }
@@ -540,8 +610,11 @@ bool Protocol::HasRdma(int rank) const {
 }
 
 Window* Protocol::WindowTo(int peer) const {
+  if (epoch_ > 0) return nullptr;  // a shrunk view: see the top of protocol.h
   Channel* channel = peers_[peer].channel;
-  return channel != nullptr ? channel->window(peer) : nullptr;
+  Window* window = channel != nullptr ? channel->window(conn_of_[peer]) : nullptr;
+  if (window != nullptr) MarkUsed(peer);
+  return window;
 }
 
 uint64_t Protocol::WindowPuts() const {
@@ -560,12 +633,19 @@ uint64_t Protocol::WindowPuts() const {
 
 shm::Lane* Protocol::MappedWindow() const {
   // Its mapped view needs no cross-memory access, so it exists even where puts are not allowed.
-  return shm_ != nullptr ? shm_->mapped() : nullptr;
+  if (epoch_ > 0 || shm_ == nullptr) return nullptr;
+  shm::Lane* lane = shm_->mapped();
+  if (lane != nullptr) kinds_used_ |= uint8_t(1u << static_cast<int>(ChannelKind::kSharedMemory));
+  return lane;
 }
 
-void Protocol::AbortPeers(const std::string& reason) {
+void Protocol::AbortPeers(const std::string& reason, FailureBlame blame) {
   Deadline deadline = Deadline::In(absl::Seconds(1));
-  for (auto& channel : channels_) channel->Abort(reason, deadline);
+  for (auto& channel : channels_) {
+    // The blamed rank is in this view's numbering: the abort frame goes to this view's peers.
+    channel->set_control(epoch_, blame.rank, blame.rank >= 0 ? blame.blame : Blame::kNone);
+    channel->Abort(reason, deadline);
+  }
   DropRequests();
 }
 
@@ -588,7 +668,10 @@ void Protocol::DropRequests() {
 }
 
 void Protocol::Close(bool clean, Deadline deadline) {
-  for (auto& channel : channels_) channel->Close(clean, deadline);
+  for (auto& channel : channels_) {
+    channel->set_control(epoch_, -1, Blame::kNone);
+    channel->Close(clean, deadline);
+  }
 }
 
 }  // namespace cohort

@@ -20,7 +20,15 @@
 // so a close can be judged: after a goodbye with nothing expected it is clean, else an error.
 //
 // Errors are sticky: the first one (lost peer, mismatch, a peer's abort) is returned by every
-// later call.
+// later call. Who failed is also kept as a value (failure.h): each rank the protocol learned
+// has failed, and how (its connection was lost; a peer's abort frame blamed it).
+//
+// Views: the channels report to a connection set (connection_set.h), which hands frames to the
+// protocol view that is current. A communicator made by Create has epoch 0 and ranks equal to
+// connection ranks; Shrink moves the channels into a child view of the survivors (epoch + 1,
+// dense new ranks), which translates its ranks to connection ranks where it calls a channel.
+// A child offers no windows and no lane: their signal words and stages count for the life of
+// the channels and were left mid-operation by the failure; its operations run over messages.
 #pragma once
 
 #include <deque>
@@ -32,6 +40,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "collectives/transport/channel.h"
+#include "collectives/transport/connection_set.h"
+#include "collectives/transport/failure.h"
 #include "collectives/transport/window.h"
 #include "collectives/transport/shm/options.h"
 #include "collectives/transport/tcp/options.h"
@@ -70,8 +80,36 @@ class Protocol final : public FrameSink {
                                                           const ProtocolOptions& options);
   ~Protocol() override;
 
+  // A child view of `parent` for `survivors` (parent ranks, ascending, this rank among them)
+  // under `prefix`: takes the parent's channels (the parent fails every later call), installs
+  // the child in the connection set under the next epoch. The child may start failed (a
+  // survivor's connection closed meanwhile): its first operation says so.
+  static absl::StatusOr<std::unique_ptr<Protocol>> Shrink(Protocol& parent,
+                                                          const std::vector<int>& survivors,
+                                                          const std::string& prefix);
+
   int rank() const { return rank_; }
   int size() const { return size_; }
+  uint32_t epoch() const { return epoch_; }
+  // The rank of the communicator that made the channels (`rank` in Create's numbering).
+  int ConnectionRank(int rank) const { return conn_of_[rank]; }
+  const PeerRecord& Record(int rank) const { return records_[rank]; }
+  // How the protocol learned that `rank` failed (kNone: it did not).
+  Blame FailedBlame(int rank) const { return failed_[rank]; }
+  // Notes a failure found above the protocol (a timeout blaming `rank`).
+  void NoteFailure(int rank, Blame blame);
+  // A peer on this host whose process is stopped (SIGSTOP, a debugger), or -1.
+  int StoppedLocalPeer() const;
+  // Asks `peer` whether it is there (its channel answers whenever it drives its transport);
+  // false when its channel cannot. ProbeAnswers counts the answers so far.
+  bool ProbePeer(int peer);
+  uint64_t ProbeAnswers(int peer) const;
+  // Channel kinds used since the last call, as a bit mask (1 << ChannelKind).
+  uint8_t TakeKindsUsed() {
+    uint8_t used = kinds_used_;
+    kinds_used_ = 0;
+    return used;
+  }
   // Host name of a rank, for error messages.
   const std::string& PeerHost(int rank) const { return records_[rank].host_name; }
   // The channel kind serving `peer` (not for this rank itself).
@@ -108,9 +146,9 @@ class Protocol final : public FrameSink {
   // transfers, without blocking.
   absl::Status CheckPeers();
 
-  // Best effort: tells every peer this rank failed with `reason`, then forgets every queued
-  // request (their owners are about to go away).
-  void AbortPeers(const std::string& reason);
+  // Best effort: tells every peer this rank failed with `reason` (blaming `blame.rank`, when
+  // set), then forgets every queued request (their owners are about to go away).
+  void AbortPeers(const std::string& reason, FailureBlame blame = {});
   void DropRequests();
   // Clean: tells every peer this rank closes on purpose. After a failure: reads what the peers
   // still send (their abort frames) until they close or the deadline.
@@ -139,6 +177,8 @@ class Protocol final : public FrameSink {
     bool closed = false;
     int in_progress = 0;   // announced frames whose payload has not landed
     std::string control;   // payload of an abort frame
+    int abort_blamed = -1;  // whom that abort frame blames, and why
+    Blame abort_blame = Blame::kNone;
   };
 
   Protocol(int rank, int size, ProtocolOptions options);
@@ -154,10 +194,23 @@ class Protocol final : public FrameSink {
   absl::Status PollDescriptors(int timeout_ms);
   // Whether a peer served through descriptors has something in flight.
   bool DescriptorWorkPending() const;
+  // Lands a deferred frame `id` of `rank` in `request` (from its channel, or the connection set).
+  absl::Status ClaimFrame(int rank, uint64_t id, Request* request);
+  // Lands a frame a channel deferred for rank `rank` (the connection set's replay uses it).
+  ConnectionSet::ChannelClaim ChannelClaimer();
+  void MarkUsed(int peer) const {
+    if (peer >= 0 && peer != rank_) kinds_used_ |= uint8_t(1u << static_cast<int>(kinds_[peer]));
+  }
 
   const int rank_;
   const int size_;
   ProtocolOptions options_;
+  // Declared before the channels: it outlives them (they report to it).
+  std::shared_ptr<ConnectionSet> connections_;
+  uint32_t epoch_ = 0;
+  std::vector<int> conn_of_;  // view rank -> connection rank
+  std::vector<Blame> failed_;  // per rank
+  mutable uint8_t kinds_used_ = 0;
   std::vector<PeerRecord> records_;
   std::vector<ChannelKind> kinds_;  // the channel of each peer
   std::vector<Peer> peers_;         // indexed by rank; peers_[rank_] unused

@@ -69,13 +69,23 @@ absl::Status StreamChannel::Send(Request* request) {
   return absl::OkStatus();
 }
 
-void StreamChannel::QueueAck(Peer& peer, uint64_t id) {
+void StreamChannel::QueueAck(Peer& peer, uint64_t id) { QueueOwn(peer, FrameKind::kAck, id); }
+
+void StreamChannel::QueueOwn(Peer& peer, FrameKind kind, uint64_t sequence) {
   while (!peer.owned.empty() && peer.owned.front().complete) peer.owned.pop_front();
-  Request& ack = peer.owned.emplace_back();
-  ack.peer = peer.rank;
-  ack.header.kind = static_cast<uint8_t>(FrameKind::kAck);
-  ack.header.sequence = id;
-  peer.sends.push_back(&ack);
+  Request& frame = peer.owned.emplace_back();
+  frame.peer = peer.rank;
+  frame.header.kind = static_cast<uint8_t>(kind);
+  frame.header.sequence = sequence;
+  peer.sends.push_back(&frame);
+}
+
+bool StreamChannel::Probe(int rank) {
+  Peer& peer = peers_[rank];
+  if (peer.closed || peer.send_mid_frame) return false;
+  QueueOwn(peer, FrameKind::kProbe, 0);
+  if (peer.sends.size() == 1) (void)FlushSends(peer, /*once=*/false);
+  return true;
 }
 
 absl::Status StreamChannel::CopyRemote(Peer& peer, const FrameHeader& header,
@@ -115,6 +125,10 @@ absl::Status StreamChannel::Announce(Peer& peer, const FrameHeader& header) {
   COHORT_ASSIGN_OR_RETURN(Landing landing, sink_->OnFrame(peer.rank, header, id));
   peer.state = ReadState::kHeader;
   if (header.length == 0) return sink_->OnPayload(peer.rank, landing.token);
+  if (landing.discard) {
+    Skip(peer, header.length, 0);
+    return absl::OkStatus();
+  }
   if (landing.data == nullptr) {
     peer.state = ReadState::kStalled;  // read it when its receive is posted
     peer.stalled_id = id;
@@ -145,6 +159,17 @@ absl::Status StreamChannel::OnHeader(Peer& peer) {
     peer.state = ReadState::kHeader;
     return absl::OkStatus();
   }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kProbe)) {
+    peer.state = ReadState::kHeader;
+    QueueOwn(peer, FrameKind::kProbeReply, 0);
+    return FlushSends(peer, /*once=*/true);
+  }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kProbeReply)) {
+    ++peer.probe_answers;
+    peer.state = ReadState::kHeader;
+    return absl::OkStatus();
+  }
+  if (header.kind == static_cast<uint8_t>(FrameKind::kAbort)) peer.aborted_in = header.epoch() + 1;
   if (header.reserved & kFrameRemote) {
     // Read the {address, id} descriptor first; the frame is announced when it is complete.
     peer.reading_descriptor = true;
@@ -160,15 +185,15 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
   peer.state = ReadState::kHeader;
   if (peer.discarding) {
     peer.discarding = false;
-    peer.discard.clear();
     return absl::OkStatus();
   }
   if (peer.reading_descriptor) {
     peer.reading_descriptor = false;
+    // The kFrameRemote bit stays set: whoever defers it knows the stream is not held up.
     FrameHeader header = peer.header;
-    header.reserved &= ~kFrameRemote;
     uint64_t id = ++peer.frames;
     COHORT_ASSIGN_OR_RETURN(Landing landing, sink_->OnFrame(peer.rank, header, id));
+    if (landing.discard) return absl::OkStatus();  // left unread in the sender's memory
     if (landing.data == nullptr && header.length > 0) {
       peer.remote_deferred[id] = {header, {peer.descriptor[0], peer.descriptor[1]}};
       return absl::OkStatus();
@@ -176,6 +201,14 @@ absl::Status StreamChannel::OnPayloadComplete(Peer& peer) {
     return CopyRemote(peer, header, peer.descriptor, landing.data, landing.token);
   }
   return sink_->OnPayload(peer.rank, peer.landing.token);
+}
+
+void StreamChannel::Skip(Peer& peer, size_t length, size_t got) {
+  peer.state = ReadState::kPayload;
+  peer.discarding = true;
+  peer.target = nullptr;
+  peer.target_got = got;
+  peer.payload_length = length;
 }
 
 absl::Status StreamChannel::ReadPeer(Peer& peer) {
@@ -189,7 +222,10 @@ absl::Status StreamChannel::ReadPeer(Peer& peer) {
       size_t remaining = peer.payload_length - peer.target_got;
       if (staged > 0 && remaining > 0) {
         size_t take = std::min(staged, remaining);
-        std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin, take);
+        if (!peer.discarding) {
+          std::memcpy(peer.target + peer.target_got, peer.staging.data() + peer.staged_begin,
+                      take);
+        }
         peer.staged_begin += take;
         peer.target_got += take;
         remaining -= take;
@@ -199,7 +235,7 @@ absl::Status StreamChannel::ReadPeer(Peer& peer) {
         continue;
       }
       if (drained) return absl::OkStatus();
-      if (remaining >= kDirectReadMin) {
+      if (remaining >= kDirectReadMin && !peer.discarding) {
         ssize_t got = StreamRead(peer, peer.target + peer.target_got, remaining);
         if (got > 0) {
           peer.target_got += static_cast<size_t>(got);
@@ -295,7 +331,7 @@ absl::Status StreamChannel::FlushSends(Peer& peer, bool once) {
 }
 
 absl::Status StreamChannel::WriteAllNow(Peer& peer, const iovec* iov, int count,
-                                        Deadline deadline) {
+                                        Deadline deadline, bool read_meanwhile) {
   std::vector<iovec> rest(iov, iov + count);
   size_t index = 0;
   while (index < rest.size()) {
@@ -307,6 +343,13 @@ absl::Status StreamChannel::WriteAllNow(Peer& peer, const iovec* iov, int count,
       }
       if (deadline.Expired()) {
         return absl::DeadlineExceededError(absl::StrCat(Name(peer.rank), " is not reading"));
+      }
+      if (read_meanwhile) {
+        // The peer may be doing the same towards us: take what it sends, so that neither
+        // waits for the other (errors change nothing here: this rank is failing already).
+        (void)ReadPeer(peer);
+        WaitWritable(peer, deadline.Earlier(Deadline::In(absl::Milliseconds(2))));
+        continue;
       }
       WaitWritable(peer, deadline);
       continue;
@@ -343,7 +386,7 @@ void StreamChannel::Abort(const std::string& reason, Deadline deadline) {
     }
     iov[count++] = {const_cast<char*>(PayloadData(*front)) + (offset - sizeof(FrameHeader)),
                     total - offset};
-    if (WriteAllNow(peer, iov, count, deadline).ok()) {
+    if (WriteAllNow(peer, iov, count, deadline, /*read_meanwhile=*/true).ok()) {
       front->transferred = total;
       peer.sends.pop_front();
       if (front->header.reserved & kFrameRemote) peer.awaiting_ack.push_back(front);
@@ -356,8 +399,7 @@ void StreamChannel::Abort(const std::string& reason, Deadline deadline) {
   DropRequests();
   for (Peer& peer : peers_) peer.awaiting_ack.swap(announced[peer.rank]);
   std::string text = reason.substr(0, 4096);
-  FrameHeader header = {};
-  header.kind = static_cast<uint8_t>(FrameKind::kAbort);
+  FrameHeader header = ControlHeader(FrameKind::kAbort);
   header.length = text.size();
   for (int rank : served_) {
     Peer& peer = peers_[rank];
@@ -375,18 +417,19 @@ void StreamChannel::DropRequests() {
     peer.awaiting_ack.clear();
     peer.remote_deferred.clear();
     if (peer.state == ReadState::kPayload && !peer.discarding && !peer.reading_descriptor) {
-      // Keep the stream in sync: the rest of this payload is read and discarded.
-      peer.discard.assign(peer.payload_length, '\0');
-      std::memcpy(peer.discard.data(), peer.target, peer.target_got);
-      peer.target = peer.discard.data();
-      peer.discarding = true;
+      // Keep the stream in sync: the rest of this payload is read past.
+      Skip(peer, peer.payload_length, peer.target_got);
+    } else if (peer.state == ReadState::kStalled) {
+      // A deferred frame nobody will claim now: read past it, so the stream moves on (a shrunk
+      // communicator goes on using it).
+      Skip(peer, peer.header.length, 0);
+      Arm(peer);
     }
   }
 }
 
 void StreamChannel::SayGoodbye(Deadline deadline) {
-  FrameHeader header = {};
-  header.kind = static_cast<uint8_t>(FrameKind::kGoodbye);
+  FrameHeader header = ControlHeader(FrameKind::kGoodbye);
   for (int rank : served_) {
     Peer& peer = peers_[rank];
     if (peer.closed || !peer.fd.valid() || peer.send_mid_frame) continue;

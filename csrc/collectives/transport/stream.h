@@ -24,7 +24,8 @@
 // even an abort frame, as the peer would read it as payload.
 //
 // Invariant: a peer's stream position is always at a frame boundary of what was announced; when
-// requests are dropped mid-payload the rest is read into a discard buffer, keeping it in sync.
+// requests are dropped mid-payload, or a frame's payload is not wanted (Landing::discard), the
+// rest is read past through the staging buffer, keeping it in sync.
 #pragma once
 
 #include <sys/types.h>
@@ -46,6 +47,8 @@ class StreamChannel : public Channel {
   absl::Status Send(Request* request) override;
   absl::Status Claim(int peer, uint64_t deferred_id, char* data, void* token) override;
   bool HasPendingSends(int peer) const override;
+  bool Probe(int peer) override;
+  uint64_t ProbeAnswers(int peer) const override { return peers_[peer].probe_answers; }
   void Abort(const std::string& reason, Deadline deadline) override;
   void DropRequests() override;
 
@@ -56,15 +59,17 @@ class StreamChannel : public Channel {
     bool served = false;  // this channel carries the pair
     Fd fd;                // tcp: the stream; shm: a socket that only reports the peer's close
     bool closed = false;
+    uint32_t aborted_in = 0;  // 1 + the epoch of its abort frame: it reads nothing more of ours
     bool send_mid_frame = false;
     std::deque<Request*> sends;
-    std::deque<Request> owned;           // acknowledgements this channel sends
+    std::deque<Request> owned;           // acknowledgements and probe frames this channel sends
+    uint64_t probe_answers = 0;          // kProbeReply frames received
     std::vector<Request*> awaiting_ack;  // remote frames the peer has yet to read
     // Reading.
     ReadState state = ReadState::kHeader;
     FrameHeader header = {};
     bool reading_descriptor = false;  // the payload being read is a remote frame's descriptor
-    bool discarding = false;          // the payload being read goes nowhere (requests dropped)
+    bool discarding = false;  // the payload being read goes nowhere (read past, no buffer)
     Landing landing;
     char* target = nullptr;  // where the payload being read goes
     size_t target_got = 0;
@@ -74,7 +79,6 @@ class StreamChannel : public Channel {
     uint64_t remote_ids = 0;     // remote frames sent (their acknowledgements name them)
     uint64_t stalled_id = 0;     // the frame kStalled waits with
     std::map<uint64_t, std::pair<FrameHeader, std::array<uint64_t, 2>>> remote_deferred;
-    std::string discard;
     std::vector<char> staging;
     size_t staged_begin = 0;
     size_t staged_end = 0;
@@ -110,8 +114,10 @@ class StreamChannel : public Channel {
   absl::Status ReadPeer(Peer& peer);
   // Writes queued sends until the stream is full (once: a fair share only).
   absl::Status FlushSends(Peer& peer, bool once);
-  // Writes `iov` completely (control frames at abort or close), within `deadline`.
-  absl::Status WriteAllNow(Peer& peer, const iovec* iov, int count, Deadline deadline);
+  // Writes `iov` completely (control frames at abort or close), within `deadline`;
+  // `read_meanwhile`: reads what the peer sends while the stream is full.
+  absl::Status WriteAllNow(Peer& peer, const iovec* iov, int count, Deadline deadline,
+                           bool read_meanwhile = false);
   // Tells the protocol the peer's stream ended (once).
   absl::Status Lost(Peer& peer, const std::string& why);
   // Sends a goodbye frame to every open peer, within `deadline` (a clean close).
@@ -131,9 +137,13 @@ class StreamChannel : public Channel {
   absl::Status OnHeader(Peer& peer);
   absl::Status Announce(Peer& peer, const FrameHeader& header);
   absl::Status OnPayloadComplete(Peer& peer);
+  // Reads past a payload of `length` bytes of which `got` were read.
+  void Skip(Peer& peer, size_t length, size_t got);
   absl::Status CopyRemote(Peer& peer, const FrameHeader& header, const uint64_t descriptor[2],
                           char* data, void* token);
   void QueueAck(Peer& peer, uint64_t id);
+  // Queues a frame of this channel's own (an acknowledgement, a probe or its answer).
+  void QueueOwn(Peer& peer, FrameKind kind, uint64_t sequence);
   size_t PayloadBytes(const Request& request) const;
   const char* PayloadData(const Request& request) const;
 };

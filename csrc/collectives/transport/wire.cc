@@ -26,4 +26,20 @@ std::string Fingerprint::Describe() const {
   return text;
 }
 
+const char* BlameName(Blame blame) {
+  switch (blame) {
+    case Blame::kNone:
+      return "none";
+    case Blame::kLost:
+      return "lost";
+    case Blame::kStopped:
+      return "stopped";
+    case Blame::kTimeout:
+      return "timeout";
+    case Blame::kRemoved:
+      return "removed";
+  }
+  return "?";
+}
+
 }  // namespace cohort

@@ -19,10 +19,30 @@ enum class FrameKind : uint8_t {
   kAbort = 3,       // the sender failed; payload is the reason
   kGoodbye = 4,     // the sender is closing its communicator cleanly
   kAck = 5,         // the sender finished reading a single-copy payload (id in `sequence`)
+  kProbe = 6,       // "are you there?": the channel answers it itself (a timeout's check)
+  kProbeReply = 7,  // the answer; neither reaches the protocol
 };
 
 // FrameHeader::reserved bits.
 inline constexpr uint32_t kFrameRemote = 1;  // payload is {address, id} to read from the sender
+// Bits 8..31: the epoch of the communicator view that sent the frame (0 for a communicator
+// made by Create; its shrunk children count up, connection_set.h). The channels below keep it
+// as it is; only the protocol and the connection set read it.
+inline constexpr int kFrameEpochShift = 8;
+inline constexpr uint32_t kFrameEpochMask = 0xffffff00u;
+inline constexpr uint32_t kMaxFrameEpoch = kFrameEpochMask >> kFrameEpochShift;
+
+// Why an abort frame's sender failed, carried in its header (root: the rank it blames, in the
+// sender's communicator; -1 when none), so that receivers learn who failed without reading
+// the text. The text (payload) says it in words.
+enum class Blame : uint32_t {
+  kNone = 0,     // an abort asked for by the user, a mismatch, a bad argument: nobody failed
+  kLost = 1,     // the blamed rank's connection closed or broke: its process died
+  kStopped = 2,  // the blamed rank's process is stopped (SIGSTOP, a debugger)
+  kTimeout = 3,  // the blamed rank did not answer within the timeout (frozen, cut off, slow)
+  kRemoved = 4,  // the launcher removed the blamed rank from the job (its node was lost)
+};
+const char* BlameName(Blame blame);
 
 // What a collective is, as every rank must agree on it.
 struct Fingerprint {
@@ -63,6 +83,10 @@ struct FrameHeader {
     result.root = root;
     result.count = count;
     return result;
+  }
+  uint32_t epoch() const { return reserved >> kFrameEpochShift; }
+  void set_epoch(uint32_t epoch) {
+    reserved = (reserved & ~kFrameEpochMask) | (epoch << kFrameEpochShift);
   }
   void SetFingerprint(const Fingerprint& fingerprint) {
     sequence = fingerprint.sequence;

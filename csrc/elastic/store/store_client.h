@@ -77,7 +77,7 @@ class StoreClient final : public Bootstrap {
   // matches an empty `expected`) and returns the value now stored; when the key is missing
   // and `expected` is not empty, nothing is stored and `expected` comes back.
   absl::StatusOr<std::string> CompareSet(const std::string& key, const std::string& expected,
-                                         const std::string& desired);
+                                         const std::string& desired) override;
   // Whether the key existed.
   absl::StatusOr<bool> Delete(const std::string& key);
   // Keys that start with `prefix`, sorted.

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Writes made-up flight-recorder dumps in the format docs/bench.md proposes (format_version 1),
-one file per rank, for the tests of the failure page. NOT from a real run: libcohort does not
-write dumps yet (issue 12); when it does, the tests should read a real trial's dumps instead.
+"""Writes made-up flight-recorder dumps in the format of docs/bench.md (format_version 1), one
+file per rank, for the tests of the failure page. NOT from a real run: scenarios a test can
+name exactly (tests/python/test_trace.py also reads a chaos trial's and a torch job's dumps).
 
     trace_fixture.py DIR [--scenario killed|mismatch|hang] [--ranks 4] [--operations 40]
 

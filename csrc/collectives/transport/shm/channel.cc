@@ -297,13 +297,17 @@ void ShmChannel::Wake() {
 void ShmChannel::Abort(const std::string& reason, Deadline deadline) {
   StreamChannel::Abort(reason, deadline);
   // Remote frames already announced stay readable until the peer has taken them (or a short
-  // deadline), so it does not read freed memory.
-  Deadline reads = Deadline::In(absl::Milliseconds(500)).Earlier(deadline);
+  // deadline), so it does not read freed memory. A peer that has died, or aborted itself, takes
+  // nothing more: not waited for (the failing rank's own error waits on this).
+  Deadline reads = Deadline::In(absl::Milliseconds(200)).Earlier(deadline);
   for (int rank : served_) {
     Peer& peer = peers_[rank];
-    while (!peer.awaiting_ack.empty() && !peer.closed && !reads.Expired() &&
+    uint32_t looks = 0;
+    while (!peer.awaiting_ack.empty() && !peer.closed && peer.aborted_in != control_epoch() + 1 &&
+           !reads.Expired() &&
            peer.state != ReadState::kStalled) {
       if (locals_[rank].in.AvailableBytes() == 0 && peer.staged_end == peer.staged_begin) {
+        if ((++looks & 63) == 0) (void)CheckSockets();  // notices a peer that died
         std::this_thread::yield();
         continue;
       }

@@ -394,6 +394,10 @@ absl::Status UcxChannelImpl::DeliverOne(Peer& peer, Arrival& arrival) {
     return landing.status();
   }
   if (arrival.header.frame.length == 0) return sink_->OnPayload(peer.rank, landing->token);
+  if (landing->discard) {
+    Release(arrival);  // a revoked view's frame: UCX drops it (a rendezvous is never fetched)
+    return absl::OkStatus();
+  }
   if (landing->data == nullptr) {
     deferred_.emplace(id, Deferred{peer.rank, std::move(arrival)});
     return absl::OkStatus();
