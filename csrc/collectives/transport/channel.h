@@ -172,6 +172,10 @@ class Channel {
   }
   // Makes a sleep in another thread return soon (thread-safe).
   virtual void Wake() {}
+  // The longest a waiter may sleep on this channel's event fd, in milliseconds (-1: as long as
+  // it likes). Where peers write into this rank's memory one-sidedly (a window's puts and
+  // signals over shared memory or RDMA) nothing wakes the fd, so waiters sleep in slices.
+  virtual int SleepSliceMillis() const { return -1; }
   // Whether the channel holds sends to `peer` not yet handed to the wire or not yet complete.
   virtual bool HasPendingSends(int peer) const = 0;
 

@@ -507,6 +507,13 @@ void Protocol::PostRecv(Request* request) {
   }
 }
 
+bool Protocol::SleepsInSlices() const {
+  for (const Channel* channel : descriptor_channels_) {
+    if (channel->SleepSliceMillis() >= 0) return true;
+  }
+  return false;
+}
+
 bool Protocol::DescriptorWorkPending() const {
   if (descriptor_channels_.empty()) return false;
   for (int rank = 0; rank < size_; ++rank) {
@@ -527,6 +534,8 @@ absl::Status Protocol::PollDescriptors(int timeout_ms) {
   if (timeout_ms != 0) {
     for (Channel* channel : descriptor_channels_) {
       if (!channel->PrepareToSleep()) timeout_ms = 0;  // events already pending
+      const int slice = channel->SleepSliceMillis();
+      if (slice >= 0 && (timeout_ms < 0 || timeout_ms > slice)) timeout_ms = slice;
     }
     epoll_event events[8];
     int ready = timeout_ms == 0 ? 0 : epoll_wait(epoll_.get(), events, 8, timeout_ms);
@@ -561,7 +570,7 @@ absl::Status Protocol::Progress(int timeout_ms) {
     if (!descriptor_channels_.empty()) return PollDescriptors(0);
     return failure_;
   }
-  if (DescriptorWorkPending()) {
+  if (DescriptorWorkPending() || SleepsInSlices()) {
     // Both kinds of peers matter: short epoll slices between looks at shared memory.
     return PollDescriptors(timeout_ms < 0 ? 1 : std::min(timeout_ms, 1));
   }

@@ -194,6 +194,8 @@ class Protocol final : public FrameSink {
   absl::Status PollDescriptors(int timeout_ms);
   // Whether a peer served through descriptors has something in flight.
   bool DescriptorWorkPending() const;
+  // Whether a descriptor channel's waiters must sleep in slices (Channel::SleepSliceMillis).
+  bool SleepsInSlices() const;
   // Lands a deferred frame `id` of `rank` in `request` (from its channel, or the connection set).
   absl::Status ClaimFrame(int rank, uint64_t id, Request* request);
   // Lands a frame a channel deferred for rank `rank` (the connection set's replay uses it).

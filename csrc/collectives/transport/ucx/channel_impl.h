@@ -69,6 +69,8 @@ class UcxChannelImpl final : public UcxChannel, public Window {
   absl::Status Poll(bool* moved) override;
   int event_fd() const override { return context_->event_fd(); }
   bool PrepareToSleep() override;
+  // Once a window was handed out, its peers' puts and signals land without an event.
+  int SleepSliceMillis() const override { return windows_used_ ? 1 : -1; }
   void Wake() override { Ucx().ucp_worker_signal(context_->worker()); }
   bool HasPendingSends(int peer) const override;
   void Abort(const std::string& reason, Deadline deadline) override;
@@ -251,6 +253,7 @@ class UcxChannelImpl final : public UcxChannel, public Window {
   std::vector<void*> closing_;  // ucp_ep_close_nbx requests not yet done
   absl::Status malformed_;      // a frame that broke the wire format (sticky)
   bool moved_ = false;          // a callback ran since the last look
+  bool windows_used_ = false;   // window() handed one out
   bool closed_ = false;
   int preferred_spin_micros_ = 0;
   std::string abort_text_;  // payload of the abort frames (UCX reads it until they are sent)

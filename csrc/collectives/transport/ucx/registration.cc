@@ -101,7 +101,9 @@ void UcxChannelImpl::TearDownWindow() {
 Window* UcxChannelImpl::window(int rank) {
   if (rank < 0 || rank >= size_) return nullptr;
   const Peer& peer = peers_[rank];
-  return peer.served && peer.signal_rkey != nullptr ? static_cast<Window*>(this) : nullptr;
+  if (!peer.served || peer.signal_rkey == nullptr) return nullptr;
+  windows_used_ = true;
+  return this;
 }
 
 // ---- Registration ----
