@@ -5,7 +5,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 .PHONY: all bootstrap configure build test install-python run bench docs compare compare-torch clean \
-        fuzz fuzz-build fuzz-smoke test-asan test-tsan check-aarch64
+        fuzz fuzz-build fuzz-smoke fuzz-grow test-asan test-tsan check-aarch64
 
 all: build
 
@@ -42,6 +42,10 @@ fuzz-build: bootstrap
 
 fuzz: fuzz-build
 	scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Keeps what a campaign found: minimizes $(FUZZ_BUILD)/corpus into tests/fuzz/grown (commit it).
+fuzz-grow: fuzz-build
+	scripts/fuzz-grow $(FUZZ_BUILD)
 
 fuzz-smoke: fuzz-build
 	scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
