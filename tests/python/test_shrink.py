@@ -135,15 +135,21 @@ def test_ddp_rewrapped_after_shrink_averages_over_the_survivors():
 def _left_out(rank, world_size):
     values = torch.ones(4)
     dist.all_reduce(values)
+    # The store lives in rank 0's process (env:// without cohortrun): rank 0 stays until rank 1
+    # has read the agreement's decision, or rank 1's read could find the store gone.
+    store = dist.distributed_c10d._get_default_store()
     if rank == 1:
         try:
             cohort.shrink(exclude=(1,))
         except RuntimeError as error:
+            store.set("left_out/answered", "1")
             return str(error)
+        store.set("left_out/answered", "1")
         raise AssertionError("the rank left out got a group")
     cohort.shrink(exclude=(1,))
     values = torch.full((4,), float(rank))
     dist.all_reduce(values)
+    store.wait(["left_out/answered"])
     return dist.get_world_size(), values[0].item()
 
 
