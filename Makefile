@@ -21,9 +21,11 @@ build: configure
 # Every test: ctest runs the gtest units and the multi-process suites (one ctest entry per
 # gtest case), then pytest runs the torch backend's suite against the built package (its exit
 # status counts: "no tests collected" fails too).
+# Both run in a temporary folder of their own (scripts/scratch-tmp), removed afterwards.
 test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
-	PYTHONPATH=$(abspath $(BUILD))/python /usr/bin/python3 -m pytest tests/python -q -p no:cacheprovider
+	cd $(BUILD) && $(abspath scripts/scratch-tmp) ctest --output-on-failure --timeout 300 -j $(JOBS)
+	PYTHONPATH=$(abspath $(BUILD))/python scripts/scratch-tmp /usr/bin/python3 -m pytest \
+	  tests/python -q -p no:cacheprovider
 	$(MAKE) fuzz-smoke
 	$(MAKE) check-aarch64
 
@@ -61,7 +63,8 @@ test-asan: bootstrap
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/sanitizers/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure --timeout 600 -j $(JOBS) $(SANITIZER_CTEST_FLAGS)
+	  $(abspath scripts/scratch-tmp) ctest --output-on-failure --timeout 600 -j $(JOBS) \
+	  $(SANITIZER_CTEST_FLAGS)
 
 # TSan: the units and multi-process suites that run threads (store, coordinator, communicators
 # with their progress threads, the launcher); the shell scripts of tests/cluster are left out.
