@@ -52,8 +52,9 @@ def _fail(path, message):
     raise TraceError(f"{path}: {message}")
 
 
-def _cut_short(text):
-    """Whether the text ends inside a string or with objects or arrays still open."""
+def cut_short(text):
+    """Whether the text ends inside a string or with objects or arrays still open (a file cut
+    short; report_load uses it too)."""
     depth, in_string, escaped = 0, False, False
     for char in text:
         if in_string:
@@ -83,7 +84,7 @@ def read_json(path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        if _cut_short(text) or error.pos >= len(text.rstrip()) - 1:
+        if cut_short(text) or error.pos >= len(text.rstrip()) - 1:
             _fail(path, "it ends before the JSON does (truncated: was its process killed while "
                         "writing it?)")
         _fail(path, f"not valid JSON at line {error.lineno} column {error.colno}: {error.msg}")

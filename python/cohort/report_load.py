@@ -8,6 +8,11 @@ input that failed to load.
 import json
 import os
 
+try:
+    from . import flight_trace
+except ImportError:  # run as a script (cohort-bench report): no package
+    import flight_trace
+
 # The versions of the -J format this reader knows (bench/run_info.h: kReportFormatVersion).
 FORMAT_VERSIONS = (1,)
 # The flight recorder's dump format (docs/bench.md, "Flight-recorder dumps").
@@ -37,26 +42,6 @@ def _fail(path, message):
     raise ReportError(f"{path}: {message}")
 
 
-def _cut_short(text):
-    """Whether the text ends inside a string or with objects or arrays still open."""
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-    return in_string or depth > 0
-
-
 def _read_json(path):
     try:
         with open(path, encoding="utf-8") as file:
@@ -68,7 +53,7 @@ def _read_json(path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        truncated = _cut_short(text) or error.pos >= len(text.rstrip()) - 1
+        truncated = flight_trace.cut_short(text) or error.pos >= len(text.rstrip()) - 1
         what = "it ends before the JSON does (truncated: was the run cut off?)" if truncated \
             else f"not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         _fail(path, what)
